@@ -1,0 +1,108 @@
+"""Where flavor bytes come from: a small byte-range interface.
+
+The packager never reads files; origin/ does, through :class:`Storage`. Local
+files now; remote HTTP/object storage implements the same three methods.
+Reads are positional (``os.pread``) and batched per call so a segment's
+reads cost one thread hop, not one per range.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from packager.media import ByteRange
+
+
+class StorageError(Exception):
+    """The storage could not deliver bytes (missing file, I/O error, remote failure)."""
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    size: int
+    mtime_ns: int
+
+    @property
+    def version(self) -> str:
+        """Changes whenever the object does: part of cache keys and ETags."""
+        return f"{self.size:x}-{self.mtime_ns:x}"
+
+
+class Storage(Protocol):
+    async def stat(self, key: str) -> ObjectStat: ...
+
+    async def read(self, key: str, ranges: Sequence[ByteRange]) -> list[bytes]: ...
+
+    def read_sync(self, key: str, ranges: Sequence[ByteRange]) -> list[bytes]: ...
+
+
+class LocalStorage:
+    """Files under a root folder; keys are paths relative to it (already validated by the catalog)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise StorageError(f"key {key!r} escapes the media root")
+        return path
+
+    def stat_sync(self, key: str) -> ObjectStat:
+        try:
+            info = os.stat(self.path(key))
+        except OSError as exc:
+            raise StorageError(f"{key}: {exc.strerror}") from None
+        return ObjectStat(info.st_size, info.st_mtime_ns)
+
+    async def stat(self, key: str) -> ObjectStat:
+        return self.stat_sync(key)  # a stat is a cached metadata lookup: not worth a thread hop
+
+    def read_sync(self, key: str, ranges: Sequence[ByteRange]) -> list[bytes]:
+        try:
+            fd = os.open(self.path(key), os.O_RDONLY)
+        except OSError as exc:
+            raise StorageError(f"{key}: {exc.strerror}") from None
+        try:
+            chunks = []
+            for r in ranges:
+                data = os.pread(fd, r.size, r.offset)
+                if len(data) != r.size:
+                    raise StorageError(f"{key}: short read at offset {r.offset} ({len(data)} of {r.size} bytes)")
+                chunks.append(data)
+            return chunks
+        finally:
+            os.close(fd)
+
+    async def read(self, key: str, ranges: Sequence[ByteRange]) -> list[bytes]:
+        return await asyncio.to_thread(self.read_sync, key, ranges)
+
+
+class MemoryStorage:
+    """In-memory twin for tests: objects are byte strings."""
+
+    def __init__(self, objects: dict[str, bytes] | None = None) -> None:
+        self.objects = dict(objects or {})
+        self.reads = 0
+
+    async def stat(self, key: str) -> ObjectStat:
+        if key not in self.objects:
+            raise StorageError(f"{key}: no such object")
+        return ObjectStat(len(self.objects[key]), 0)
+
+    def read_sync(self, key: str, ranges: Sequence[ByteRange]) -> list[bytes]:
+        data = self.objects.get(key)
+        if data is None:
+            raise StorageError(f"{key}: no such object")
+        self.reads += 1
+        out = [data[r.offset : r.offset + r.size] for r in ranges]
+        if any(len(chunk) != r.size for chunk, r in zip(out, ranges)):
+            raise StorageError(f"{key}: short read")
+        return out
+
+    async def read(self, key: str, ranges: Sequence[ByteRange]) -> list[bytes]:
+        return self.read_sync(key, ranges)

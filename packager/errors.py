@@ -1,0 +1,43 @@
+"""The packager's one error vocabulary.
+
+Every failure the packager can report is a subclass of :class:`PackagerError`;
+edge/ maps each class to an HTTP status in one place (edge/errors.py).
+
+    PackagerError
+    ├── MediaError            the file is not something we can package
+    │   ├── TruncatedMedia    a box runs past the end of the data
+    │   ├── MalformedMedia    a box is internally inconsistent
+    │   └── UnsupportedMedia  valid MP4, but a codec/feature we do not package
+    └── NotFound
+        └── SegmentNotFound   a segment number outside the media
+"""
+
+from __future__ import annotations
+
+
+class PackagerError(Exception):
+    code = "packager_error"
+
+
+class MediaError(PackagerError):
+    code = "bad_media"
+
+
+class TruncatedMedia(MediaError):
+    code = "truncated_media"
+
+
+class MalformedMedia(MediaError):
+    code = "malformed_media"
+
+
+class UnsupportedMedia(MediaError):
+    code = "unsupported_media"
+
+
+class NotFound(PackagerError):
+    code = "not_found"
+
+
+class SegmentNotFound(NotFound):
+    code = "segment_not_found"

@@ -1,0 +1,178 @@
+"""The media model every packager stage shares: tracks, their sample tables and
+the samples of one segment.
+
+Sample tables are numpy arrays (one row per sample, decode order) so a 6-hour
+flavor costs a few arrays, not a Python object per frame. Times are integers
+in the track's own timescale; conversions to other clocks (90 kHz for MPEG-TS,
+seconds for playlists) happen at the edge of each muxer with an explicit
+rounding rule (see :func:`rescale`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal
+
+import numpy as np
+
+TrackKind = Literal["video", "audio"]
+
+
+def rescale(value: int | np.ndarray, src_timescale: int, dst_timescale: int):
+    """Convert times between timescales, rounding half up (floor(x + 1/2)).
+
+    Works on Python ints and on int64 numpy arrays alike. Intermediate products
+    stay in int64: a 6-hour track at timescale 10^6 times 90000 is ~2e15 < 2^63.
+    """
+    return (value * dst_timescale + src_timescale // 2) // src_timescale
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    nal_length_size: int  # bytes of each NAL unit's length prefix (1, 2 or 4)
+    parameter_sets: tuple[bytes, ...]  # VPS/SPS/PPS NAL units, without length prefix or start code
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int
+    channels: int
+    audio_specific_config: bytes  # from esds DecoderSpecificInfo
+    object_type: int  # AAC audio object type (2 = AAC-LC, 5 = HE-AAC)
+
+
+@dataclass(frozen=True, eq=False)
+class Track:
+    """One track of an MP4 with its whole sample table.
+
+    ``pts = dts + cts_offsets + presentation_shift``: the shift folds in the edit
+    list (empty edits delay the track, a media edit's media_time trims its start)
+    so presentation time 0 is the start of the movie timeline.
+    """
+
+    track_id: int
+    kind: TrackKind
+    fourcc: str  # sample entry type: avc1, avc3, hvc1, hev1, mp4a
+    codec_string: str  # RFC 6381, e.g. avc1.64001f, hvc1.1.6.L93.B0, mp4a.40.2
+    timescale: int
+    language: str  # ISO 639-2/T from mdhd, "und" when unset
+    sample_entry: bytes  # the raw stsd child box (header included), copied into fMP4 init segments
+    video: VideoInfo | None
+    audio: AudioInfo | None
+    dts: np.ndarray  # int64, decode time of each sample
+    cts_offsets: np.ndarray  # int64, pts - dts (ctts; may be negative)
+    durations: np.ndarray  # int64, decode duration of each sample
+    sizes: np.ndarray  # int64, bytes
+    offsets: np.ndarray  # int64, absolute file offset of each sample
+    keyframes: np.ndarray  # bool, sync samples (all True when stss is absent)
+    presentation_shift: int  # added to dts + cts_offsets to get presentation time
+    edit_end: int | None = None  # presentation time where the edit list ends the track, if it does
+
+    @property
+    def sample_count(self) -> int:
+        return int(self.sizes.shape[0])
+
+    @property
+    def pts(self) -> np.ndarray:
+        return self.dts + self.cts_offsets + self.presentation_shift
+
+    @property
+    def end_time(self) -> int:
+        """Presentation end of the track in its timescale (end of its last frame)."""
+        if self.sample_count == 0:
+            return 0
+        end = int((self.pts + self.durations).max())
+        return min(end, self.edit_end) if self.edit_end is not None else end
+
+    @property
+    def duration_seconds(self) -> Fraction:
+        return Fraction(self.end_time, self.timescale)
+
+    @property
+    def bitrate(self) -> int:
+        """Average bits per second over the track's duration."""
+        seconds = self.duration_seconds
+        return int(int(self.sizes.sum()) * 8 / seconds) if seconds else 0
+
+
+@dataclass(frozen=True, eq=False)
+class MediaIndex:
+    """What parsing a file's moov tells: its tracks, in file order."""
+
+    tracks: tuple[Track, ...]
+    movie_timescale: int
+    brand: str = "isom"
+    moov_offset: int = 0
+    moov_size: int = 0
+    file_size: int = 0
+
+    @property
+    def video(self) -> Track | None:
+        return next((t for t in self.tracks if t.kind == "video"), None)
+
+    @property
+    def audios(self) -> tuple[Track, ...]:
+        return tuple(t for t in self.tracks if t.kind == "audio")
+
+    @property
+    def duration_seconds(self) -> Fraction:
+        return max((t.duration_seconds for t in self.tracks), default=Fraction(0))
+
+
+@dataclass(frozen=True, eq=False)
+class SampleBatch:
+    """The samples of one track for one segment, in decode order.
+
+    ``data`` is the concatenation of the samples' bytes; ``sizes`` splits it.
+    Times are in ``track.timescale``; ``pts = dts + cts_offsets`` is already
+    presentation time (edit list applied).
+    """
+
+    track: Track
+    data: bytes | bytearray | memoryview
+    sizes: np.ndarray  # int64
+    dts: np.ndarray  # int64, presentation-shifted decode times
+    cts_offsets: np.ndarray  # int64
+    durations: np.ndarray  # int64
+    keyframes: np.ndarray  # bool
+    sequence_number: int = 1  # 1-based fragment number (fMP4 mfhd)
+
+    @property
+    def sample_count(self) -> int:
+        return int(self.sizes.shape[0])
+
+    @property
+    def pts(self) -> np.ndarray:
+        return self.dts + self.cts_offsets
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class SampleSpan:
+    """Samples [first, stop) of a track, as a segment plan names them."""
+
+    first: int
+    stop: int
+
+    @property
+    def count(self) -> int:
+        return self.stop - self.first
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One media segment of one track: its sample span and presentation window."""
+
+    number: int  # 1-based, as in the URL seg-{n}
+    span: SampleSpan
+    start: Fraction  # seconds, presentation
+    duration: Fraction  # seconds, what EXTINF says
+    keyframe_count: int = field(default=1)

@@ -1,0 +1,201 @@
+"""MP4 index: locate the moov box, parse it into a MediaIndex.
+
+The parser never reads: :func:`index_reader` is a generator that yields the
+byte ranges it needs and receives their bytes (nginx-vod-module's
+"read_offset/read_size" protocol). origin/ drives it with async or sync reads
+(see :func:`drive`), so one parser serves both without twin code paths.
+
+Only the boxes we need are parsed (nginx-vod-module ``relevant_atoms_*``):
+everything else, mdat included, is skipped by its header.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Callable, Generator
+
+import numpy as np
+
+from ..errors import MalformedMedia, TruncatedMedia, UnsupportedMedia
+from ..media import ByteRange, MediaIndex, Track, TrackKind
+from . import sample_table as st
+from .boxes import BoxHeader, children, fourcc, iter_boxes, parse_header, payload, printable
+from .sample_entry import parse_sample_entry
+
+HEAD_READ = 64 * 1024  # first read: usually ftyp + moov of a faststart file
+TOP_LEVEL_TYPES = {"ftyp", "moov", "mdat", "free", "skip", "wide", "uuid", "pdin", "meta", "moof", "mfra", "styp", "sidx"}
+HANDLERS: dict[str, TrackKind] = {"vide": "video", "soun": "audio"}
+
+IndexReader = Generator[ByteRange, bytes, MediaIndex]
+
+
+def index_reader(file_size: int) -> IndexReader:
+    """Yield the byte ranges needed to index a file of ``file_size`` bytes; return its MediaIndex."""
+    if file_size < 8:
+        raise MalformedMedia(f"not an MP4 file: only {file_size} bytes")
+    head = yield ByteRange(0, min(file_size, HEAD_READ))
+    brand = "isom"
+    offset = 0
+    while offset < file_size:
+        if offset + 16 <= len(head):
+            window, window_base = head, 0
+        else:
+            window_base = offset
+            window = yield ByteRange(offset, min(16, file_size - offset))
+        box = parse_header(window, offset - window_base, window_base, file_size)
+        if offset == 0 and box.type not in TOP_LEVEL_TYPES:
+            raise MalformedMedia(f"not an MP4 file: first box type is '{printable(box.type)}'")
+        if box.type == "ftyp":
+            brand = _major_brand(head, box)
+        elif box.type == "moov":
+            moov = head if box.end <= len(head) else (yield ByteRange(box.offset, box.size))
+            base = 0 if moov is head else box.offset
+            return parse_moov(moov, box, base, brand, file_size)
+        elif box.type == "moof":
+            raise UnsupportedMedia("fragmented MP4 (moof) input is not supported; remux it with faststart")
+        offset = box.end
+    raise MalformedMedia("no 'moov' box: this file has no index (was the upload cut short?)")
+
+
+def drive(reader: IndexReader, read: Callable[[int, int], bytes]) -> MediaIndex:
+    """Run an index reader with a synchronous ``read(offset, size)``."""
+    try:
+        request = next(reader)
+        while True:
+            request = reader.send(read(request.offset, request.size))
+    except StopIteration as done:
+        return done.value
+
+
+def _major_brand(head: bytes, box: BoxHeader) -> str:
+    if box.end > len(head) or box.size < box.header_size + 4:
+        return "isom"
+    return fourcc(head[box.payload_offset : box.payload_offset + 4])
+
+
+def parse_moov(buf: bytes, moov: BoxHeader, base: int, brand: str, file_size: int) -> MediaIndex:
+    boxes = children(buf, moov, base=base)
+    mvhd = boxes.get("mvhd")
+    if mvhd is None:
+        raise MalformedMedia("'moov' has no 'mvhd' box")
+    movie_timescale = _timescale(payload(buf, mvhd, base), "mvhd")
+    tracks = []
+    for trak in iter_boxes(buf, moov.payload_offset - base, moov.end - base, base):
+        if trak.type == "trak":
+            track = _parse_trak(buf, trak, base, movie_timescale, file_size)
+            if track is not None:
+                tracks.append(track)
+    if not tracks:
+        raise UnsupportedMedia("no video or audio track")
+    return MediaIndex(tuple(tracks), movie_timescale, brand, moov.offset, moov.size, file_size)
+
+
+def _timescale(body: memoryview, name: str) -> int:
+    """mvhd/mdhd: version 0 has 32-bit times, version 1 64-bit; timescale follows creation/modification."""
+    if len(body) < 4:
+        raise TruncatedMedia(f"'{name}' box is cut short")
+    at = 20 if body[0] == 1 else 12
+    if len(body) < at + 4:
+        raise TruncatedMedia(f"'{name}' box is cut short")
+    (timescale,) = struct.unpack_from(">I", body, at)
+    if timescale == 0:
+        raise MalformedMedia(f"'{name}' timescale is 0")
+    return timescale
+
+
+def _language(mdhd: memoryview) -> str:
+    at = 32 if mdhd[0] == 1 else 20
+    if len(mdhd) < at + 2:
+        return "und"
+    (packed,) = struct.unpack_from(">H", mdhd, at)
+    # ISO 639-2/T packed as three 5-bit letters offset by 0x60.
+    letters = "".join(chr(((packed >> shift) & 0x1F) + 0x60) for shift in (10, 5, 0))
+    return letters if letters.isalpha() else "und"
+
+
+def _require(boxes: dict[str, BoxHeader], name: str, where: str) -> BoxHeader:
+    if name not in boxes:
+        raise MalformedMedia(f"'{where}' has no '{name}' box")
+    return boxes[name]
+
+
+def _parse_trak(buf: bytes, trak: BoxHeader, base: int, movie_timescale: int, file_size: int) -> Track | None:
+    trak_boxes = children(buf, trak, base=base)
+    tkhd = payload(buf, _require(trak_boxes, "tkhd", "trak"), base)
+    track_id = struct.unpack_from(">I", tkhd, 20 if tkhd[0] == 1 else 12)[0]
+    mdia = children(buf, _require(trak_boxes, "mdia", "trak"), base=base)
+    hdlr = payload(buf, _require(mdia, "hdlr", "mdia"), base)
+    kind = HANDLERS.get(fourcc(bytes(hdlr[8:12])))
+    if kind is None:  # subtitles, timecode, hint tracks: not ours to package
+        return None
+    mdhd = payload(buf, _require(mdia, "mdhd", "mdia"), base)
+    timescale = _timescale(mdhd, "mdhd")
+    minf = children(buf, _require(mdia, "minf", "mdia"), base=base)
+    stbl_box = _require(minf, "stbl", "minf")
+    stbl = children(buf, stbl_box, base=base)
+    stsd_box = _require(stbl, "stsd", "stbl")
+    description = parse_sample_entry(payload(buf, stsd_box, base), stsd_box.payload_offset)
+
+    def body(name: str) -> memoryview | None:
+        return payload(buf, stbl[name], base) if name in stbl else None
+
+    sizes = st.sample_sizes(body("stsz"), body("stz2"))
+    count = sizes.shape[0]
+    durations = st.fit_durations(st.decode_durations(payload(buf, _require(stbl, "stts", "stbl"), base)), count)
+    offsets = st.sample_offsets(payload(buf, _require(stbl, "stsc", "stbl"), base), st.chunk_offsets(body("stco"), body("co64")), sizes)
+    if count and int((offsets + sizes).max()) > file_size:
+        raise TruncatedMedia(
+            f"track {track_id}: samples reach offset {int((offsets + sizes).max())} but the file ends at {file_size}"
+        )
+    shift, edit_end = _edit_list(buf, trak_boxes.get("edts"), base, movie_timescale, timescale)
+    return Track(
+        track_id=track_id,
+        kind=kind,
+        fourcc=description.fourcc,
+        codec_string=description.codec_string,
+        timescale=timescale,
+        language=_language(mdhd),
+        sample_entry=description.raw,
+        video=description.video,
+        audio=description.audio,
+        dts=st.decode_times(durations),
+        cts_offsets=st.composition_offsets(body("ctts"), count),
+        durations=durations,
+        sizes=sizes,
+        offsets=offsets,
+        keyframes=st.sync_samples(body("stss"), count),
+        presentation_shift=shift,
+        edit_end=edit_end,
+    )
+
+
+def _edit_list(buf: bytes, edts: BoxHeader | None, base: int, movie_ts: int, track_ts: int) -> tuple[int, int | None]:
+    """(presentation shift, presentation end) in track timescale from edts/elst.
+
+    Leading empty edits (media_time -1) delay the track; the first media edit's
+    media_time trims its start and its duration bounds its end. Later edits
+    (rare outside editing tools) are ignored: the track plays to its end.
+    """
+    if edts is None:
+        return 0, None
+    elst_box = children(buf, edts, base=base).get("elst")
+    if elst_box is None:
+        return 0, None
+    elst = payload(buf, elst_box, base)
+    version = elst[0]
+    row = np.dtype([("duration", ">u8"), ("time", ">i8"), ("rate", ">i4")] if version == 1 else [("duration", ">u4"), ("time", ">i4"), ("rate", ">i4")])
+    if len(elst) < 8:
+        raise TruncatedMedia("'elst' box is cut short")
+    (count,) = struct.unpack_from(">I", elst, 4)
+    if 8 + count * row.itemsize > len(elst):
+        raise TruncatedMedia(f"'elst' box holds {count} entries but is cut short")
+    entries = np.frombuffer(elst, dtype=row, count=count, offset=8)
+    delay = 0
+    for entry in entries:
+        duration = int(entry["duration"]) * track_ts // movie_ts
+        if int(entry["time"]) == -1:
+            delay += duration
+            continue
+        end = delay + duration if duration else None
+        return delay - int(entry["time"]), end
+    return delay, None

@@ -1,0 +1,236 @@
+"""Sample descriptions (stsd): codec configuration and RFC 6381 codec strings.
+
+Supported: avc1/avc3 (avcC), hvc1/hev1 (hvcC), mp4a with esds carrying AAC.
+Anything else raises UnsupportedMedia naming the sample entry type.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from ..errors import MalformedMedia, TruncatedMedia, UnsupportedMedia
+from ..media import AudioInfo, VideoInfo
+from .boxes import BoxHeader, iter_boxes, printable
+
+VIDEO_ENTRIES = {"avc1", "avc3", "hvc1", "hev1"}
+AUDIO_ENTRIES = {"mp4a"}
+
+# VisualSampleEntry fields before its child boxes (ISO 14496-12 12.1.3).
+VISUAL_ENTRY_FIELDS = 78
+# AudioSampleEntry fields before its child boxes; QuickTime sound description
+# versions 1 and 2 append 16 and 36 bytes (QTFF "Sound Sample Description").
+AUDIO_ENTRY_FIELDS = 28
+QT_SOUND_EXTRA = {0: 0, 1: 16, 2: 36}
+
+# MPEG-4 descriptor tags (ISO 14496-1 7.2.2.1).
+ES_DESCRIPTOR_TAG = 0x03
+DECODER_CONFIG_TAG = 0x04
+DECODER_SPECIFIC_INFO_TAG = 0x05
+OBJECT_TYPE_AAC = 0x40  # "Audio ISO/IEC 14496-3"
+
+AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+
+
+@dataclass(frozen=True)
+class SampleDescription:
+    fourcc: str
+    codec_string: str
+    raw: bytes  # the whole sample entry box
+    video: VideoInfo | None = None
+    audio: AudioInfo | None = None
+
+
+def parse_sample_entry(stsd_payload: memoryview, stsd_offset: int) -> SampleDescription:
+    """Parse the first sample entry of an stsd box (payload after its box header)."""
+    if len(stsd_payload) < 8:
+        raise TruncatedMedia(f"'stsd' box at offset {stsd_offset} is cut short")
+    (count,) = struct.unpack_from(">I", stsd_payload, 4)
+    if count < 1:
+        raise MalformedMedia(f"'stsd' box at offset {stsd_offset} holds no sample entry")
+    entry = next(iter_boxes(stsd_payload, 8, len(stsd_payload), base=0))
+    raw = bytes(stsd_payload[entry.offset : entry.end])
+    if entry.type in VIDEO_ENTRIES:
+        return _parse_visual(entry.type, raw)
+    if entry.type in AUDIO_ENTRIES:
+        return _parse_audio(entry.type, raw)
+    raise UnsupportedMedia(f"codec '{printable(entry.type)}' is not supported (supported: H.264, HEVC, AAC)")
+
+
+def _child_boxes(raw: bytes, start: int) -> dict[str, BoxHeader]:
+    found: dict[str, BoxHeader] = {}
+    for child in iter_boxes(raw, start, len(raw)):
+        found.setdefault(child.type, child)
+    return found
+
+
+def _parse_visual(entry_type: str, raw: bytes) -> SampleDescription:
+    fields_end = 8 + VISUAL_ENTRY_FIELDS
+    if len(raw) < fields_end:
+        raise TruncatedMedia(f"'{entry_type}' sample entry is cut short")
+    width, height = struct.unpack_from(">HH", raw, 8 + 24)
+    boxes = _child_boxes(raw, fields_end)
+    if entry_type in ("avc1", "avc3"):
+        config = boxes.get("avcC")
+        if config is None:
+            raise MalformedMedia(f"'{entry_type}' sample entry has no avcC box")
+        body = raw[config.payload_offset : config.end]
+        nal_length_size, parameter_sets, codec = _parse_avcc(entry_type, body)
+    else:
+        config = boxes.get("hvcC")
+        if config is None:
+            raise MalformedMedia(f"'{entry_type}' sample entry has no hvcC box")
+        body = raw[config.payload_offset : config.end]
+        nal_length_size, parameter_sets, codec = _parse_hvcc(entry_type, body)
+    video = VideoInfo(width, height, nal_length_size, parameter_sets)
+    return SampleDescription(entry_type, codec, raw, video=video)
+
+
+def _parse_avcc(entry_type: str, body: bytes) -> tuple[int, tuple[bytes, ...], str]:
+    """AVCDecoderConfigurationRecord, ISO 14496-15 5.3.3.1."""
+    if len(body) < 7:
+        raise TruncatedMedia("avcC box is cut short")
+    profile, compat, level = body[1], body[2], body[3]
+    nal_length_size = (body[4] & 0x03) + 1
+    sets: list[bytes] = []
+    pos = 5
+    sps_count = body[pos] & 0x1F
+    pos = _read_nal_list(body, pos + 1, sps_count, sets, "avcC SPS")
+    if pos >= len(body):
+        raise TruncatedMedia("avcC box ends before its PPS count")
+    pos = _read_nal_list(body, pos + 1, body[pos], sets, "avcC PPS")
+    # RFC 6381 3.3: avc1.PPCCLL, profile_idc, constraint flags, level_idc in hex.
+    return nal_length_size, tuple(sets), f"{entry_type}.{profile:02x}{compat:02x}{level:02x}"
+
+
+def _read_nal_list(body: bytes, pos: int, count: int, out: list[bytes], what: str) -> int:
+    for _ in range(count):
+        if pos + 2 > len(body):
+            raise TruncatedMedia(f"{what} list is cut short")
+        (length,) = struct.unpack_from(">H", body, pos)
+        if pos + 2 + length > len(body):
+            raise TruncatedMedia(f"{what} NAL unit is cut short")
+        out.append(bytes(body[pos + 2 : pos + 2 + length]))
+        pos += 2 + length
+    return pos
+
+
+def _parse_hvcc(entry_type: str, body: bytes) -> tuple[int, tuple[bytes, ...], str]:
+    """HEVCDecoderConfigurationRecord, ISO 14496-15 8.3.3.1."""
+    if len(body) < 23:
+        raise TruncatedMedia("hvcC box is cut short")
+    nal_length_size = (body[21] & 0x03) + 1
+    sets: list[bytes] = []
+    pos = 23
+    for _ in range(body[22]):
+        if pos + 3 > len(body):
+            raise TruncatedMedia("hvcC NAL array is cut short")
+        (count,) = struct.unpack_from(">H", body, pos + 1)
+        pos = _read_nal_list(body, pos + 3, count, sets, "hvcC")
+    return nal_length_size, tuple(sets), hevc_codec_string(entry_type, body)
+
+
+def hevc_codec_string(entry_type: str, hvcc: bytes) -> str:
+    """ISO 14496-15 Annex E.3: hvc1.<space><profile>.<compat>.<tier><level>.<constraints>."""
+    space = ("", "A", "B", "C")[hvcc[1] >> 6]
+    tier = "H" if hvcc[1] & 0x20 else "L"
+    profile_idc = hvcc[1] & 0x1F
+    (compat,) = struct.unpack_from(">I", hvcc, 2)
+    reversed_compat = int(f"{compat:032b}"[::-1], 2)  # the spec writes the flags in reverse bit order
+    constraints = list(hvcc[6:12])
+    while constraints and constraints[-1] == 0:  # trailing zero bytes are omitted
+        constraints.pop()
+    parts = [entry_type, f"{space}{profile_idc}", f"{reversed_compat:X}", f"{tier}{hvcc[12]}"]
+    parts += [f"{b:02X}" for b in constraints]
+    return ".".join(parts)
+
+
+def _parse_audio(entry_type: str, raw: bytes) -> SampleDescription:
+    if len(raw) < 8 + AUDIO_ENTRY_FIELDS:
+        raise TruncatedMedia(f"'{entry_type}' sample entry is cut short")
+    (version,) = struct.unpack_from(">H", raw, 16)
+    channels, _bits = struct.unpack_from(">HH", raw, 24)
+    (rate_fixed,) = struct.unpack_from(">I", raw, 32)
+    extra = QT_SOUND_EXTRA.get(version)
+    if extra is None:
+        raise UnsupportedMedia(f"'{entry_type}' sound description version {version} is not supported")
+    boxes = _child_boxes(raw, 8 + AUDIO_ENTRY_FIELDS + extra)
+    esds = boxes.get("esds")
+    if esds is None and "wave" in boxes:  # QuickTime nests esds in a 'wave' box
+        wave = boxes["wave"]
+        inner = {b.type: b for b in iter_boxes(raw, wave.payload_offset, wave.end)}
+        esds = inner.get("esds")
+    if esds is None:
+        raise MalformedMedia(f"'{entry_type}' sample entry has no esds box")
+    asc = _decoder_specific_info(raw[esds.payload_offset + 4 : esds.end])
+    object_type, sample_rate, channel_config = parse_audio_specific_config(asc)
+    info = AudioInfo(
+        sample_rate=sample_rate or rate_fixed >> 16,
+        channels=channel_config or channels,
+        audio_specific_config=asc,
+        object_type=object_type,
+    )
+    return SampleDescription(entry_type, f"mp4a.40.{object_type}", raw, audio=info)
+
+
+def _read_descriptor(data: bytes, pos: int) -> tuple[int, int, int]:
+    """Return (tag, body_start, body_length) of the descriptor at ``pos``."""
+    if pos >= len(data):
+        raise TruncatedMedia("esds descriptor is cut short")
+    tag = data[pos]
+    pos += 1
+    length = 0
+    for _ in range(4):  # expandable size: 7 bits per byte, high bit = more
+        if pos >= len(data):
+            raise TruncatedMedia("esds descriptor length is cut short")
+        byte = data[pos]
+        pos += 1
+        length = (length << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            break
+    if pos + length > len(data):
+        raise TruncatedMedia(f"esds descriptor 0x{tag:02x} is cut short")
+    return tag, pos, length
+
+
+def _decoder_specific_info(esds: bytes) -> bytes:
+    tag, pos, _ = _read_descriptor(esds, 0)
+    if tag != ES_DESCRIPTOR_TAG:
+        raise MalformedMedia(f"esds does not start with an ES descriptor (tag 0x{tag:02x})")
+    flags = esds[pos + 2]
+    pos += 3
+    if flags & 0x80:  # streamDependenceFlag
+        pos += 2
+    if flags & 0x40:  # URL_Flag
+        pos += 1 + esds[pos]
+    if flags & 0x20:  # OCRstreamFlag
+        pos += 2
+    tag, pos, _ = _read_descriptor(esds, pos)
+    if tag != DECODER_CONFIG_TAG:
+        raise MalformedMedia(f"esds has no decoder config descriptor (found tag 0x{tag:02x})")
+    if esds[pos] != OBJECT_TYPE_AAC:
+        raise UnsupportedMedia(f"audio object type 0x{esds[pos]:02x} is not AAC (only AAC audio is supported)")
+    tag, pos, length = _read_descriptor(esds, pos + 13)
+    if tag != DECODER_SPECIFIC_INFO_TAG:
+        raise MalformedMedia("AAC esds has no AudioSpecificConfig")
+    return bytes(esds[pos : pos + length])
+
+
+def parse_audio_specific_config(asc: bytes) -> tuple[int, int, int]:
+    """(audio object type, sample rate, channel configuration), ISO 14496-3 1.6.2.1."""
+    if len(asc) < 2:
+        raise TruncatedMedia("AudioSpecificConfig is cut short")
+    bits = int.from_bytes(asc[:5].ljust(5, b"\0"), "big")
+    width = 40
+
+    def take(n: int) -> int:
+        nonlocal width
+        width -= n
+        return (bits >> width) & ((1 << n) - 1)
+
+    object_type = take(5)
+    if object_type == 31:
+        object_type = 32 + take(6)
+    index = take(4)
+    sample_rate = take(24) if index == 0xF else (AAC_SAMPLE_RATES[index] if index < len(AAC_SAMPLE_RATES) else 0)
+    return object_type, sample_rate, take(4)

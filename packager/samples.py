@@ -1,0 +1,51 @@
+"""From a segment's sample span to the byte ranges to read and back to a SampleBatch.
+
+Adjacent samples are merged into one read, so a segment of an interleaved
+file costs one read per chunk run, not one per frame.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .errors import MalformedMedia
+from .media import ByteRange, SampleBatch, SampleSpan, Track
+
+
+def byte_ranges(track: Track, span: SampleSpan) -> list[ByteRange]:
+    """The merged file ranges holding samples [first, stop) of ``track``, in order."""
+    offsets = track.offsets[span.first : span.stop]
+    sizes = track.sizes[span.first : span.stop]
+    if offsets.size == 0:
+        return []
+    ends = offsets + sizes
+    breaks = np.flatnonzero(offsets[1:] != ends[:-1]) + 1
+    starts = np.concatenate(([0], breaks))
+    stops = np.concatenate((breaks, [offsets.size]))
+    return [
+        ByteRange(int(offsets[a]), int(ends[b - 1] - offsets[a]))
+        for a, b in zip(starts.tolist(), stops.tolist())
+    ]
+
+
+def make_batch(track: Track, span: SampleSpan, chunks: Sequence[bytes], sequence_number: int = 1) -> SampleBatch:
+    """Assemble the bytes read for :func:`byte_ranges` into a SampleBatch."""
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    sizes = track.sizes[span.first : span.stop]
+    if len(data) != int(sizes.sum()):
+        raise MalformedMedia(
+            f"track {track.track_id}: read {len(data)} bytes for samples {span.first}-{span.stop} "
+            f"but the index says {int(sizes.sum())} (file changed or truncated?)"
+        )
+    return SampleBatch(
+        track=track,
+        data=data,
+        sizes=sizes,
+        dts=track.dts[span.first : span.stop] + track.presentation_shift,
+        cts_offsets=track.cts_offsets[span.first : span.stop],
+        durations=track.durations[span.first : span.stop],
+        keyframes=track.keyframes[span.first : span.stop],
+        sequence_number=sequence_number,
+    )
