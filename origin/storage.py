@@ -12,9 +12,14 @@ import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import AsyncIterator, Protocol, Sequence
+
+import aiofiles
 
 from packager.media import ByteRange
+
+
+STREAM_CHUNK = 256 * 1024
 
 
 class StorageError(Exception):
@@ -38,6 +43,10 @@ class Storage(Protocol):
     async def read(self, key: str, ranges: Sequence[ByteRange]) -> list[bytes]: ...
 
     def read_sync(self, key: str, ranges: Sequence[ByteRange]) -> list[bytes]: ...
+
+    def stream(self, key: str, start: int, length: int) -> AsyncIterator[bytes]:
+        """``length`` bytes from ``start`` in chunks of at most STREAM_CHUNK, never all in memory."""
+        ...
 
 
 class LocalStorage:
@@ -81,6 +90,17 @@ class LocalStorage:
     async def read(self, key: str, ranges: Sequence[ByteRange]) -> list[bytes]:
         return await asyncio.to_thread(self.read_sync, key, ranges)
 
+    async def stream(self, key: str, start: int, length: int) -> AsyncIterator[bytes]:
+        async with aiofiles.open(self.path(key), "rb") as fh:
+            await fh.seek(start)
+            remaining = length
+            while remaining > 0:
+                chunk = await fh.read(min(STREAM_CHUNK, remaining))
+                if not chunk:
+                    break  # the file shrank under us: the client sees a short body, not a hang
+                remaining -= len(chunk)
+                yield chunk
+
 
 class MemoryStorage:
     """In-memory twin for tests: objects are byte strings."""
@@ -106,3 +126,8 @@ class MemoryStorage:
 
     async def read(self, key: str, ranges: Sequence[ByteRange]) -> list[bytes]:
         return self.read_sync(key, ranges)
+
+    async def stream(self, key: str, start: int, length: int) -> AsyncIterator[bytes]:
+        data = self.objects[key]
+        for at in range(start, start + length, STREAM_CHUNK):
+            yield data[at : min(at + STREAM_CHUNK, start + length)]

@@ -1,0 +1,117 @@
+"""The `vodgate` command: serve, check, bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from config.settings import ConfigError, Settings, load_settings, segment_duration
+
+DEMO_DIR = Path("demo-media")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vodgate", description="On-the-fly HLS packaging origin and video edge.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--config", type=Path, help="TOML config file (see docs/CONFIGURATION.md)")
+    serve.add_argument("--media", type=Path, help="media folder: DIR/<partner>/<entry>/<flavor>.mp4")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--segment-duration", help="target segment duration in seconds (default 6)")
+
+    check = commands.add_parser("check", help="validate a media library and report unplayable files")
+    check.add_argument("dir", type=Path)
+    check.add_argument("--segment-duration", default="6")
+
+    bench = commands.add_parser("bench", help="cold packaging benchmark (see docs/PERFORMANCE.md)")
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+
+    ns = parser.parse_args(argv)
+    try:
+        if ns.command == "serve":
+            return _serve(ns)
+        if ns.command == "check":
+            return _check(ns)
+        from loadtests.bench import main as bench_main
+
+        return bench_main(ns.args)
+    except ConfigError as exc:
+        print(f"vodgate: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _settings(ns: argparse.Namespace) -> Settings:
+    settings = load_settings(ns.config) if ns.config else Settings()
+    overrides = {"host": ns.host, "port": ns.port, "media_root": ns.media}
+    if ns.segment_duration is not None:
+        overrides["segment_duration"] = segment_duration(ns.segment_duration, "--segment-duration")
+    return settings.with_overrides(**overrides)
+
+
+def _serve(ns: argparse.Namespace) -> int:
+    import uvicorn
+
+    from edge.app import create_app
+    settings = _settings(ns)
+    if ns.config is None and ns.media is None:
+        settings = settings.with_overrides(media_root=_demo_library())
+    if not settings.media_root.is_dir():
+        raise ConfigError(f"media folder {settings.media_root} does not exist (set server.media_root or --media)")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _print_urls(settings)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    return 0
+
+
+def _demo_library() -> Path:
+    from origin.demo_media import make_demo_library
+
+    print(f"vodgate: using the demo library in {DEMO_DIR}/ (generated on first run)")
+    return make_demo_library(DEMO_DIR)
+
+
+def _print_urls(settings: Settings) -> None:
+    from edge import urls
+
+    base = f"http://{settings.host}:{settings.port}"
+    root = settings.media_root
+    entries = sorted(p for p in root.glob("*/*") if p.is_dir())
+    print(f"vodgate: serving {root} on {base}")
+    for entry_dir in entries[:20]:
+        partner, entry = entry_dir.parent.name, entry_dir.name
+        print(f"  {partner}/{entry}:")
+        print(f"    HLS (TS)   {base}{urls.master_path(partner, entry, 'hls')}")
+        print(f"    HLS (fMP4) {base}{urls.master_path(partner, entry, 'cmaf')}")
+        for flavor in sorted(entry_dir.glob("*.mp4"))[:1]:
+            print(f"    MP4        {base}{urls.progressive_path(partner, entry, flavor.stem)}")
+    if len(entries) > 20:
+        print(f"  ... and {len(entries) - 20} more entries")
+
+
+def _check(ns: argparse.Namespace) -> int:
+    from origin.check import check_library
+
+    target = segment_duration(ns.segment_duration, "--segment-duration")
+    if not ns.dir.is_dir():
+        print(f"vodgate check: {ns.dir} is not a folder", file=sys.stderr)
+        return 2
+    reports = check_library(ns.dir, target)
+    for report in reports:
+        name = report.path.relative_to(ns.dir)
+        print(f"{report.status:4}  {name}  {report.summary}")
+        for error in report.errors:
+            print(f"      error: {error}")
+        for warning in report.warnings:
+            print(f"      warning: {warning}")
+    failed = sum(1 for r in reports if r.errors)
+    warned = sum(1 for r in reports if r.warnings and not r.errors)
+    print(f"{len(reports)} files: {len(reports) - failed - warned} ok, {warned} with warnings, {failed} unplayable")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

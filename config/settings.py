@@ -1,0 +1,137 @@
+"""Server settings: TOML file or command-line defaults, validated once at start.
+
+Every error names the key, the value and the fix (starlette's Config style);
+nothing here uses ``assert``, which vanishes under ``python -O``.
+
+    [server]
+    host = "127.0.0.1"
+    port = 8080
+    media_root = "media"          # DIR/<partner>/<entry>/<flavor>.mp4
+    segment_duration = 6          # seconds, target for HLS segments
+    cors_origins = ["*"]
+    index_cache_entries = 1024    # parsed MP4 indexes kept in memory
+    log_level = "info"
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    media_root: Path = Path("media")
+    segment_duration: Fraction = Fraction(6)
+    cors_origins: tuple[str, ...] = ("*",)
+    index_cache_entries: int = 1024
+    log_level: str = "info"
+    source: str = "defaults"  # where the settings came from, for messages
+
+    def with_overrides(self, **changes: Any) -> "Settings":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+SERVER_KEYS = {
+    "host", "port", "media_root", "segment_duration", "cors_origins", "index_cache_entries", "log_level",
+}
+
+
+def load_settings(path: Path) -> Settings:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return parse_settings(raw, source=str(path), base_dir=path.parent)
+
+
+def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path = Path(".")) -> Settings:
+    unknown_sections = set(raw) - {"server"}
+    if unknown_sections:
+        raise ConfigError(f"{source}: unknown section(s) {sorted(unknown_sections)}; known: ['server']")
+    server = raw.get("server", {})
+    if not isinstance(server, dict):
+        raise ConfigError(f"{source}: 'server' must be a table ([server])")
+    unknown = set(server) - SERVER_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) server.{sorted(unknown)}; known: {sorted(SERVER_KEYS)}")
+    defaults = Settings()
+    media_root = Path(_typed(server, "media_root", str, str(defaults.media_root), source))
+    return Settings(
+        host=_host(_typed(server, "host", str, defaults.host, source), source),
+        port=_port(_typed(server, "port", int, defaults.port, source), source),
+        media_root=media_root if media_root.is_absolute() else (base_dir / media_root),
+        segment_duration=segment_duration(server.get("segment_duration", 6), f"{source}: server.segment_duration"),
+        cors_origins=tuple(_string_list(server, "cors_origins", list(defaults.cors_origins), source)),
+        index_cache_entries=_positive(_typed(server, "index_cache_entries", int, defaults.index_cache_entries, source), "server.index_cache_entries", source),
+        log_level=_choice(_typed(server, "log_level", str, defaults.log_level, source), LOG_LEVELS, "server.log_level", source),
+        source=source,
+    )
+
+
+def _typed(table: dict[str, Any], key: str, kind: type, default: Any, source: str) -> Any:
+    value = table.get(key, default)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{source}: server.{key} has value {value!r}; expected a {kind.__name__}")
+    return value
+
+
+def _string_list(table: dict[str, Any], key: str, default: list[str], source: str) -> list[str]:
+    value = table.get(key, default)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f'{source}: server.{key} has value {value!r}; expected a list of strings like ["*"]')
+    return value
+
+
+def _host(value: str, source: str) -> str:
+    if value in ("localhost", ""):
+        return value or "127.0.0.1"
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(f"{source}: server.host has value {value!r}; expected an IP address such as 127.0.0.1 or 0.0.0.0") from None
+    return value
+
+
+def _port(value: int, source: str) -> int:
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"{source}: server.port has value {value}; expected 0-65535")
+    return value
+
+
+def _positive(value: int, key: str, source: str) -> int:
+    if value < 1:
+        raise ConfigError(f"{source}: {key} has value {value}; expected a positive integer")
+    return value
+
+
+def _choice(value: str, choices: tuple[str, ...], key: str, source: str) -> str:
+    if value.lower() not in choices:
+        raise ConfigError(f"{source}: {key} has value {value!r}; expected one of {', '.join(choices)}")
+    return value.lower()
+
+
+def segment_duration(value: Any, where: str) -> Fraction:
+    """Seconds as int, float or string ("6", "2.5"); between 1 and 60."""
+    try:
+        seconds = Fraction(str(value))
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"{where} has value {value!r}; expected seconds such as 6 or 4.5") from None
+    if not 1 <= seconds <= 60:
+        raise ConfigError(f"{where} has value {value!r}; expected between 1 and 60 seconds")
+    return seconds

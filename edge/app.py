@@ -1,0 +1,55 @@
+"""The ASGI application: routes, CORS, health. Built from Settings, nothing global."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from config.settings import Settings
+from origin.catalog import Catalog, FileCatalog
+from origin.media import MediaService
+from origin.storage import LocalStorage, Storage
+
+from .delivery import Delivery
+from .errors import error_response
+
+
+def create_app(settings: Settings, catalog: Catalog | None = None, storage: Storage | None = None) -> Starlette:
+    catalog = catalog or FileCatalog(settings.media_root)
+    storage = storage or LocalStorage(settings.media_root)
+    media = MediaService(catalog, storage, settings.segment_duration, settings.index_cache_entries)
+    delivery = Delivery(media)
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(404, "not_found", f"no such resource: {request.url.path}")
+
+    async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(405, "method_not_allowed", f"{request.method} is not allowed here")
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/p/{path:path}", delivery.handle, methods=["GET", "HEAD"]),
+        ],
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "HEAD", "OPTIONS"],
+                allow_headers=["Range", "If-Range", "If-None-Match", "If-Modified-Since"],
+                expose_headers=["Content-Length", "Content-Range", "ETag", "Accept-Ranges"],
+                max_age=86400,
+            )
+        ],
+        exception_handlers={404: not_found, 405: method_not_allowed},
+    )
+    app.state.media = media
+    app.state.settings = settings
+    return app

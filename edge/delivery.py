@@ -1,0 +1,91 @@
+"""Media routes: a parsed URL becomes a packager call and a response, nothing more.
+
+Playlists are rendered once per entry version and cached; segments are muxed
+in the thread pool (the packager is synchronous and CPU-bound) so the event
+loop keeps serving other viewers meanwhile.
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from origin.catalog import valid_id
+from origin.media import AsyncLRU, EntryMedia, MediaService
+from packager.formats import FORMATS, SegmentFormat
+from packager.hls.build import MasterUris, build_iframes, build_master, build_media
+from packager.fmp4 import init_segment
+from packager.segmenter import find_segment
+
+from . import urls
+from .errors import response_for
+from .http import http_date, is_not_modified, strong_etag
+from .progressive import serve_progressive
+from .urls import BadRequest, MediaRequest
+
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+class Delivery:
+    def __init__(self, media: MediaService, playlist_cache_entries: int = 4096) -> None:
+        self.media = media
+        self.playlists: AsyncLRU[tuple, str] = AsyncLRU(playlist_cache_entries)
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            req = urls.parse_path(request.url.path)
+            if req.format == "mp4":
+                return await serve_progressive(request, req, self.media)
+            return await self._hls(request, req, FORMATS[req.format])
+        except Exception as exc:  # every failure becomes one JSON error; others keep being served
+            return response_for(exc)
+
+    async def _hls(self, request: Request, req: MediaRequest, fmt: SegmentFormat) -> Response:
+        subset = _flavor_subset(request) if req.resource == "master" else None
+        em = await self.media.entry_media(req.partner, req.entry, subset)
+        if req.rendition is not None:
+            em.check_flavor(req.rendition.flavor)
+        version = em.version if req.rendition is None else em.flavor_version(req.rendition.flavor)
+        etag = strong_etag(version, request.url.path, str(self.media.target), ",".join(sorted(subset or ())))
+        last_modified = http_date(em.last_modified_ns)
+        headers = {"ETag": etag, "Last-Modified": last_modified, "Cache-Control": IMMUTABLE}
+        if is_not_modified(request.headers, etag, last_modified):
+            return Response(status_code=304, headers=headers)
+        if req.resource in ("master", "index", "iframes"):
+            text = await self.playlists.get((etag,), lambda: run_in_threadpool(_render_playlist, em, req, fmt))
+            return Response(text, media_type=PLAYLIST_TYPE, headers=headers)
+        rendition = em.media_set.rendition(req.rendition)
+        if req.resource == "init":
+            return Response(init_segment(rendition.track), media_type="video/mp4", headers=headers)
+        segment = find_segment(rendition.segments, req.number)
+        if request.method == "HEAD":
+            size = fmt.segment_size(rendition.track, segment)
+            return Response(b"", media_type=fmt.content_type, headers={**headers, "Content-Length": str(size)})
+        batch = await self.media.batch(em.entry, rendition, segment)
+        body = await run_in_threadpool(fmt.mux, batch)
+        return Response(body, media_type=fmt.content_type, headers=headers)
+
+
+def _render_playlist(em: EntryMedia, req: MediaRequest, fmt: SegmentFormat) -> str:
+    if req.resource == "master":
+        return build_master(em.media_set, fmt, MasterUris(urls.media_playlist_uri, urls.iframes_playlist_uri))
+    rendition = em.media_set.rendition(req.rendition)
+    segment_uri = lambda n: urls.segment_uri(fmt.name, n)  # noqa: E731
+    init_uri = urls.INIT_URI if fmt.has_init else None
+    if req.resource == "iframes":
+        if rendition.kind != "video":
+            raise BadRequest("I-frame playlists exist for video renditions only")
+        return build_iframes(rendition, fmt, segment_uri, init_uri)
+    return build_media(rendition, fmt, segment_uri, init_uri)
+
+
+def _flavor_subset(request: Request) -> frozenset[str] | None:
+    raw = request.query_params.get("flavors")
+    if raw is None:
+        return None
+    ids = frozenset(part.strip() for part in raw.split(",") if part.strip())
+    if not ids or not all(valid_id(i) for i in ids):
+        raise BadRequest("flavors= takes a comma-separated list of flavor ids")
+    return ids

@@ -1,0 +1,45 @@
+"""Progressive MP4: the flavor file itself, with single byte ranges, streamed in chunks."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from origin.media import MediaService
+
+from .http import MalformedRange, http_date, if_range_matches, is_not_modified, parse_range, strong_etag
+from .urls import MediaRequest
+
+CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+
+async def serve_progressive(request: Request, req: MediaRequest, media: MediaService) -> Response:
+    entry = await media.catalog.entry(req.partner, req.entry)
+    flavor = entry.flavor(req.rendition.flavor)
+    stat = await media.stat(flavor)
+    await media.index(flavor, stat)  # only playable files are served: a corrupt one gets its error
+    etag = strong_etag(stat.version, flavor.key)
+    last_modified = http_date(stat.mtime_ns)
+    headers = {
+        "ETag": etag,
+        "Last-Modified": last_modified,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": CACHE_CONTROL,
+    }
+    if is_not_modified(request.headers, etag, last_modified):
+        return Response(status_code=304, headers=headers)
+    start, length, status = 0, stat.size, 200
+    range_header = request.headers.get("range")
+    if range_header and if_range_matches(request.headers, etag, last_modified):
+        try:
+            span = parse_range(range_header, stat.size)
+        except MalformedRange:
+            span = None  # RFC 9110: an unparseable Range is ignored
+        if span is not None:
+            start, length, status = span.start, span.length, 206
+            headers["Content-Range"] = span.content_range(stat.size)
+    headers["Content-Length"] = str(length)
+    if request.method == "HEAD":
+        return Response(b"", status_code=status, media_type="video/mp4", headers=headers)
+    body = media.storage.stream(flavor.key, start, length)
+    return StreamingResponse(body, status_code=status, media_type="video/mp4", headers=headers)

@@ -1,0 +1,145 @@
+"""Our URL scheme, parsed and built in one place (a public contract: docs/URLS.md).
+
+    /p/{partner}/e/{entry}/hls/master.m3u8                 MPEG-TS variant set
+    /p/{partner}/e/{entry}/hls/{flavor}/index.m3u8         media playlist (video, or the flavor's only audio)
+    /p/{partner}/e/{entry}/hls/{flavor}/iframes.m3u8       I-frame playlist
+    /p/{partner}/e/{entry}/hls/{flavor}/seg-{n}.ts         segment n (1-based)
+    /p/{partner}/e/{entry}/hls/{flavor}/a{k}/index.m3u8    audio track k of the flavor (an EXT-X-MEDIA rendition)
+    /p/{partner}/e/{entry}/hls/{flavor}/a{k}/seg-{n}.ts
+    /p/{partner}/e/{entry}/cmaf/...                        the same with init.mp4 and seg-{n}.m4s
+    /p/{partner}/e/{entry}/mp4/{flavor}.mp4                progressive download
+
+Playlists link with relative URIs, so the builders here return paths
+relative to the playlist that contains them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from origin.catalog import valid_id
+from packager.media_set import RenditionId
+
+Format = Literal["hls", "cmaf", "mp4"]
+Resource = Literal["master", "index", "iframes", "segment", "init", "progressive"]
+
+MAX_SEGMENT_DIGITS = 9  # beyond a 30-year playlist of 1 s segments: treat as not found, not a crash
+
+
+class BadRequest(Exception):
+    code = "bad_request"
+
+
+class NoSuchResource(Exception):
+    code = "not_found"
+
+
+@dataclass(frozen=True)
+class MediaRequest:
+    partner: str
+    entry: str
+    format: Format
+    resource: Resource
+    rendition: RenditionId | None = None
+    number: int | None = None  # segment number
+
+
+_SEGMENT_EXT = {"hls": "ts", "cmaf": "m4s"}
+_ID = r"[^/]+"
+_ENTRY = re.compile(rf"/p/(?P<partner>{_ID})/e/(?P<entry>{_ID})/(?P<format>hls|cmaf|mp4)/(?P<rest>.*)")
+_RENDITION_FILE = re.compile(rf"(?P<flavor>{_ID})/(?:a(?P<audio>\d{{1,2}})/)?(?P<file>[^/]+)")
+_SEGMENT = re.compile(r"seg-(?P<n>\d+)\.(?P<ext>ts|m4s)")
+
+
+def parse_path(path: str) -> MediaRequest:
+    """Turn a request path into a MediaRequest; BadRequest for malformed ids, NoSuchResource otherwise."""
+    if "\\" in path or "\x00" in path or any(part in (".", "..") for part in path.split("/")):
+        raise BadRequest("path traversal is not allowed")
+    match = _ENTRY.fullmatch(path)
+    if match is None:
+        raise NoSuchResource(f"no such resource: {path}")
+    partner, entry, fmt, rest = match["partner"], match["entry"], match["format"], match["rest"]
+    _check_ids(partner=partner, entry=entry)
+    if fmt == "mp4":
+        if not rest.endswith(".mp4") or "/" in rest:
+            raise NoSuchResource(f"no such resource: {path}")
+        flavor = rest[:-4]
+        _check_ids(flavor=flavor)
+        return MediaRequest(partner, entry, "mp4", "progressive", RenditionId(flavor))
+    if rest == "master.m3u8":
+        return MediaRequest(partner, entry, fmt, "master")  # type: ignore[arg-type]
+    found = _RENDITION_FILE.fullmatch(rest)
+    if found is None:
+        raise NoSuchResource(f"no such resource: {path}")
+    _check_ids(flavor=found["flavor"])
+    audio = int(found["audio"]) if found["audio"] else None
+    if audio == 0:
+        raise BadRequest("audio track numbers start at 1")
+    rendition = RenditionId(found["flavor"], audio)
+    name = found["file"]
+    if name == "index.m3u8":
+        return MediaRequest(partner, entry, fmt, "index", rendition)  # type: ignore[arg-type]
+    if name == "iframes.m3u8" and audio is None:
+        return MediaRequest(partner, entry, fmt, "iframes", rendition)  # type: ignore[arg-type]
+    if name == "init.mp4" and fmt == "cmaf":
+        return MediaRequest(partner, entry, fmt, "init", rendition)
+    return MediaRequest(partner, entry, fmt, "segment", rendition, _segment_number(name, fmt))  # type: ignore[arg-type]
+
+
+def _segment_number(name: str, fmt: str) -> int:
+    if name.startswith("seg-"):
+        match = _SEGMENT.fullmatch(name)
+        if match is None or match["ext"] != _SEGMENT_EXT[fmt]:
+            raise BadRequest(f"malformed segment name {name!r}: expected seg-<n>.{_SEGMENT_EXT[fmt]} with n >= 1")
+        digits = match["n"].lstrip("0")
+        if not digits:
+            raise BadRequest("segment numbers start at 1")
+        if len(digits) > MAX_SEGMENT_DIGITS:
+            raise NoSuchResource(f"segment {match['n'][:12]}... does not exist")
+        return int(digits)
+    raise NoSuchResource(f"no such resource: {name}")
+
+
+def _check_ids(**ids: str) -> None:
+    for kind, value in ids.items():
+        if not valid_id(value):
+            shown = value[:40].encode("ascii", "backslashreplace").decode()
+            raise BadRequest(f"malformed {kind} id {shown!r}: use letters, digits, '-' and '_' (max 64)")
+
+
+# --- builders -------------------------------------------------------------
+
+
+def entry_path(partner: str, entry: str, fmt: Format) -> str:
+    return f"/p/{partner}/e/{entry}/{fmt}"
+
+
+def master_path(partner: str, entry: str, fmt: Format) -> str:
+    return f"{entry_path(partner, entry, fmt)}/master.m3u8"
+
+
+def progressive_path(partner: str, entry: str, flavor: str) -> str:
+    return f"{entry_path(partner, entry, 'mp4')}/{flavor}.mp4"
+
+
+def rendition_dir(rid: RenditionId) -> str:
+    """Relative to the master playlist."""
+    return f"{rid.flavor}/a{rid.audio}" if rid.audio else rid.flavor
+
+
+def media_playlist_uri(rid: RenditionId) -> str:
+    return f"{rendition_dir(rid)}/index.m3u8"
+
+
+def iframes_playlist_uri(rid: RenditionId) -> str:
+    return f"{rendition_dir(rid)}/iframes.m3u8"
+
+
+def segment_uri(fmt: Format, number: int) -> str:
+    """Relative to the rendition's media playlist."""
+    return f"seg-{number}.{_SEGMENT_EXT[fmt]}"
+
+
+INIT_URI = "init.mp4"

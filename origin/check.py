@@ -1,0 +1,73 @@
+"""`vodgate check DIR`: can every flavor in a library be played, and how well?
+
+Runs the same packager steps as the server (index, media set, segment plan)
+synchronously and reports, per file, failures (cannot be packaged) and
+warnings (packaged, but something an operator should fix at the encoder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+from packager.errors import MediaError
+from packager.media_set import build_media_set
+from packager.segmenter import target_duration
+
+from .catalog import valid_id
+from .local import read_index_sync
+
+
+@dataclass
+class FileReport:
+    path: Path
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    summary: str = ""
+
+    @property
+    def status(self) -> str:
+        return "FAIL" if self.errors else ("WARN" if self.warnings else "OK")
+
+
+def library_files(root: Path) -> Iterator[Path]:
+    """Every DIR/<partner>/<entry>/<flavor>.mp4, in name order."""
+    for path in sorted(root.glob("*/*/*.mp4")):
+        yield path
+
+
+def check_file(path: Path, target: Fraction) -> FileReport:
+    report = FileReport(path)
+    partner, entry, flavor = path.parts[-3], path.parts[-2], path.stem
+    for kind, value in (("partner", partner), ("entry", entry), ("flavor", flavor)):
+        if not valid_id(value):
+            report.errors.append(f"{kind} id {value!r} is not servable: use letters, digits, '-' and '_' (max 64)")
+    try:
+        index = read_index_sync(path)
+        media_set = build_media_set([(flavor, index)], target)
+    except MediaError as exc:
+        report.errors.append(f"{exc.code}: {exc}")
+        return report
+    except OSError as exc:
+        report.errors.append(f"cannot read: {exc.strerror}")
+        return report
+    parts = [f"{t.kind} {t.codec_string}" + (f" {t.video.width}x{t.video.height}" if t.video else f" {t.language}") for t in index.tracks]
+    report.summary = f"{float(index.duration_seconds):.2f}s, " + ", ".join(parts)
+    for rendition in media_set.videos:
+        track = rendition.track
+        if not bool(track.keyframes[0]):
+            report.warnings.append("the first video frame is not a keyframe: the first segment will not decode cleanly")
+        longest = max(rendition.segments, key=lambda s: s.duration)
+        if longest.duration > target * Fraction(3, 2):
+            report.warnings.append(
+                f"GOP longer than the {float(target):g}s segment target: segment {longest.number} lasts "
+                f"{float(longest.duration):.2f}s (EXT-X-TARGETDURATION {target_duration(rendition.segments)}); "
+                f"encode with a keyframe at least every {float(target):g}s"
+            )
+    return report
+
+
+def check_library(root: Path, target: Fraction) -> list[FileReport]:
+    return [check_file(path, target) for path in library_files(root)]

@@ -1,0 +1,170 @@
+"""Async access to an entry's media: cached indexes, cached media sets, segment samples.
+
+Each flavor's moov is parsed once per (storage key, size, mtime) and kept in
+a bounded LRU; concurrent first requests share one parse (single flight).
+Failures are cached too, so a corrupt file is parsed and logged once, not
+once per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Awaitable, Callable, Generic, Hashable, TypeVar
+
+from packager.errors import MediaError
+from packager.media import MediaIndex, SampleBatch, Segment
+from packager.media_set import MediaSet, Rendition, build_media_set
+from packager.mp4.index import index_reader
+from packager.samples import byte_ranges, make_batch
+
+from .catalog import Catalog, Entry, Flavor, UnknownFlavor
+from .storage import ObjectStat, Storage
+
+log = logging.getLogger("vodgate.origin")
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class FlavorError(Exception):
+    """A flavor's file cannot be packaged; carries the packager's error and the file."""
+
+    def __init__(self, key: str, error: MediaError) -> None:
+        super().__init__(f"{key}: {error}")
+        self.key = key
+        self.error = error
+
+
+class AsyncLRU(Generic[K, V]):
+    """A bounded LRU whose misses are computed once however many callers ask at the same time."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[K, V | BaseException] = OrderedDict()
+        self._pending: dict[K, asyncio.Future] = {}
+        self.hits = 0
+        self.misses = 0
+
+    async def get(self, key: K, compute: Callable[[], Awaitable[V]]) -> V:
+        if key in self._items:
+            self.hits += 1
+            self._items.move_to_end(key)
+            return self._unwrap(self._items[key])
+        pending = self._pending.get(key)
+        if pending is not None:
+            self.hits += 1
+            return self._unwrap(await asyncio.shield(pending))
+        self.misses += 1
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            value: V | BaseException = await compute()
+        except (MediaError, FlavorError) as exc:  # remembered: a bad file stays bad until it changes
+            value = exc
+        except BaseException as exc:
+            future.set_result(exc)
+            del self._pending[key]
+            raise
+        future.set_result(value)
+        del self._pending[key]
+        self._items[key] = value
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return self._unwrap(value)
+
+    @staticmethod
+    def _unwrap(value: V | BaseException) -> V:
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+
+@dataclass(frozen=True)
+class EntryMedia:
+    entry: Entry
+    media_set: MediaSet
+    stats: dict[str, ObjectStat]  # flavor id -> stat, for ETag / Last-Modified
+    broken: dict[str, FlavorError]  # flavors left out of the media set, and why
+
+    def flavor_version(self, flavor_id: str) -> str:
+        return self.stats[flavor_id].version
+
+    @property
+    def version(self) -> str:
+        return ".".join(f"{fid}:{stat.version}" for fid, stat in sorted(self.stats.items()))
+
+    @property
+    def last_modified_ns(self) -> int:
+        return max(stat.mtime_ns for stat in self.stats.values())
+
+    def check_flavor(self, flavor_id: str) -> None:
+        """Raise the reason a flavor cannot be served, if it cannot."""
+        if flavor_id in self.broken:
+            raise self.broken[flavor_id]
+
+
+class MediaService:
+    def __init__(self, catalog: Catalog, storage: Storage, target: Fraction, index_cache_entries: int = 1024) -> None:
+        self.catalog = catalog
+        self.storage = storage
+        self.target = target
+        self.indexes: AsyncLRU[tuple[str, str], MediaIndex] = AsyncLRU(index_cache_entries)
+        self.media_sets: AsyncLRU[tuple, MediaSet] = AsyncLRU(max(16, index_cache_entries // 4))
+
+    async def stat(self, flavor: Flavor) -> ObjectStat:
+        return await self.storage.stat(flavor.key)
+
+    async def index(self, flavor: Flavor, stat: ObjectStat | None = None) -> MediaIndex:
+        stat = stat or await self.stat(flavor)
+        return await self.indexes.get((flavor.key, stat.version), lambda: self._parse(flavor.key, stat.size))
+
+    async def _parse(self, key: str, size: int) -> MediaIndex:
+        reader = index_reader(size)
+        try:
+            request = next(reader)
+            while True:
+                (data,) = await self.storage.read(key, [request])
+                request = reader.send(data)
+        except StopIteration as done:
+            return done.value
+        except MediaError as exc:
+            log.warning("unplayable flavor %s: %s", key, exc)  # logged once: the failure is cached
+            raise FlavorError(key, exc) from exc
+
+    async def entry_media(self, partner: str, entry_id: str, flavor_ids: frozenset[str] | None = None) -> EntryMedia:
+        """The entry's media set over its playable flavors (optionally a subset).
+
+        A broken flavor is left out, so one bad upload does not take its
+        siblings down; requests for it get its error. Only when no flavor is
+        playable does the whole entry fail.
+        """
+        entry = await self.catalog.entry(partner, entry_id)
+        flavors = [f for f in entry.flavors if flavor_ids is None or f.id in flavor_ids]
+        if not flavors:
+            raise UnknownFlavor(f"entry {entry_id} has none of the flavors {sorted(flavor_ids or ())}")
+        stats = {f.id: await self.stat(f) for f in flavors}
+        indexed: list[tuple[str, MediaIndex]] = []
+        broken: dict[str, FlavorError] = {}
+        for flavor in flavors:
+            try:
+                indexed.append((flavor.id, await self.index(flavor, stats[flavor.id])))
+            except FlavorError as exc:
+                broken[flavor.id] = exc
+        if not indexed:
+            raise next(iter(broken.values()))
+        key = (partner, entry_id, tuple((fid, stats[fid].version) for fid, _ in indexed))
+
+        async def build() -> MediaSet:
+            return build_media_set(indexed, self.target)
+
+        return EntryMedia(entry, await self.media_sets.get(key, build), stats, broken)
+
+    async def batch(self, entry: Entry, rendition: Rendition, segment: Segment) -> SampleBatch:
+        flavor = entry.flavor(rendition.id.flavor)
+        ranges = byte_ranges(rendition.track, segment.span)
+        chunks = await self.storage.read(flavor.key, ranges)
+        return make_batch(rendition.track, segment.span, chunks, sequence_number=segment.number)

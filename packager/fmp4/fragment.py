@@ -1,0 +1,186 @@
+"""fMP4 media segments (.m4s): styp + moof + mdat for one track.
+
+Timing. A :class:`~packager.media.SampleBatch` gives decode times already shifted
+by the track's ``presentation_shift`` (the edit list), so ``dts + cts_offsets``
+is presentation time and the first ``dts`` may be negative (the B-frame delay or
+AAC priming a media edit trims). tfdt is unsigned, so the decode time written is
+``batch.dts - min(0, presentation_shift)`` -- the source file's own decode time
+when the shift trims -- and the composition offset written is whatever makes
+``tfdt + sum(earlier durations) + offset`` equal the presentation time exactly
+(negative offsets -> trun version 1). A positive shift (an empty edit delaying
+the track) stays in tfdt, with the ctts values as offsets.
+
+Layout. The moof is the same shape for every segment of a track: one traf with
+tfhd (default-base-is-moof), tfdt v1 and a trun with per-sample duration, size,
+composition offset and -- for video -- flags (audio samples are all sync: one
+default_sample_flags in tfhd). Its size therefore depends only on the track's
+kind and the sample count, and :func:`media_segment_size` gets it by running
+the very code that writes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import lru_cache
+
+import numpy as np
+
+from packager.errors import MalformedMedia
+from packager.media import SampleBatch, Track
+
+from .boxes import (
+    Box,
+    Chunk,
+    MediaDataBox,
+    MovieFragmentBox,
+    MovieFragmentHeaderBox,
+    SampleFlags,
+    SegmentTypeBox,
+    TrackFragmentBaseMediaDecodeTimeBox,
+    TrackFragmentBox,
+    TrackFragmentHeaderBox,
+    TrackRunBox,
+)
+
+#: styp of every media segment: a media segment conforming to the DASH/ISO BMFF media segment rules.
+SEGMENT_TYPE = SegmentTypeBox(major_brand=b"msdh", minor_version=0, compatible_brands=(b"msdh",))
+
+
+def decode_base(track: Track) -> int:
+    """What to add to a batch's (presentation-shifted) dts to get the written decode time."""
+    return -min(0, track.presentation_shift)
+
+
+def _as_bytes_view(data: bytes | bytearray | memoryview) -> Chunk:
+    if isinstance(data, memoryview) and (data.ndim != 1 or data.itemsize != 1):
+        return data.cast("B")
+    return data
+
+
+def _segment_chunks(
+    *,
+    track_id: int,
+    video: bool,
+    sequence_number: int,
+    base_decode_time: int,
+    durations: np.ndarray,
+    sizes: np.ndarray,
+    keyframes: np.ndarray,
+    composition_offsets: np.ndarray,
+    data: Chunk,
+) -> list[Chunk]:
+    """styp + moof + mdat as a flat chunk list; ``data`` is the last chunk, uncopied."""
+    run = TrackRunBox.from_columns(
+        durations=durations,
+        sizes=sizes,
+        sample_flags=np.where(keyframes, SampleFlags.SYNC, SampleFlags.NON_SYNC) if video else None,
+        composition_offsets=composition_offsets,
+    )
+
+    def movie_fragment(run: TrackRunBox) -> Box:
+        return MovieFragmentBox(
+            (
+                MovieFragmentHeaderBox(sequence_number),
+                TrackFragmentBox(
+                    (
+                        TrackFragmentHeaderBox(
+                            track_id,
+                            default_sample_flags=None if video else SampleFlags.SYNC,
+                        ),
+                        TrackFragmentBaseMediaDecodeTimeBox(base_decode_time),
+                        run,
+                    )
+                ),
+            )
+        )
+
+    media_data = MediaDataBox(data).chunks()  # [mdat header, data]
+    # data_offset counts from the moof's first byte to the first sample byte; the
+    # moof's size does not depend on the offset's value, so measure, then write.
+    moof_size = len(movie_fragment(run))
+    run = replace(run, data_offset=moof_size + len(media_data[0]))
+    return SEGMENT_TYPE.chunks() + movie_fragment(run).chunks() + media_data
+
+
+def media_segment(batch: SampleBatch) -> bytes:
+    """The .m4s bytes of one batch: styp, moof (sequence = batch.sequence_number), mdat."""
+    track = batch.track
+    count = batch.sample_count
+    if count == 0:
+        raise MalformedMedia(f"track {track.track_id}: empty media segment")
+    columns = (batch.dts, batch.cts_offsets, batch.durations, batch.keyframes)
+    if any(column.shape != (count,) for column in columns):
+        raise MalformedMedia(f"track {track.track_id}: sample batch columns differ in length")
+    data = _as_bytes_view(batch.data)
+    if int(batch.sizes.sum()) != len(data):
+        raise MalformedMedia(
+            f"track {track.track_id}: sample sizes add up to {int(batch.sizes.sum())}, data has {len(data)}"
+        )
+
+    durations = batch.durations.astype(np.int64, copy=False)
+    base_decode_time = int(batch.dts[0]) + decode_base(track)
+    if base_decode_time < 0:
+        raise MalformedMedia(f"track {track.track_id}: negative decode time {base_decode_time}")
+    # Decode times as a reader of this trun derives them (tfdt + earlier durations);
+    # offsets relative to those make every sample's presentation time exact even
+    # if a duration disagreed with the next dts.
+    implied_dts = np.empty(count, dtype=np.int64)
+    implied_dts[0] = base_decode_time
+    np.cumsum(durations[:-1], out=implied_dts[1:])
+    implied_dts[1:] += base_decode_time
+    # Presentation times are written as they are (tfdt + offset = batch.pts): only
+    # the decode clock moves.
+    offsets = batch.dts + batch.cts_offsets - implied_dts
+
+    chunks = _segment_chunks(
+        track_id=track.track_id,
+        video=track.kind == "video",
+        sequence_number=batch.sequence_number,
+        base_decode_time=base_decode_time,
+        durations=durations,
+        sizes=batch.sizes,
+        keyframes=batch.keyframes,
+        composition_offsets=offsets,
+        data=data,
+    )
+    return b"".join(chunks)  # the one copy of the sample data
+
+
+@lru_cache(maxsize=4096)
+def _header_size(video: bool, sample_count: int) -> int:
+    """Bytes of a segment of ``sample_count`` empty samples, by writing one.
+
+    Nothing in styp/moof/mdat headers has a data-dependent width (tfdt is
+    always 64-bit, trun v0 and v1 rows are the same size), so this is exact
+    for any segment of that shape.
+    """
+    zeros = np.zeros(sample_count, dtype=np.int64)
+    chunks = _segment_chunks(
+        track_id=1,
+        video=video,
+        sequence_number=1,
+        base_decode_time=0,
+        durations=zeros,
+        sizes=zeros,
+        keyframes=zeros.astype(bool),
+        composition_offsets=zeros,
+        data=b"",
+    )
+    return sum(len(chunk) for chunk in chunks)
+
+
+def media_segment_size(track: Track, samples: np.ndarray | int) -> int:
+    """``len(media_segment(batch))`` without muxing, from sample sizes alone.
+
+    ``samples`` is either the segment's sample sizes (an array: the result is
+    the exact segment length) or just a sample count (an int: the result is the
+    segment length minus the sample bytes, i.e. styp + moof + mdat header).
+    """
+    if isinstance(samples, (int, np.integer)):
+        count, payload = int(samples), 0
+    else:
+        sizes = np.asarray(samples)
+        count, payload = int(sizes.shape[0]), int(sizes.sum())
+    if count < 0:
+        raise ValueError(f"sample count {count} < 0")
+    return _header_size(track.kind == "video", count) + payload

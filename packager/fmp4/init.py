@@ -1,0 +1,119 @@
+"""The fMP4 init segment (HLS ``EXT-X-MAP``): ftyp + moov for one track.
+
+The moov has no samples (empty stts/stsc/stsz/stco, zero durations) and an
+mvex/trex announcing fragments. The track's sample entry (avc1/hvc1/mp4a with
+its avcC/hvcC/esds...) is copied verbatim from the source file.
+
+No edit list is written: media segments carry times that already include the
+source's edit list (see :mod:`packager.fmp4.fragment`), and players differ on
+whether they honour an elst in fragmented files.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from packager.errors import MalformedMedia
+from packager.media import Track
+
+from .boxes import (
+    ChunkOffsetBox,
+    DataEntryUrlBox,
+    DataInformationBox,
+    DataReferenceBox,
+    FileTypeBox,
+    HandlerBox,
+    MediaBox,
+    MediaHeaderBox,
+    MediaInformationBox,
+    MovieBox,
+    MovieExtendsBox,
+    MovieHeaderBox,
+    SampleDescriptionBox,
+    SampleSizeBox,
+    SampleTableBox,
+    SampleToChunkBox,
+    SoundMediaHeaderBox,
+    TimeToSampleBox,
+    TrackBox,
+    TrackExtendsBox,
+    TrackHeaderBox,
+    U32_MAX,
+    VideoMediaHeaderBox,
+)
+
+MOVIE_TIMESCALE = 1000  # mvhd's clock; nothing is timed in it (durations are 0)
+
+#: ftyp of init segments: ISO BMFF 6 (tfdt v1, trun v1 signed offsets), CMAF structure.
+INIT_FILE_TYPE = FileTypeBox(
+    major_brand=b"iso6",
+    minor_version=0,
+    compatible_brands=(b"iso6", b"cmfc", b"mp41"),
+)
+
+
+def _check_sample_entry(track: Track) -> bytes:
+    entry = bytes(track.sample_entry)
+    if len(entry) < 8:
+        raise MalformedMedia(f"track {track.track_id}: sample entry of {len(entry)} bytes")
+    size, fourcc = struct.unpack_from(">I4s", entry)
+    if size != len(entry):
+        raise MalformedMedia(
+            f"track {track.track_id}: sample entry {fourcc!r} says {size} bytes, has {len(entry)}"
+        )
+    return entry
+
+
+def init_boxes(track: Track) -> tuple[FileTypeBox, MovieBox]:
+    """The init segment as boxes (ftyp, moov): :func:`init_segment` serialises them."""
+    if not 1 <= track.track_id < U32_MAX:
+        raise MalformedMedia(f"track_ID {track.track_id} out of range")
+    if track.timescale <= 0:
+        raise MalformedMedia(f"track {track.track_id}: timescale {track.timescale}")
+    entry = _check_sample_entry(track)
+
+    if track.kind == "video":
+        width, height = (track.video.width, track.video.height) if track.video else (0, 0)
+        header = TrackHeaderBox(track.track_id, width=width, height=height)
+        handler = HandlerBox(HandlerBox.VIDEO, "VideoHandler")
+        media_header = VideoMediaHeaderBox()
+    else:
+        header = TrackHeaderBox(track.track_id, volume=0x0100)
+        handler = HandlerBox(HandlerBox.SOUND, "SoundHandler")
+        media_header = SoundMediaHeaderBox()
+
+    sample_table = SampleTableBox(
+        (
+            SampleDescriptionBox((entry,)),
+            TimeToSampleBox(),
+            SampleToChunkBox(),
+            SampleSizeBox(),
+            ChunkOffsetBox(),
+        )
+    )
+    media = MediaBox(
+        (
+            MediaHeaderBox(track.timescale, track.language),
+            handler,
+            MediaInformationBox(
+                (
+                    media_header,
+                    DataInformationBox((DataReferenceBox((DataEntryUrlBox(),)),)),
+                    sample_table,
+                )
+            ),
+        )
+    )
+    movie = MovieBox(
+        (
+            MovieHeaderBox(MOVIE_TIMESCALE, next_track_id=track.track_id + 1),
+            TrackBox((header, media)),
+            MovieExtendsBox((TrackExtendsBox(track.track_id),)),
+        )
+    )
+    return INIT_FILE_TYPE, movie
+
+
+def init_segment(track: Track) -> bytes:
+    """ftyp + moov for ``track`` alone: the bytes behind an HLS EXT-X-MAP URI."""
+    return b"".join(chunk for box in init_boxes(track) for chunk in box.chunks())

@@ -1,0 +1,55 @@
+"""The two HLS segment formats behind one small interface.
+
+Each format knows how to mux a SampleBatch, how big a segment will be
+before muxing it (from sample sizes only: playlists need sizes for BANDWIDTH
+and byte ranges), and where the first keyframe of a segment ends (I-frame
+playlists).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from . import fmp4, ts
+from .hls.playlists import VERSION_FMP4, VERSION_TS, VERSION_TS_IFRAMES
+from .media import SampleBatch, SampleSpan, Segment, Track
+
+
+@dataclass(frozen=True)
+class SegmentFormat:
+    name: str  # URL format segment: "hls" or "cmaf"
+    extension: str
+    content_type: str
+    version: int  # EXT-X-VERSION of media playlists
+    iframes_version: int
+    has_init: bool
+    mux: Callable[[SampleBatch], bytes]
+    _size: Callable[[Track, SampleSpan], int]
+
+    def segment_size(self, track: Track, segment: Segment) -> int:
+        return self._size(track, segment.span)
+
+    def first_frame_range(self, track: Track, segment: Segment) -> tuple[int, int]:
+        """(length, offset) of the bytes a player needs to decode the segment's first keyframe."""
+        first = SampleSpan(segment.span.first, segment.span.first + 1)
+        if not self.has_init:
+            return self._size(track, first), 0  # PAT + PMT + the keyframe's packets
+        # moof for the whole segment, mdat header, first sample: the moof is
+        # sized by sample count, so measure the full segment and subtract.
+        rest = int(track.sizes[segment.span.first + 1 : segment.span.stop].sum())
+        return self._size(track, segment.span) - rest, 0
+
+
+def _ts_size(track: Track, span: SampleSpan) -> int:
+    return ts.segment_size(track, track.sizes[span.first : span.stop], track.keyframes[span.first : span.stop])
+
+
+def _fmp4_size(track: Track, span: SampleSpan) -> int:
+    return fmp4.media_segment_size(track, track.sizes[span.first : span.stop])
+
+
+TS = SegmentFormat("hls", "ts", "video/mp2t", VERSION_TS, VERSION_TS_IFRAMES, False, ts.mux_segment, _ts_size)
+FMP4 = SegmentFormat("cmaf", "m4s", "video/iso.segment", VERSION_FMP4, VERSION_FMP4, True, fmp4.media_segment, _fmp4_size)
+
+FORMATS = {f.name: f for f in (TS, FMP4)}

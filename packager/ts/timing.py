@@ -1,0 +1,61 @@
+"""Sample times -> the 90 kHz clock of PTS, DTS and PCR.
+
+Conversion starts from each sample's *absolute* time in its track (not from
+the segment start), so consecutive segments are continuous and a segment's
+bytes do not depend on which segments were requested before it.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from ..media import SampleBatch, Track, rescale
+
+CLOCK_HZ = 90_000  # PTS/DTS and the PCR base tick at 90 kHz (13818-1 2.4.2.2)
+
+# Added to every timestamp. Presentation time 0 is the movie start, but with
+# B-frames (or an edit list trimming the start) the first samples decode -- and
+# may present -- before 0; 10 s keeps every PTS, DTS and the PCR, which leads
+# the DTS by PCR_LEAD_90K, positive. (Timestamps are 33-bit counters, so a
+# negative value would wrap to ~26.5 h and players would see a jump.)
+TIMESTAMP_OFFSET_90K = 10 * CLOCK_HZ
+
+# How far the PCR runs ahead of the DTS of the PES it precedes: the time the
+# decoder is given to buffer a frame before it must decode it. 700 ms is the
+# value nginx-vod-module and nginx-rtmp use (HLS_DELAY = 63000) and ffmpeg's
+# default -muxdelay.
+PCR_LEAD_90K = 63_000
+
+_decode_shifts: "weakref.WeakKeyDictionary[Track, int]" = weakref.WeakKeyDictionary()
+
+
+def decode_shift(track: Track) -> int:
+    """How much to move decode times earlier so that no DTS exceeds its PTS.
+
+    MPEG-TS requires DTS <= PTS, but a ctts version 1 box may hold negative
+    composition offsets. Shifting the whole track's decode times by its most
+    negative offset restores the order while keeping them continuous across
+    segments. 0 for the usual non-negative offsets. Cached per track.
+    """
+    shift = _decode_shifts.get(track)
+    if shift is None:
+        offsets = track.cts_offsets
+        shift = max(0, -int(offsets.min())) if offsets.size else 0
+        _decode_shifts[track] = shift
+    return shift
+
+
+def timestamps_90k(batch: SampleBatch) -> tuple[np.ndarray, np.ndarray]:
+    """(pts, dts) of each sample of ``batch`` in 90 kHz, offset by TIMESTAMP_OFFSET_90K."""
+    timescale = batch.track.timescale
+    dts = np.asarray(batch.dts, dtype=np.int64)
+    pts = dts + np.asarray(batch.cts_offsets, dtype=np.int64)
+    shift = decode_shift(batch.track)
+    if shift:
+        dts = dts - shift
+    return (
+        rescale(pts, timescale, CLOCK_HZ) + TIMESTAMP_OFFSET_90K,
+        rescale(dts, timescale, CLOCK_HZ) + TIMESTAMP_OFFSET_90K,
+    )
