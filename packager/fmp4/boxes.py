@@ -68,10 +68,10 @@ class Box:
         out: list[Chunk] = [b""]  # the header, once the size is known
         for part in self.payload():
             if isinstance(part, Box):
-                out.extend(part.chunks())
+                out += part.chunks()
             else:
                 out.append(part)
-        size = self.header_size + sum(len(chunk) for chunk in out)
+        size = self.header_size + sum(map(len, out))
         if size > U32_MAX:  # a 64-bit largesize would make sizes data-dependent
             raise UnsupportedMedia(f"{self.FOURCC.decode()} box of {size} bytes exceeds 4 GiB")
         out[0] = self.header(size)
@@ -81,7 +81,7 @@ class Box:
         return b"".join(self.chunks())
 
     def __len__(self) -> int:
-        return sum(len(chunk) for chunk in self.chunks())
+        return sum(map(len, self.chunks()))
 
 
 class FullBox(Box):
@@ -424,10 +424,10 @@ class TrackFragmentHeaderBox(FullBox):
     default_sample_flags: int | None = None
 
     def flags(self) -> int:
-        flags = TfhdFlags.DEFAULT_BASE_IS_MOOF
+        flags = TfhdFlags.DEFAULT_BASE_IS_MOOF.value
         if self.default_sample_flags is not None:
-            flags |= TfhdFlags.DEFAULT_SAMPLE_FLAGS_PRESENT
-        return int(flags)
+            flags |= TfhdFlags.DEFAULT_SAMPLE_FLAGS_PRESENT.value
+        return flags
 
     def payload(self):
         yield u32(self.track_id)
@@ -460,11 +460,9 @@ class TrunFlags(enum.IntFlag):
     SAMPLE_COMPOSITION_TIME_OFFSETS_PRESENT = 0x000800
 
 
-def _u32_column(name: str, values: np.ndarray, low: int = 0, high: int = U32_MAX) -> np.ndarray:
-    values = np.asarray(values, dtype=np.int64)
+def _check_range(name: str, values: np.ndarray, low: int, high: int) -> None:
     if values.size and (int(values.min()) < low or int(values.max()) > high):
         raise UnsupportedMedia(f"trun {name} outside [{low}, {high}]: {values.min()}..{values.max()}")
-    return values
 
 
 @dataclass(frozen=True)
@@ -487,7 +485,7 @@ class TrackRunBox(FullBox):
         return 1 if self.signed_offsets else 0
 
     def flags(self) -> int:
-        return int(self.trun_flags | TrunFlags.DATA_OFFSET_PRESENT)
+        return self.trun_flags.value | TrunFlags.DATA_OFFSET_PRESENT.value
 
     def payload(self):
         if not I32_MIN <= self.data_offset <= I32_MAX:
@@ -506,29 +504,34 @@ class TrackRunBox(FullBox):
         data_offset: int = 0,
     ) -> TrackRunBox:
         """Pack the given per-sample columns (None = field absent) into a trun."""
-        flags = TrunFlags(0)
-        columns: list[np.ndarray] = []
-        signed = False
-        if durations is not None:
-            flags |= TrunFlags.SAMPLE_DURATION_PRESENT
-            columns.append(_u32_column("sample_duration", durations))
-        if sizes is not None:
-            flags |= TrunFlags.SAMPLE_SIZE_PRESENT
-            columns.append(_u32_column("sample_size", sizes))
-        if sample_flags is not None:
-            flags |= TrunFlags.SAMPLE_FLAGS_PRESENT
-            columns.append(_u32_column("sample_flags", sample_flags))
-        if composition_offsets is not None:
-            flags |= TrunFlags.SAMPLE_COMPOSITION_TIME_OFFSETS_PRESENT
-            offsets = np.asarray(composition_offsets, dtype=np.int64)
-            signed = bool(offsets.size) and int(offsets.min()) < 0
-            low, high = (I32_MIN, I32_MAX) if signed else (0, U32_MAX)
-            # int64 -> '>u4' keeps the low 32 bits: two's complement for negative offsets
-            columns.append(_u32_column("sample_composition_time_offset", offsets, low, high))
-        if not columns:
+        flags = 0  # plain int: IntFlag arithmetic is slow
+        unsigned: list[np.ndarray] = []
+        for present, column in (
+            (TrunFlags.SAMPLE_DURATION_PRESENT, durations),
+            (TrunFlags.SAMPLE_SIZE_PRESENT, sizes),
+            (TrunFlags.SAMPLE_FLAGS_PRESENT, sample_flags),
+        ):
+            if column is not None:
+                flags |= present.value
+                unsigned.append(column)
+        if not unsigned and composition_offsets is None:
             raise ValueError("a trun needs at least one per-sample field")
-        count = len(columns[0])
-        if any(len(column) != count for column in columns):
+        count = len(unsigned[0]) if unsigned else len(composition_offsets)
+        if any(len(column) != count for column in unsigned) or (
+            composition_offsets is not None and len(composition_offsets) != count
+        ):
             raise MalformedMedia("trun columns differ in length")
-        table = np.column_stack(columns).astype(">u4").tobytes()
-        return cls(count, flags, data_offset, table, signed)
+        table = np.empty((count, len(unsigned) + (composition_offsets is not None)), dtype=np.int64)
+        for i, column in enumerate(unsigned):
+            table[:, i] = column
+        _check_range("duration/size/flags", table[:, : len(unsigned)], 0, U32_MAX)
+        signed = False
+        if composition_offsets is not None:
+            flags |= TrunFlags.SAMPLE_COMPOSITION_TIME_OFFSETS_PRESENT.value
+            offsets = table[:, -1]
+            offsets[:] = composition_offsets
+            signed = bool(count) and int(offsets.min()) < 0
+            low, high = (I32_MIN, I32_MAX) if signed else (0, U32_MAX)
+            _check_range("sample_composition_time_offset", offsets, low, high)
+        # int64 -> '>u4' keeps the low 32 bits: two's complement for negative offsets
+        return cls(count, TrunFlags(flags), data_offset, table.astype(">u4").tobytes(), signed)

@@ -20,7 +20,6 @@ the very code that writes it.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
@@ -57,7 +56,7 @@ def _as_bytes_view(data: bytes | bytearray | memoryview) -> Chunk:
     return data
 
 
-def _segment_chunks(
+def _movie_fragment(
     *,
     track_id: int,
     video: bool,
@@ -67,39 +66,58 @@ def _segment_chunks(
     sizes: np.ndarray,
     keyframes: np.ndarray,
     composition_offsets: np.ndarray,
-    data: Chunk,
-) -> list[Chunk]:
-    """styp + moof + mdat as a flat chunk list; ``data`` is the last chunk, uncopied."""
-    run = TrackRunBox.from_columns(
-        durations=durations,
-        sizes=sizes,
-        sample_flags=np.where(keyframes, SampleFlags.SYNC, SampleFlags.NON_SYNC) if video else None,
-        composition_offsets=composition_offsets,
+    data_offset: int,
+) -> MovieFragmentBox:
+    """The moof: mfhd + traf(tfhd, tfdt, trun). Its shape depends only on ``video`` and the sample count."""
+    return MovieFragmentBox(
+        (
+            MovieFragmentHeaderBox(sequence_number),
+            TrackFragmentBox(
+                (
+                    TrackFragmentHeaderBox(track_id, default_sample_flags=None if video else SampleFlags.SYNC),
+                    TrackFragmentBaseMediaDecodeTimeBox(base_decode_time),
+                    TrackRunBox.from_columns(
+                        durations=durations,
+                        sizes=sizes,
+                        sample_flags=np.where(keyframes, SampleFlags.SYNC, SampleFlags.NON_SYNC) if video else None,
+                        composition_offsets=composition_offsets,
+                        data_offset=data_offset,
+                    ),
+                )
+            ),
+        )
     )
 
-    def movie_fragment(run: TrackRunBox) -> Box:
-        return MovieFragmentBox(
-            (
-                MovieFragmentHeaderBox(sequence_number),
-                TrackFragmentBox(
-                    (
-                        TrackFragmentHeaderBox(
-                            track_id,
-                            default_sample_flags=None if video else SampleFlags.SYNC,
-                        ),
-                        TrackFragmentBaseMediaDecodeTimeBox(base_decode_time),
-                        run,
-                    )
-                ),
-            )
-        )
 
+def _zeros_fragment(video: bool, count: int) -> dict:
+    zeros = np.zeros(count, dtype=np.int64)
+    return dict(
+        track_id=1,
+        video=video,
+        sequence_number=1,
+        base_decode_time=0,
+        durations=zeros,
+        sizes=zeros,
+        keyframes=zeros.astype(bool),
+        composition_offsets=zeros,
+    )
+
+
+@lru_cache(maxsize=4096)
+def _moof_size(video: bool, count: int) -> int:
+    """Bytes of the moof of ``count`` samples, by writing one (no field has a data-dependent width)."""
+    return len(_movie_fragment(**_zeros_fragment(video, count), data_offset=0))
+
+
+def _segment_chunks(*, data: Chunk, **fragment) -> list[Chunk]:
+    """styp + moof + mdat as a flat chunk list; ``data`` is the last chunk, uncopied."""
     media_data = MediaDataBox(data).chunks()  # [mdat header, data]
-    # data_offset counts from the moof's first byte to the first sample byte; the
-    # moof's size does not depend on the offset's value, so measure, then write.
-    moof_size = len(movie_fragment(run))
-    run = replace(run, data_offset=moof_size + len(media_data[0]))
-    return SEGMENT_TYPE.chunks() + movie_fragment(run).chunks() + media_data
+    # data_offset counts from the moof's first byte to the first sample byte.
+    data_offset = _moof_size(fragment["video"], len(fragment["durations"])) + len(media_data[0])
+    moof = _movie_fragment(**fragment, data_offset=data_offset).chunks()
+    if sum(map(len, moof)) + len(media_data[0]) != data_offset:  # cheap: ~20 small chunks
+        raise AssertionError("moof size depends on sample values: data_offset would be wrong")
+    return SEGMENT_TYPE.chunks() + moof + media_data
 
 
 def media_segment(batch: SampleBatch) -> bytes:
@@ -154,19 +172,7 @@ def _header_size(video: bool, sample_count: int) -> int:
     always 64-bit, trun v0 and v1 rows are the same size), so this is exact
     for any segment of that shape.
     """
-    zeros = np.zeros(sample_count, dtype=np.int64)
-    chunks = _segment_chunks(
-        track_id=1,
-        video=video,
-        sequence_number=1,
-        base_decode_time=0,
-        durations=zeros,
-        sizes=zeros,
-        keyframes=zeros.astype(bool),
-        composition_offsets=zeros,
-        data=b"",
-    )
-    return sum(len(chunk) for chunk in chunks)
+    return sum(map(len, _segment_chunks(**_zeros_fragment(video, sample_count), data=b"")))
 
 
 def media_segment_size(track: Track, samples: np.ndarray | int) -> int:

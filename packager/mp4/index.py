@@ -34,6 +34,9 @@ def index_reader(file_size: int) -> IndexReader:
     if file_size < 8:
         raise MalformedMedia(f"not an MP4 file: only {file_size} bytes")
     head = yield ByteRange(0, min(file_size, HEAD_READ))
+    first_type = fourcc(bytes(head[4:8]))
+    if first_type not in TOP_LEVEL_TYPES:
+        raise MalformedMedia(f"not an MP4 file: it starts with '{printable(first_type)}', not an MP4 box")
     brand = "isom"
     offset = 0
     while offset < file_size:
@@ -43,14 +46,17 @@ def index_reader(file_size: int) -> IndexReader:
             window_base = offset
             window = yield ByteRange(offset, min(16, file_size - offset))
         box = parse_header(window, offset - window_base, window_base, file_size)
-        if offset == 0 and box.type not in TOP_LEVEL_TYPES:
-            raise MalformedMedia(f"not an MP4 file: first box type is '{printable(box.type)}'")
         if box.type == "ftyp":
             brand = _major_brand(head, box)
         elif box.type == "moov":
             moov = head if box.end <= len(head) else (yield ByteRange(box.offset, box.size))
             base = 0 if moov is head else box.offset
-            return parse_moov(moov, box, base, brand, file_size)
+            try:
+                return parse_moov(moov, box, base, brand, file_size)
+            except (struct.error, IndexError, ValueError, OverflowError) as exc:
+                # a field read past a box's end or a nonsensical value that the
+                # per-box checks did not name: still a clear media error
+                raise MalformedMedia(f"'moov' box at offset {box.offset} is malformed: {exc}") from None
         elif box.type == "moof":
             raise UnsupportedMedia("fragmented MP4 (moof) input is not supported; remux it with faststart")
         offset = box.end
@@ -139,9 +145,9 @@ def _parse_trak(buf: bytes, trak: BoxHeader, base: int, movie_timescale: int, fi
     def body(name: str) -> memoryview | None:
         return payload(buf, stbl[name], base) if name in stbl else None
 
-    sizes = st.sample_sizes(body("stsz"), body("stz2"))
+    sizes = st.sample_sizes(body("stsz"), body("stz2"), file_size)
     count = sizes.shape[0]
-    durations = st.fit_durations(st.decode_durations(payload(buf, _require(stbl, "stts", "stbl"), base)), count)
+    durations = st.decode_durations(payload(buf, _require(stbl, "stts", "stbl"), base), count)
     offsets = st.sample_offsets(payload(buf, _require(stbl, "stsc", "stbl"), base), st.chunk_offsets(body("stco"), body("co64")), sizes)
     if count and int((offsets + sizes).max()) > file_size:
         raise TruncatedMedia(

@@ -31,9 +31,24 @@ def _table(body: memoryview, name: str, entry_fields: int, dtype: str, header: i
     return rows.reshape(count, entry_fields)
 
 
-def decode_durations(stts: memoryview) -> np.ndarray:
+def repeat_runs(values: np.ndarray, counts: np.ndarray, limit: int) -> np.ndarray:
+    """``np.repeat(values, counts)`` cut at ``limit`` rows.
+
+    Run lengths come from the file: a corrupt count of 4 billion must not make
+    us allocate 32 GB before noticing it disagrees with the sample count.
+    """
+    counts = counts.astype(np.int64)
+    ends = np.cumsum(counts)
+    if ends.size and ends[-1] > limit:
+        keep = int(np.searchsorted(ends, limit, side="left")) + 1
+        counts = counts[:keep].copy()
+        counts[-1] -= int(ends[keep - 1]) - limit
+    return np.repeat(values[: counts.size].astype(np.int64), counts)
+
+
+def decode_durations(stts: memoryview, sample_count: int) -> np.ndarray:
     rows = _table(stts, "stts", 2, ">u4")
-    return np.repeat(rows[:, 1].astype(np.int64), rows[:, 0].astype(np.int64))
+    return _fit(repeat_runs(rows[:, 1], rows[:, 0], sample_count), sample_count, "stts")
 
 
 def decode_times(durations: np.ndarray) -> np.ndarray:
@@ -48,8 +63,8 @@ def composition_offsets(ctts: memoryview | None, sample_count: int) -> np.ndarra
     # Version 0 is nominally unsigned, but writers put negative offsets there
     # too; reading both as signed is what every demuxer does.
     rows = _table(ctts, "ctts", 2, ">i4")
-    offsets = np.repeat(rows[:, 1].astype(np.int64), rows[:, 0].astype(np.int64))
-    return _fit(offsets, sample_count, "ctts")
+    counts = rows[:, 0].view(">u4")
+    return _fit(repeat_runs(rows[:, 1], counts, sample_count), sample_count, "ctts")
 
 
 def sync_samples(stss: memoryview | None, sample_count: int) -> np.ndarray:
@@ -63,12 +78,14 @@ def sync_samples(stss: memoryview | None, sample_count: int) -> np.ndarray:
     return keyframes
 
 
-def sample_sizes(stsz: memoryview | None, stz2: memoryview | None) -> np.ndarray:
+def sample_sizes(stsz: memoryview | None, stz2: memoryview | None, file_size: int) -> np.ndarray:
     if stsz is not None:
         if len(stsz) < 12:
             raise TruncatedMedia("'stsz' box is cut short")
         constant, count = struct.unpack_from(">II", stsz, 4)
         if constant:
+            if constant * count > file_size:
+                raise MalformedMedia(f"'stsz' lists {count} samples of {constant} bytes: more than the file holds")
             return np.full(count, constant, dtype=np.int64)
         return _table(stsz, "stsz", 1, ">u4", header=12)[:, 0].astype(np.int64)
     if stz2 is not None:
@@ -104,7 +121,7 @@ def sample_offsets(stsc: memoryview, chunk_offsets: np.ndarray, sizes: np.ndarra
     total = int(per_chunk.sum())
     if total < sample_count:
         raise MalformedMedia(f"'stsc'/'stco' map {total} samples but 'stsz' lists {sample_count}")
-    chunk_of_sample = np.repeat(np.arange(chunk_count), per_chunk)[:sample_count]
+    chunk_of_sample = repeat_runs(np.arange(chunk_count), per_chunk, sample_count)
     size_before = np.zeros(sample_count, dtype=np.int64)
     np.cumsum(sizes[:-1], out=size_before[1:])
     chunk_first_sample = np.zeros(chunk_count, dtype=np.int64)
@@ -128,7 +145,3 @@ def _fit(values: np.ndarray, sample_count: int, name: str) -> np.ndarray:
     if values.shape[0] > sample_count:
         return values[:sample_count]
     raise MalformedMedia(f"'{name}' covers {values.shape[0]} samples of {sample_count}")
-
-
-def fit_durations(durations: np.ndarray, sample_count: int) -> np.ndarray:
-    return _fit(durations, sample_count, "stts")

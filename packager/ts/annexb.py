@@ -80,13 +80,12 @@ class AnnexB:
             au = au + (len(START_CODE) - self.nal_length_size) * nal_counts
         return au
 
-    def access_units(self, data, sizes: np.ndarray, keyframes: np.ndarray) -> tuple[list[bytes], list[list], np.ndarray]:
+    def access_units(self, data, sizes: np.ndarray, keyframes: np.ndarray) -> tuple[list[list], np.ndarray]:
         """Split ``data`` (the samples, back to back) into Annex B pieces.
 
-        Returns, per sample, the bytes to put in front of it (AUD and, on
-        keyframes, the parameter sets) and the list of pieces (start codes and
-        memoryview slices of ``data``) that follow; ``b"".join`` of both is the
-        access unit. Also returns each sample's NAL unit count.
+        Returns, per sample, the list of pieces (the AUD and, on keyframes,
+        parameter sets; start codes; memoryview slices of ``data``) whose
+        ``b"".join`` is its access unit, and each sample's NAL unit count.
 
         Walks the length prefixes in Python, but a frame has only a handful
         of NAL units and the payload itself is never touched byte by byte.
@@ -98,13 +97,12 @@ class AnnexB:
         aud, params = self.aud, self.parameter_sets
         prefix_key, prefix_delta = aud + params, aud
         padding = bytes(len(aud))
-        prefixes: list[bytes] = []
         units: list[list] = []
         nal_counts = np.zeros(len(sizes), dtype=np.int64)
         pos = 0
         for i, (size, key) in enumerate(zip(sizes.tolist(), keyframes.tolist())):
             end = pos + size
-            pieces: list = []
+            pieces: list = [prefix_key if key else prefix_delta]
             while pos + length_size <= end:
                 (n,) = read_length(view, pos)
                 pos += length_size
@@ -120,16 +118,14 @@ class AnnexB:
                     raise MalformedMedia(f"sample {i} ends inside a NAL length prefix")
                 pieces.append(tail)  # zero padding after the last NAL unit: legal as trailing zeros
                 pos = end
-            nal_counts[i] = len(pieces) // 2
-            if len(pieces) >= 2 and is_aud(pieces[1]):
+            nal_counts[i] = (len(pieces) - 1) // 2
+            if len(pieces) >= 3 and is_aud(pieces[2]):
                 # Keep the in-band AUD first; zeros stand in for ours.
-                prefixes.append(padding)
+                pieces[0] = padding
                 if key and params:
-                    pieces.insert(2, params)
-            else:
-                prefixes.append(prefix_key if key else prefix_delta)
+                    pieces.insert(3, params)
             units.append(pieces)
-        return prefixes, units, nal_counts
+        return units, nal_counts
 
 
 def _is_h264_aud(nal: memoryview) -> bool:

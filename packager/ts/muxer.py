@@ -5,9 +5,11 @@ The chain: samples -> Annex B access units (annexb) or ADTS frames (adts)
 (psi), all placed by the one layout computation (layout) that
 :func:`segment_size` also answers from.
 
-Cost: the layout is numpy over per-PES arrays; Python runs once per PES (its
-adaptation field and header) and once per NAL unit / AAC frame (a slice);
-sample bytes are moved by one ``bytes.join`` and one strided numpy copy.
+Cost: the layout, the adaptation fields, PES headers, ADTS headers and TS
+headers are numpy over per-PES / per-frame / per-packet arrays. Python loops
+run only per NAL unit (a length read and a slice) and per PES (two list
+appends). Sample bytes are moved by one ``bytes.join`` into the packets'
+payload areas, one strided numpy copy into the packets and ``tobytes``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from ..errors import MalformedMedia, PackagerError
 from ..media import SampleBatch, Track
 from . import psi
 from .layout import SegmentLayout, compute_layout
-from .packets import HEADER_SIZE, PACKET_SIZE, PAYLOAD_SIZE, adaptation_field, write_headers
-from .pes import pes_header
+from .packets import HEADER_SIZE, PACKET_SIZE, PAYLOAD_SIZE, write_adaptation_fields, write_packet_headers
+from .pes import write_pes_headers
 from .streams import ElementaryStream, elementary_stream
 from .timing import PCR_LEAD_90K, timestamps_90k
 
@@ -55,14 +57,15 @@ def mux_segment(batch: SampleBatch, continuity_start: int = 0) -> bytes:
 
     if stream.is_video:
         assert stream.annexb is not None
-        prefixes, units, nal_counts = stream.annexb.access_units(view, sizes, keyframes)
+        units, nal_counts = stream.annexb.access_units(view, sizes, keyframes)
         layout = compute_layout(stream, sizes, keyframes, nal_counts)
-        pieces = _video_pieces(stream, layout, pts, dts, keyframes, prefixes, units)
     else:
+        assert stream.adts is not None
         layout = compute_layout(stream, sizes, keyframes)
-        pieces = _audio_pieces(stream, layout, pts, keyframes, sizes, view)
-
-    payload = b"".join(pieces)
+        frames = memoryview(stream.adts.frames(view, sizes))
+        ends = np.cumsum(layout.payload_size).tolist()  # PES k holds ADTS bytes [ends[k-1], ends[k])
+        units = [[frames[a:b]] for a, b in zip([0] + ends[:-1], ends)]
+    payload = b"".join(_pes_pieces(stream, layout, pts, dts, keyframes, units))
     if len(payload) != layout.stream_packets * PAYLOAD_SIZE:  # pragma: no cover - a layout bug
         raise PackagerError(f"TS layout mismatch: {len(payload)} bytes for {layout.stream_packets} packets")
 
@@ -72,64 +75,38 @@ def mux_segment(batch: SampleBatch, continuity_start: int = 0) -> bytes:
     pmt = psi.pmt_section(stream.stream_type, stream.pid, stream.language)
     out[PACKET_SIZE : 2 * PACKET_SIZE] = np.frombuffer(psi.psi_packet(psi.PMT_PID, pmt, psi_cc), dtype=np.uint8)
     packets = out[2 * PACKET_SIZE :].reshape(-1, PACKET_SIZE)
-    write_headers(packets, stream.pid, layout.first_packet, layout.adaptation_size, continuity_start)
+    write_packet_headers(packets, stream.pid, layout.first_packet, layout.adaptation_size, continuity_start & 0x0F)
     packets[:, HEADER_SIZE:] = np.frombuffer(payload, dtype=np.uint8).reshape(-1, PAYLOAD_SIZE)
     return out.tobytes()
 
 
-def _pes_head(stream: ElementaryStream, cols: "_Columns", k: int, start: int) -> bytes:
-    """Adaptation field of PES ``k``'s first packet followed by the PES header;
-    ``start`` is the PES's first sample."""
-    field = adaptation_field(
-        cols.adaptation_size[k],
-        pcr_base=cols.dts[start] - PCR_LEAD_90K if cols.pcr[k] else None,
-        random_access=cols.keyframes[start],
-    )
-    header = pes_header(
+def _pes_pieces(stream: ElementaryStream, layout: SegmentLayout, pts, dts, keyframes, bodies: list[list]) -> list:
+    """The payload areas of the stream's packets as pieces for one ``bytes.join``:
+    per PES, its first packet's adaptation field and the PES header (built
+    for all PES at once into one buffer, sliced here), then ``bodies[k]``,
+    the pieces of its payload."""
+    starts = layout.bounds[:-1]
+    adaptation = layout.adaptation_size
+    head_size = adaptation + layout.header_size
+    head_end = np.cumsum(head_size)
+    head_at = head_end - head_size
+    heads = np.full(int(head_end[-1]) if head_end.size else 0, 0xFF, dtype=np.uint8)
+    write_adaptation_fields(heads, head_at, adaptation, dts[starts] - PCR_LEAD_90K, layout.pcr, keyframes[starts])
+    write_pes_headers(
+        heads,
+        head_at + adaptation,
         stream.stream_id,
-        cols.pts[start],
-        cols.dts[start] if stream.is_video else None,
-        cols.payload_size[k],
+        pts[starts],
+        dts[starts] if stream.is_video else None,
+        layout.payload_size,
+        layout.header_stuffing,
         reserve_dts=stream.is_video,
-        stuffing=cols.header_stuffing[k],
         bounded=not stream.is_video,
     )
-    return field + header
-
-
-class _Columns:
-    """The per-PES layout columns and per-sample columns as Python lists:
-    indexing a list is far cheaper than indexing a numpy array element-wise."""
-
-    def __init__(self, layout: SegmentLayout, pts, dts, keyframes) -> None:
-        self.adaptation_size = layout.adaptation_size.tolist()
-        self.pcr = layout.pcr.tolist()
-        self.payload_size = layout.payload_size.tolist()
-        self.header_stuffing = layout.header_stuffing.tolist()
-        self.bounds = layout.bounds.tolist()
-        self.pts, self.dts, self.keyframes = pts.tolist(), dts.tolist(), keyframes.tolist()
-
-
-def _video_pieces(stream, layout, pts, dts, keyframes, prefixes, units) -> list:
-    cols = _Columns(layout, pts, dts, keyframes)
+    view = memoryview(heads)
     pieces: list = []
-    for k in range(layout.pes_count):  # one access unit per PES: PES k is sample k
-        pieces.append(_pes_head(stream, cols, k, k) + prefixes[k])
-        pieces.extend(units[k])
-    return pieces
-
-
-def _audio_pieces(stream, layout, pts, keyframes, sizes, view) -> list:
-    assert stream.adts is not None
-    cols = _Columns(layout, pts, pts, keyframes)
-    headers = stream.adts.headers(sizes).tobytes()
-    offsets = np.concatenate(([0], np.cumsum(sizes))).tolist()
-    bounds = cols.bounds
-    pieces: list = []
-    for k in range(layout.pes_count):
-        start, stop = bounds[k], bounds[k + 1]
-        pieces.append(_pes_head(stream, cols, k, start))
-        for j in range(start, stop):
-            pieces.append(headers[7 * j : 7 * j + 7])
-            pieces.append(view[offsets[j] : offsets[j + 1]])
+    append, extend = pieces.append, pieces.extend
+    for a, e, body in zip(head_at.tolist(), head_end.tolist(), bodies):
+        append(view[a:e])
+        extend(body)
     return pieces

@@ -30,39 +30,57 @@ PCR_ADAPTATION_SIZE = 8
 PCR_BASE_MODULUS = 1 << 33  # PCR base (and PTS/DTS) are 33-bit counters of a 90 kHz clock
 
 
-def adaptation_field(size: int, pcr_base: int | None = None, random_access: bool = False) -> bytes:
-    """An adaptation field of exactly ``size`` bytes (the length byte included).
+def write_adaptation_fields(
+    buf: np.ndarray,
+    at: np.ndarray,
+    size: np.ndarray,
+    pcr_base: np.ndarray,
+    has_pcr: np.ndarray,
+    random_access: np.ndarray,
+) -> None:
+    """Write one adaptation field per element at offsets ``at`` of ``buf``.
 
-    ``size`` 1 is the degenerate field of a lone ``adaptation_field_length = 0``,
-    which stuffs exactly one byte. Otherwise the field has a flags byte, the
-    PCR when given (base in 90 kHz, extension 0), then 0xFF stuffing.
+    ``buf`` must already hold 0xFF there (the stuffing is left alone). A field
+    of ``size`` 1 is the lone ``adaptation_field_length = 0`` byte; larger
+    ones get a flags byte (random_access_indicator where asked) and, where
+    ``has_pcr``, the PCR: ``pcr_base`` in 90 kHz, extension 0.
     """
-    if size <= 0:
-        return b""
-    if size == 1:
-        return b"\x00"
-    flags = (AF_PCR if pcr_base is not None else 0) | (AF_RANDOM_ACCESS if random_access else 0)
-    field = bytearray((size - 1, flags))
-    if pcr_base is not None:
-        base = pcr_base % PCR_BASE_MODULUS
-        ext = 0
-        field += bytes(
-            (
-                (base >> 25) & 0xFF,
-                (base >> 17) & 0xFF,
-                (base >> 9) & 0xFF,
-                (base >> 1) & 0xFF,
-                ((base & 1) << 7) | 0x7E | (ext >> 8),  # 6 reserved bits set
-                ext & 0xFF,
-            )
-        )
-    if len(field) > size:
-        raise ValueError(f"adaptation field needs {len(field)} bytes, {size} given")
-    field += b"\xff" * (size - len(field))
-    return bytes(field)
+    size = np.asarray(size, dtype=np.int64)
+    present = size > 0
+    buf[at[present]] = size[present] - 1  # adaptation_field_length excludes itself
+    flagged = size > 1
+    has_pcr = has_pcr & flagged
+    if int(size[has_pcr].min(initial=PCR_ADAPTATION_SIZE)) < PCR_ADAPTATION_SIZE:
+        raise ValueError("adaptation field too small for a PCR")
+    buf[at[flagged] + 1] = np.where(has_pcr, AF_PCR, 0)[flagged] | np.where(random_access, AF_RANDOM_ACCESS, 0)[flagged]
+    base = np.asarray(pcr_base, dtype=np.int64)[has_pcr] % PCR_BASE_MODULUS
+    ext = 0
+    pcr = np.empty((base.shape[0], 6), dtype=np.uint8)
+    pcr[:, 0] = base >> 25
+    pcr[:, 1] = (base >> 17) & 0xFF
+    pcr[:, 2] = (base >> 9) & 0xFF
+    pcr[:, 3] = (base >> 1) & 0xFF
+    pcr[:, 4] = ((base & 1) << 7) | 0x7E | (ext >> 8)  # 6 reserved bits set
+    pcr[:, 5] = ext & 0xFF
+    buf[(at[has_pcr] + 2)[:, None] + np.arange(6)] = pcr
 
 
-def write_headers(
+def adaptation_field(size: int, pcr_base: int | None = None, random_access: bool = False) -> bytes:
+    """One adaptation field of exactly ``size`` bytes (the scalar form of
+    :func:`write_adaptation_fields`)."""
+    buf = np.full(size, 0xFF, dtype=np.uint8)
+    write_adaptation_fields(
+        buf,
+        np.zeros(1, dtype=np.int64),
+        np.array([size]),
+        np.array([pcr_base or 0]),
+        np.array([pcr_base is not None]),
+        np.array([random_access]),
+    )
+    return buf.tobytes()
+
+
+def write_packet_headers(
     packets: np.ndarray,
     pid: int,
     first_packet: np.ndarray,
@@ -71,20 +89,28 @@ def write_headers(
 ) -> None:
     """Write the 4-byte header of every packet of one PID in one step.
 
-    ``packets`` is an (n, 188) uint8 view; ``first_packet`` holds the row index
-    of each PES's first packet (those get payload_unit_start_indicator) and
-    ``adaptation_size`` the bytes of adaptation field that packet carries (0 for
-    none). Every packet carries payload, so the continuity counter advances on
-    each one: ``(continuity_start + i) mod 16``.
+    ``packets`` is an (n, 188) uint8 view whose rows start 4-byte aligned;
+    ``first_packet`` holds the row index of each PES's first packet (those
+    get payload_unit_start_indicator) and ``adaptation_size`` the bytes of
+    adaptation field that packet carries (0 for none). Every packet carries
+    payload, so the continuity counter advances on each one:
+    ``(continuity_start + i) mod 16``.
+
+    The header is written as one little-endian uint32 per packet (188 is a
+    multiple of 4): one strided store instead of four.
     """
     n = packets.shape[0]
     if n == 0:
         return
-    has_af = adaptation_size > 0
-    packets[:, 0] = SYNC_BYTE
-    packets[:, 1] = (pid >> 8) & 0x1F
-    packets[first_packet, 1] |= 0x40  # payload_unit_start_indicator
-    packets[:, 2] = pid & 0xFF
-    cc = (np.arange(continuity_start, continuity_start + n, dtype=np.int64) & 0x0F).astype(np.uint8)
-    packets[:, 3] = (AFC_PAYLOAD_ONLY << 4) | cc
-    packets[first_packet[has_af], 3] |= (AFC_ADAPTATION_AND_PAYLOAD << 4) & 0xF0
+    words = packets.view(np.uint32)[:, 0] if packets.flags.c_contiguous else None
+    # byte 0 sync; byte 1 TEI 0, PUSI, priority 0, PID high bits; byte 2 PID low
+    # bits; byte 3 scrambling 00, adaptation_field_control, continuity counter
+    base = SYNC_BYTE | (((pid >> 8) & 0x1F) << 8) | ((pid & 0xFF) << 16) | ((AFC_PAYLOAD_ONLY << 4) << 24)
+    value = (np.arange(continuity_start, continuity_start + n, dtype=np.uint32) & 0x0F) << 24
+    value |= np.uint32(base)
+    value[first_packet] |= np.uint32(0x40 << 8)
+    value[first_packet[adaptation_size > 0]] |= np.uint32((AFC_ADAPTATION_AND_PAYLOAD << 4) << 24)
+    if words is not None and np.little_endian:
+        words[:] = value
+    else:  # pragma: no cover - big-endian hosts or odd views
+        packets[:, :HEADER_SIZE] = value.astype("<u4").view(np.uint8).reshape(n, HEADER_SIZE)

@@ -10,6 +10,8 @@ is computable from sample sizes alone.
 
 from __future__ import annotations
 
+import numpy as np
+
 PACKET_START_CODE_PREFIX = b"\x00\x00\x01"
 # stream_id (13818-1 table 2-22): the first MPEG video / audio stream numbers,
 # which is what every HLS packager uses for H.264/HEVC and AAC.
@@ -40,45 +42,89 @@ def header_size(reserve_dts: bool, stuffing: int = 0) -> int:
     return FIXED_HEADER_SIZE + TIMESTAMP_SIZE * (2 if reserve_dts else 1) + stuffing
 
 
-def encode_timestamp(prefix: int, value: int) -> bytes:
-    """The 5-byte PTS/DTS field: value modulo 2^33 split 3/15/15 with marker bits."""
-    v = value & _MASK_33
-    return bytes(
-        (
-            (prefix << 4) | ((v >> 29) & 0x0E) | 1,
-            (v >> 22) & 0xFF,
-            ((v >> 14) & 0xFE) | 1,
-            (v >> 7) & 0xFF,
-            ((v << 1) & 0xFE) | 1,
-        )
-    )
+def encode_timestamps(prefix: int, values: np.ndarray) -> np.ndarray:
+    """The 5-byte PTS/DTS fields of ``values`` as an (n, 5) uint8 array: a
+    4-bit prefix, then the value modulo 2^33 split 3/15/15 bits, each part
+    followed by a marker bit."""
+    v = np.asarray(values, dtype=np.int64) & _MASK_33
+    out = np.empty((v.shape[0], TIMESTAMP_SIZE), dtype=np.uint8)
+    out[:, 0] = (prefix << 4) | ((v >> 29) & 0x0E) | 1
+    out[:, 1] = (v >> 22) & 0xFF
+    out[:, 2] = ((v >> 14) & 0xFE) | 1
+    out[:, 3] = (v >> 7) & 0xFF
+    out[:, 4] = ((v << 1) & 0xFE) | 1
+    return out
+
+
+def write_pes_headers(
+    buf: np.ndarray,
+    at: np.ndarray,
+    stream_id: int,
+    pts: np.ndarray,
+    dts: np.ndarray | None,
+    payload_size: np.ndarray,
+    stuffing: np.ndarray,
+    *,
+    reserve_dts: bool,
+    bounded: bool,
+) -> None:
+    """Write one PES header per element at offsets ``at`` of ``buf``.
+
+    ``buf`` must already hold 0xFF where the headers go: the stuffing bytes
+    are simply left alone. A DTS is written where it differs from the PTS
+    (``dts`` None: never); with ``reserve_dts`` its 5 bytes become stuffing
+    otherwise, so every header is :func:`header_size` + ``stuffing`` bytes.
+    ``bounded`` PES packets state their length; unbounded ones (video, which
+    may exceed 64 KiB) write PES_packet_length 0.
+    """
+    n = at.shape[0]
+    if n == 0:
+        return
+    pts = np.asarray(pts, dtype=np.int64)
+    has_dts = np.zeros(n, dtype=bool) if dts is None else (np.asarray(dts, dtype=np.int64) != pts)
+    if has_dts.any() and not reserve_dts:
+        raise ValueError("DTS given but no room reserved for it")
+    fill = stuffing + (TIMESTAMP_SIZE if reserve_dts else 0) - np.where(has_dts, TIMESTAMP_SIZE, 0)
+    if n and int(fill.max()) > MAX_HEADER_STUFFING:
+        raise ValueError("too many PES header stuffing bytes")
+    data_length = TIMESTAMP_SIZE + np.where(has_dts, TIMESTAMP_SIZE, 0) + fill
+    if bounded:
+        length = _LENGTH_COUNTED_HEADER + data_length + payload_size
+        if int(length.max()) > MAX_PES_PACKET_LENGTH:
+            raise ValueError("PES packet too long for a bounded PES")
+    else:
+        length = np.zeros(n, dtype=np.int64)
+    buf[at] = PACKET_START_CODE_PREFIX[0]
+    buf[at + 1] = PACKET_START_CODE_PREFIX[1]
+    buf[at + 2] = PACKET_START_CODE_PREFIX[2]
+    buf[at + 3] = stream_id
+    buf[at + 4] = length >> 8
+    buf[at + 5] = length & 0xFF
+    buf[at + 6] = _FLAGS1
+    buf[at + 7] = np.where(has_dts, _PTS_AND_DTS, _PTS_ONLY)
+    buf[at + 8] = data_length
+    columns = np.arange(TIMESTAMP_SIZE)
+    pts_at = (at + FIXED_HEADER_SIZE)[:, None] + columns
+    buf[pts_at] = encode_timestamps(_PREFIX_PTS_ONLY, pts)
+    if has_dts.any():
+        assert dts is not None
+        buf[pts_at[has_dts]] = encode_timestamps(_PREFIX_PTS_WITH_DTS, pts[has_dts])
+        buf[pts_at[has_dts] + TIMESTAMP_SIZE] = encode_timestamps(_PREFIX_DTS, np.asarray(dts)[has_dts])
 
 
 def pes_header(stream_id: int, pts: int, dts: int | None, payload_size: int, *, reserve_dts: bool, stuffing: int = 0, bounded: bool) -> bytes:
-    """One PES header.
-
-    ``dts`` is written only when it differs from ``pts``; if ``reserve_dts``
-    and it is not written, its 5 bytes become stuffing so the header size stays
-    :func:`header_size`. ``bounded`` PES packets state their length; unbounded
-    ones (video, which may exceed 64 KiB) write PES_packet_length 0.
-    """
-    has_dts = dts is not None and dts != pts
-    if has_dts and not reserve_dts:
-        raise ValueError("DTS given but no room reserved for it")
-    fill = stuffing + (TIMESTAMP_SIZE if reserve_dts and not has_dts else 0)
-    if fill > MAX_HEADER_STUFFING:
-        raise ValueError("too many PES header stuffing bytes")
-    data_length = TIMESTAMP_SIZE * (2 if has_dts else 1) + fill
-    if bounded:
-        length = _LENGTH_COUNTED_HEADER + data_length + payload_size
-        if length > MAX_PES_PACKET_LENGTH:
-            raise ValueError("PES packet too long for a bounded PES")
-    else:
-        length = 0
-    head = PACKET_START_CODE_PREFIX + bytes(
-        (stream_id, length >> 8, length & 0xFF, _FLAGS1, _PTS_AND_DTS if has_dts else _PTS_ONLY, data_length)
+    """One PES header as bytes (the scalar form of :func:`write_pes_headers`)."""
+    size = header_size(reserve_dts, stuffing)
+    buf = np.full(size, 0xFF, dtype=np.uint8)
+    write_pes_headers(
+        buf,
+        np.zeros(1, dtype=np.int64),
+        stream_id,
+        np.array([pts]),
+        None if dts is None else np.array([dts]),
+        np.array([payload_size]),
+        np.array([stuffing]),
+        reserve_dts=reserve_dts,
+        bounded=bounded,
     )
-    if has_dts:
-        assert dts is not None
-        return head + encode_timestamp(_PREFIX_PTS_WITH_DTS, pts) + encode_timestamp(_PREFIX_DTS, dts) + b"\xff" * fill
-    return head + encode_timestamp(_PREFIX_PTS_ONLY, pts) + b"\xff" * fill
+    return buf.tobytes()

@@ -1,0 +1,545 @@
+"""Cold-packaging benchmark: ``vodgate bench`` (docs/PERFORMANCE.md).
+
+What one run measures, on one flavor (by default a generated 1080p, ~5 Mbit/s,
+10-minute H.264 High + AAC file with 2 s GOPs, cached under
+``.fixtures/bench/``):
+
+* **floor**: for every segment of every rendition (video and audio), the
+  reads the server does -- ``byte_ranges`` + ``os.pread`` (``LocalStorage``)
+  + ``make_batch`` -- and nothing else;
+* **TS**: the same reads plus ``TS.mux``;
+* **fMP4**: the same reads plus ``FMP4.mux``.
+
+The three are run as interleaved passes (floor, TS, fMP4, then the order
+rotated) so that drift on the machine hits all three alike; each figure is
+the median of the passes. "Cold" means no segment cache (the server has
+none); the OS page cache *is* warm -- one untimed warm-up pass reads the whole
+file first -- so the floor is memory bandwidth plus syscalls, not disk.
+
+It also times the index (moov) parse, scaled to one hour of media; the
+layout-only ``segment_size`` over all segments (what BANDWIDTH costs); and
+building the master playlist (``build_media_set`` + ``build_master``).
+
+Before timing anything it checks that muxing works and that ``segment_size``
+agrees with the muxed length; after timing, that the totals agree for every
+segment. Any mismatch aborts the run (exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import hashlib
+import io
+import json
+import os
+import platform
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from origin.storage import LocalStorage
+from packager.formats import FMP4, TS, SegmentFormat
+from packager.hls.build import MasterUris, build_master
+from packager.media import ByteRange, MediaIndex, SampleBatch, Segment, Track
+from packager.media_set import Rendition, build_media_set
+from packager.mp4.index import drive, index_reader
+from packager.samples import byte_ranges, make_batch
+from packager.segmenter import DEFAULT_TARGET
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = REPO_ROOT / ".fixtures" / "bench"
+
+# Targets (docs/PERFORMANCE.md).
+TARGET_FMP4_RATIO = 3.0
+TARGET_TS_RATIO = 10.0
+TARGET_INDEX_MS_PER_HOUR = 50.0
+
+# The generated flavor.
+WIDTH, HEIGHT, FPS, GOP_SECONDS = 1920, 1080, 25, 2
+VIDEO_BITRATE = "5M"
+ENCODE_SPEED_GUESS = 1.2  # seconds of media per second of wall time, ultrafast 1080p on 2 cores (measured ~1.3-1.9x)
+
+MODES = ("floor", "ts", "fmp4")
+MODE_LABEL = {"floor": "floor (read)", "ts": "TS", "fmp4": "fMP4"}
+
+
+# --------------------------------------------------------------------------- input
+
+
+def recipe(duration: float) -> list[str]:
+    """ffmpeg arguments (without output) for the benchmark flavor.
+
+    testsrc2 plus temporal noise so the encoder really spends the 5 Mbit/s
+    (a clean test pattern compresses to almost nothing). ultrafast for speed,
+    with 2 B-frames put back (ultrafast has none) so the file has a ctts, as
+    real H.264 High does.
+    """
+    gop = FPS * GOP_SECONDS
+    return [
+        "-f", "lavfi", "-i", f"testsrc2=size={WIDTH}x{HEIGHT}:rate={FPS}:duration={duration}",
+        "-f", "lavfi", "-i", f"sine=frequency=440:beep_factor=4:sample_rate=48000:duration={duration}",
+        "-map", "0:v:0", "-map", "1:a:0",
+        "-vf", "noise=alls=12:allf=t+u,format=yuv420p",
+        "-c:v", "libx264", "-profile:v", "high", "-preset", "ultrafast",
+        "-x264-params", "bframes=2:b-adapt=0",
+        "-b:v", VIDEO_BITRATE, "-maxrate", VIDEO_BITRATE, "-bufsize", "10M",
+        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
+        "-force_key_frames", f"expr:gte(t,n_forced*{GOP_SECONDS})",
+        "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-ar", "48000",
+        "-movflags", "+faststart",
+    ]
+
+
+def fixture_path(cache_dir: Path, duration: float) -> Path:
+    from origin.demo_media import ffmpeg_version
+
+    key = hashlib.sha256(json.dumps([recipe(duration), ffmpeg_version()]).encode()).hexdigest()[:12]
+    return cache_dir / f"bench-{HEIGHT}p-{VIDEO_BITRATE}-{duration:g}s-{key}.mp4"
+
+
+def generate(dest: Path, duration: float) -> None:
+    """Encode the benchmark flavor into ``dest`` (atomically), printing progress."""
+    from origin.demo_media import FfmpegError, atomic_output, ffmpeg_exe
+
+    guess = duration / ENCODE_SPEED_GUESS
+    print(f"generating {dest.name}: {WIDTH}x{HEIGHT} {FPS} fps, {VIDEO_BITRATE}bit/s H.264 High + AAC, "
+          f"{duration:g} s of media")
+    print(f"  (one-off, cached in {dest.parent}; estimate ~{guess / 60:.1f} min on 2 cores, less on more)")
+    started = time.monotonic()
+    with atomic_output(dest) as tmp:
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-v", "error", "-nostats",
+               "-progress", "pipe:1", *recipe(duration), str(tmp)]
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+            assert proc.stdout is not None
+            last_print = 0.0
+            for line in proc.stdout:
+                key, _, value = line.strip().partition("=")
+                if key != "out_time_us" or not value.isdigit():
+                    continue
+                done = int(value) / 1e6
+                now = time.monotonic()
+                if now - last_print >= 5 and done > 0:
+                    last_print = now
+                    elapsed = now - started
+                    eta = elapsed * (duration - done) / done
+                    print(f"  {done:6.0f}/{duration:g} s encoded ({100 * done / duration:3.0f}%), "
+                          f"{elapsed:4.0f} s elapsed, ~{eta:4.0f} s left", flush=True)
+            stderr = proc.stderr.read() if proc.stderr else ""
+            proc.wait()
+        if proc.returncode != 0:
+            raise FfmpegError(cmd, proc.returncode, stderr)
+    print(f"  done in {time.monotonic() - started:.0f} s: {dest.stat().st_size / 1e6:.1f} MB")
+
+
+# --------------------------------------------------------------------------- work items
+
+
+@dataclass(frozen=True)
+class Item:
+    """One segment of one rendition, with its reads precomputed as the server does per request."""
+
+    rendition: Rendition
+    segment: Segment
+
+    @property
+    def track(self) -> Track:
+        return self.rendition.track
+
+
+class Bench:
+    def __init__(self, path: Path, target: Fraction) -> None:
+        self.path = path.resolve()
+        self.storage = LocalStorage(self.path.parent)
+        self.key = self.path.name
+        self.size = self.path.stat().st_size
+        self.target = target
+        self.index = self.parse_index()
+        self.media_set = build_media_set([("bench", self.index)], target)
+        self.items = [Item(r, s) for r in self.media_set.videos + self.media_set.audios for s in r.segments]
+
+    # the three things the server does per flavor / per segment
+
+    def _read(self, offset: int, size: int) -> bytes:
+        (data,) = self.storage.read_sync(self.key, [ByteRange(offset, size)])
+        return data
+
+    def parse_index(self) -> MediaIndex:
+        """A fresh parse: drive the generator directly, no cache anywhere."""
+        return drive(index_reader(self.size), self._read)
+
+    def batch(self, item: Item) -> SampleBatch:
+        track, span = item.track, item.segment.span
+        chunks = self.storage.read_sync(self.key, byte_ranges(track, span))
+        return make_batch(track, span, chunks, sequence_number=item.segment.number)
+
+    def run_pass(self, mode: str) -> "PassResult":
+        """One timed pass over every segment in ``mode`` (floor, ts or fmp4)."""
+        mux: Callable[[SampleBatch], bytes] | None = {"floor": None, "ts": TS.mux, "fmp4": FMP4.mux}[mode]
+        out_bytes = 0
+        per_kind = {"video": 0.0, "audio": 0.0}
+        clock = time.perf_counter
+        wall0, cpu0 = clock(), time.process_time()
+        for item in self.items:
+            t0 = clock()
+            batch = self.batch(item)
+            if mux is None:
+                out_bytes += len(batch.data)
+            else:
+                out_bytes += len(mux(batch))
+            per_kind[item.track.kind] += clock() - t0
+        return PassResult(mode, clock() - wall0, time.process_time() - cpu0, out_bytes, per_kind)
+
+
+@dataclass(frozen=True)
+class PassResult:
+    mode: str
+    wall: float
+    cpu: float
+    out_bytes: int
+    per_kind: dict[str, float]
+
+
+class BenchError(Exception):
+    """The packager's output is not what it should be: the figures would be meaningless."""
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def verify(bench: Bench) -> list[str]:
+    """Mux a few segments of each rendition in both formats and check them; raise BenchError if wrong."""
+    notes = []
+    for rendition in bench.media_set.videos + bench.media_set.audios:
+        segs = rendition.segments
+        picks = sorted({0, 1, len(segs) // 2, len(segs) - 1} & set(range(len(segs))))
+        for fmt in (TS, FMP4):
+            for i in picks:
+                item = Item(rendition, segs[i])
+                out = fmt.mux(bench.batch(item))
+                where = f"{fmt.name} {rendition.kind} segment {segs[i].number}"
+                if not out:
+                    raise BenchError(f"{where}: mux produced no bytes")
+                expected = fmt.segment_size(rendition.track, segs[i])
+                if expected != len(out):
+                    raise BenchError(f"{where}: segment_size says {expected} bytes but mux produced {len(out)}")
+                if fmt is TS and (len(out) % 188 or out[0] != 0x47 or out[188] != 0x47):
+                    raise BenchError(f"{where}: not a sequence of 188-byte TS packets")
+                if fmt is FMP4 and out[4:8] != b"styp":
+                    raise BenchError(f"{where}: does not start with a styp box")
+        notes.append(f"{rendition.kind} ({len(segs)} segments: checked #{', #'.join(str(segs[i].number) for i in picks)})")
+    return notes
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def measure_packaging(bench: Bench, reps: int) -> dict[str, list[PassResult]]:
+    print("warm-up pass (fills the OS page cache; not timed) ...", flush=True)
+    for mode in MODES:
+        bench.run_pass(mode)
+    results: dict[str, list[PassResult]] = {m: [] for m in MODES}
+    for rep in range(reps):
+        order = MODES[rep % 3 :] + MODES[: rep % 3]  # rotate so no mode always runs first
+        for mode in order:
+            results[mode].append(bench.run_pass(mode))
+        done = "  ".join(f"{MODE_LABEL[m]} {results[m][-1].wall * 1e3:.0f} ms" for m in MODES)
+        print(f"  rep {rep + 1}/{reps}: {done}", flush=True)
+    return results
+
+
+def measure_index(bench: Bench, reps: int) -> list[float]:
+    bench.parse_index()  # first call imports/warms lazily-built things
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        bench.parse_index()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def measure_segment_size(bench: Bench, fmt: SegmentFormat, reps: int) -> tuple[float, list[float], int]:
+    """(first pass, later passes, total bytes) of fmt.segment_size over every segment."""
+    def one() -> tuple[float, int]:
+        t0 = time.perf_counter()
+        total = sum(fmt.segment_size(item.track, item.segment) for item in bench.items)
+        return time.perf_counter() - t0, total
+
+    first, total = one()
+    later = [one()[0] for _ in range(reps)]
+    return first, later, total
+
+
+def measure_master(bench: Bench, fmt: SegmentFormat, reps: int) -> tuple[list[float], list[float], str]:
+    """Times of build_media_set and of build_master (fresh each time), and the playlist."""
+    uris = MasterUris(media=lambda rid: f"{rid.flavor}/index.m3u8", iframes=lambda rid: f"{rid.flavor}/iframes.m3u8")
+    sets, masters, text = [], [], ""
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        media_set = build_media_set([("bench", bench.index)], bench.target)
+        t1 = time.perf_counter()
+        text = build_master(media_set, fmt, uris)
+        t2 = time.perf_counter()
+        sets.append(t1 - t0)
+        masters.append(t2 - t1)
+    return sets, masters, text
+
+
+def profile_pass(bench: Bench, what: str, limit: int = 25) -> str:
+    """cProfile one pass of ``what`` (ts, fmp4, floor or index) and return the top of the report."""
+    profiler = cProfile.Profile()
+    if what == "index":
+        profiler.enable()
+        for _ in range(10):
+            bench.parse_index()
+        profiler.disable()
+    else:
+        profiler.enable()
+        bench.run_pass(what)
+        profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(limit)
+    out.write("\n--- by cumulative time ---\n")
+    stats.sort_stats("cumulative").print_stats(limit)
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------- report
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def build_report(bench: Bench, args: argparse.Namespace, packaging: dict[str, list[PassResult]],
+                 index_times: list[float], sizes: dict, masters: dict, load: tuple) -> dict:
+    index = bench.index
+    duration = float(index.duration_seconds)
+    n_segments = len(bench.items)
+    floor_wall = median([r.wall for r in packaging["floor"]])
+    floor_cpu = median([r.cpu for r in packaging["floor"]])
+    modes = {}
+    for mode in MODES:
+        passes = packaging[mode]
+        wall = median([r.wall for r in passes])
+        cpu = median([r.cpu for r in passes])
+        out_bytes = passes[0].out_bytes
+        modes[mode] = {
+            "passes_wall_s": [round(r.wall, 6) for r in passes],
+            "passes_cpu_s": [round(r.cpu, 6) for r in passes],
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "min_wall_s": min(r.wall for r in passes),
+            "segments_per_s": n_segments / wall,
+            "ms_per_segment": wall / n_segments * 1e3,
+            "output_bytes": out_bytes,
+            "mb_per_s": out_bytes / wall / 1e6,
+            "ratio_to_floor": wall / floor_wall,
+            "cpu_ratio_to_floor": cpu / floor_cpu,
+            "video_s": median([r.per_kind["video"] for r in passes]),
+            "audio_s": median([r.per_kind["audio"] for r in passes]),
+            "media_seconds_per_s": duration / wall,
+        }
+    index_ms = median(index_times) * 1e3
+    video = index.video
+    report = {
+        "file": str(bench.path),
+        "file_bytes": bench.size,
+        "duration_s": duration,
+        "video": None if video is None else {
+            "codec": video.codec_string, "width": video.video.width if video.video else None,
+            "height": video.video.height if video.video else None, "bitrate": video.bitrate,
+            "samples": video.sample_count,
+        },
+        "audio": [{"codec": a.codec_string, "bitrate": a.bitrate, "samples": a.sample_count} for a in index.audios],
+        "segment_target_s": float(bench.target),
+        "segments": {"total": n_segments, "video": sum(len(r.segments) for r in bench.media_set.videos),
+                     "audio": sum(len(r.segments) for r in bench.media_set.audios)},
+        "reps": args.reps,
+        "packaging": modes,
+        "index": {
+            "moov_bytes": index.moov_size,
+            "samples": sum(t.sample_count for t in index.tracks),
+            "reps": len(index_times),
+            "parse_ms_median": index_ms,
+            "parse_ms_min": min(index_times) * 1e3,
+            "parse_ms_per_hour": index_ms * 3600 / duration,
+        },
+        "segment_size": sizes,
+        "master": masters,
+        "targets": {
+            "fmp4_ratio": {"target": TARGET_FMP4_RATIO, "value": modes["fmp4"]["ratio_to_floor"],
+                           "met": modes["fmp4"]["ratio_to_floor"] <= TARGET_FMP4_RATIO},
+            "ts_ratio": {"target": TARGET_TS_RATIO, "value": modes["ts"]["ratio_to_floor"],
+                         "met": modes["ts"]["ratio_to_floor"] <= TARGET_TS_RATIO},
+            "index_ms_per_hour": {"target": TARGET_INDEX_MS_PER_HOUR, "value": index_ms * 3600 / duration,
+                                  "met": index_ms * 3600 / duration < TARGET_INDEX_MS_PER_HOUR},
+        },
+        "machine": {
+            "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "platform": platform.platform(), "processor": _cpu_model(),
+            "loadavg_1m_start": load[0], "loadavg_1m_end": load[1],
+        },
+    }
+    return report
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def print_report(r: dict) -> None:
+    p, ix, segs = r["packaging"], r["index"], r["segments"]
+    v = r["video"]
+    print()
+    print(f"file      {Path(r['file']).name}: {r['file_bytes'] / 1e6:.1f} MB, {r['duration_s']:.1f} s"
+          + (f", {v['width']}x{v['height']} {v['codec']} {v['bitrate'] / 1e6:.2f} Mbit/s" if v else "")
+          + "".join(f", {a['codec']} {a['bitrate'] / 1e3:.0f} kbit/s" for a in r["audio"]))
+    print(f"segments  {segs['total']} ({segs['video']} video + {segs['audio']} audio), target {r['segment_target_s']:g} s")
+    print(f"machine   {r['machine']['cpus']} CPUs ({r['machine']['processor']}), Python {r['machine']['python']}, "
+          f"numpy {r['machine']['numpy']}; load average {r['machine']['loadavg_1m_start']:.2f} -> "
+          f"{r['machine']['loadavg_1m_end']:.2f}")
+    print()
+    print(f"Packaging every segment, cold (no segment cache; OS page cache warm), median of {r['reps']} interleaved passes")
+    print(f"  {'':13} {'pass ms':>8} {'seg/s':>8} {'ms/seg':>7} {'out MB/s':>9} {'x realtime':>10} "
+          f"{'vs floor':>9} {'(cpu)':>6}   {'video ms':>8} {'audio ms':>8}")
+    for mode in MODES:
+        m = p[mode]
+        print(f"  {MODE_LABEL[mode]:13} {m['wall_s'] * 1e3:8.1f} {m['segments_per_s']:8.0f} {m['ms_per_segment']:7.2f} "
+              f"{m['mb_per_s']:9.0f} {m['media_seconds_per_s']:10.0f} {m['ratio_to_floor']:8.1f}x "
+              f"{m['cpu_ratio_to_floor']:5.1f}x   {m['video_s'] * 1e3:8.1f} {m['audio_s'] * 1e3:8.1f}")
+    print(f"  (floor = byte_ranges + pread + make_batch; 'out MB/s' of the floor is sample bytes read)")
+    print(f"  TS is {p['ts']['ratio_to_floor']:.1f}x the floor, fMP4 is {p['fmp4']['ratio_to_floor']:.1f}x the floor")
+    print()
+    print(f"Index (moov) parse, fresh each time, median of {ix['reps']}: {ix['parse_ms_median']:.2f} ms "
+          f"(min {ix['parse_ms_min']:.2f}) for {r['duration_s']:.0f} s -> {ix['parse_ms_per_hour']:.1f} ms per hour of media")
+    print(f"  moov {ix['moov_bytes'] / 1e3:.0f} kB, {ix['samples']} samples (scaled linearly: fixed costs scale too, "
+          f"so this overstates a real 1-hour file slightly)")
+    print()
+    for name, s in r["segment_size"].items():
+        print(f"segment_size ({name}, layout only) for all {segs['total']} segments: first pass {s['first_ms']:.2f} ms, "
+              f"then {s['median_ms']:.2f} ms ({s['us_per_segment']:.1f} us/segment); matches muxed bytes: {s['matches_mux']}")
+    for name, m in r["master"].items():
+        print(f"master playlist ({name}): build_media_set {m['media_set_ms']:.2f} ms + build_master {m['build_master_ms']:.2f} ms "
+              f"= {m['total_ms']:.2f} ms")
+    print()
+    print("Targets")
+    for key, label in (("fmp4_ratio", "fMP4 within 3x of the floor"), ("ts_ratio", "TS within 10x of the floor"),
+                       ("index_ms_per_hour", "index parse of 1 h under 50 ms")):
+        t = r["targets"][key]
+        unit = " ms" if key == "index_ms_per_hour" else "x"
+        print(f"  {label:34} {t['value']:7.1f}{unit:3} {'met' if t['met'] else 'MISSED'}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vodgate bench", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", type=Path, help="benchmark this MP4 instead of the generated flavor")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"where the generated flavor is kept "
+                        f"(default {DEFAULT_CACHE.relative_to(REPO_ROOT)}/ in the repository)")
+    parser.add_argument("--duration", type=float, default=600, help="seconds of media to generate (default 600)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 60 s of media, fewer repetitions")
+    parser.add_argument("--reps", type=int, help="interleaved timed passes per mode (default 5, --quick 3)")
+    parser.add_argument("--index-reps", type=int, help="moov parses (default 30, --quick 10)")
+    parser.add_argument("--segment-duration", type=Fraction, default=DEFAULT_TARGET, help="target segment seconds (default 6)")
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument("--profile", choices=("ts", "fmp4", "floor", "index"), action="append", default=[],
+                        help="cProfile one pass of this and print where the time goes (repeatable)")
+    parser.add_argument("--no-generate", action="store_true", help="fail instead of generating a missing flavor")
+    args = parser.parse_args(argv)
+    if args.quick and args.duration == 600:
+        args.duration = 60
+    args.reps = args.reps or (3 if args.quick else 5)
+    args.index_reps = args.index_reps or (10 if args.quick else 30)
+    if args.reps < 1 or args.index_reps < 1 or args.duration <= 0:
+        parser.error("--reps, --index-reps and --duration must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `vodgate bench -- --quick`: the CLI passes the separator through
+        argv = argv[1:]
+    args = parse_args(argv)
+    if args.input is not None:
+        path = args.input
+        if not path.is_file():
+            print(f"vodgate bench: {path} is not a file", file=sys.stderr)
+            return 2
+    else:
+        path = fixture_path(args.cache_dir, args.duration)
+        if not path.exists():
+            if args.no_generate:
+                print(f"vodgate bench: {path} is missing (--no-generate)", file=sys.stderr)
+                return 2
+            try:
+                generate(path, args.duration)
+            except Exception as exc:  # FfmpegNotAvailable, FfmpegError
+                print(f"vodgate bench: cannot generate the benchmark flavor: {exc}", file=sys.stderr)
+                return 2
+    load_start = os.getloadavg()[0]
+
+    bench = Bench(path, args.segment_duration)
+    print(f"benchmarking {path} ({bench.size / 1e6:.1f} MB, {float(bench.index.duration_seconds):.0f} s, "
+          f"{len(bench.items)} segments)")
+    try:
+        for note in verify(bench):
+            print(f"  verified TS and fMP4 output, segment_size == len(mux): {note}")
+    except BenchError as exc:
+        print(f"vodgate bench: VERIFICATION FAILED: {exc}", file=sys.stderr)
+        return 1
+
+    packaging = measure_packaging(bench, args.reps)
+    # Every segment of every pass was muxed: its total must equal the layout-only sizes.
+    sizes = {}
+    for name, fmt, mode in (("TS", TS, "ts"), ("fMP4", FMP4, "fmp4")):
+        first, later, total = measure_segment_size(bench, fmt, max(3, args.reps))
+        muxed = {r.out_bytes for r in packaging[mode]}
+        if muxed != {total}:
+            print(f"vodgate bench: VERIFICATION FAILED: {name} segment_size adds up to {total} bytes, "
+                  f"the muxed passes to {sorted(muxed)}", file=sys.stderr)
+            return 1
+        sizes[name] = {"first_ms": first * 1e3, "median_ms": median(later) * 1e3,
+                       "us_per_segment": median(later) / len(bench.items) * 1e6, "total_bytes": total,
+                       "matches_mux": True}
+    index_times = measure_index(bench, args.index_reps)
+    masters = {}
+    for name, fmt in (("TS", TS), ("fMP4", FMP4)):
+        sets, builds, text = measure_master(bench, fmt, max(5, args.reps))
+        masters[name] = {"media_set_ms": median(sets) * 1e3, "build_master_ms": median(builds) * 1e3,
+                         "total_ms": (median(sets) + median(builds)) * 1e3, "playlist": text}
+    report = build_report(bench, args, packaging, index_times, sizes, masters, (load_start, os.getloadavg()[0]))
+    print_report(report)
+
+    for what in args.profile:
+        print(f"\n=== cProfile: one {what} pass ===")
+        print(profile_pass(bench, what))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    gc.collect()
+    raise SystemExit(main())
