@@ -59,11 +59,11 @@ def parse_range(header: str, length: int) -> ByteSpan:
             raise RangeNotSatisfiable(length)
         return ByteSpan(max(0, length - suffix), length - 1)
     start = int(first)
+    if start >= length:
+        raise RangeNotSatisfiable(length)
     end = int(last) if last else length - 1
     if end < start:
         raise MalformedRange(header)
-    if start >= length:
-        raise RangeNotSatisfiable(length)
     return ByteSpan(start, min(end, length - 1))
 
 
