@@ -504,34 +504,30 @@ class TrackRunBox(FullBox):
         data_offset: int = 0,
     ) -> TrackRunBox:
         """Pack the given per-sample columns (None = field absent) into a trun."""
-        flags = 0  # plain int: IntFlag arithmetic is slow
-        unsigned: list[np.ndarray] = []
-        for present, column in (
-            (TrunFlags.SAMPLE_DURATION_PRESENT, durations),
-            (TrunFlags.SAMPLE_SIZE_PRESENT, sizes),
-            (TrunFlags.SAMPLE_FLAGS_PRESENT, sample_flags),
-        ):
-            if column is not None:
-                flags |= present.value
-                unsigned.append(column)
-        if not unsigned and composition_offsets is None:
+        fields = [
+            (flag, column)
+            for flag, column in (
+                (TrunFlags.SAMPLE_DURATION_PRESENT, durations),
+                (TrunFlags.SAMPLE_SIZE_PRESENT, sizes),
+                (TrunFlags.SAMPLE_FLAGS_PRESENT, sample_flags),
+                (TrunFlags.SAMPLE_COMPOSITION_TIME_OFFSETS_PRESENT, composition_offsets),
+            )
+            if column is not None
+        ]
+        if not fields:
             raise ValueError("a trun needs at least one per-sample field")
-        count = len(unsigned[0]) if unsigned else len(composition_offsets)
-        if any(len(column) != count for column in unsigned) or (
-            composition_offsets is not None and len(composition_offsets) != count
-        ):
+        count = len(fields[0][1])
+        if any(len(column) != count for _, column in fields):
             raise MalformedMedia("trun columns differ in length")
-        table = np.empty((count, len(unsigned) + (composition_offsets is not None)), dtype=np.int64)
-        for i, column in enumerate(unsigned):
-            table[:, i] = column
-        _check_range("duration/size/flags", table[:, : len(unsigned)], 0, U32_MAX)
+        flags = sum(flag.value for flag, _ in fields)  # plain int: IntFlag arithmetic is slow
+        table = np.column_stack([column for _, column in fields]).astype(np.int64, copy=False)  # (count, fields)
+        has_offsets = composition_offsets is not None
+        _check_range("duration/size/flags", table[:, :-1] if has_offsets else table, 0, U32_MAX)
         signed = False
-        if composition_offsets is not None:
-            flags |= TrunFlags.SAMPLE_COMPOSITION_TIME_OFFSETS_PRESENT.value
+        if has_offsets:
             offsets = table[:, -1]
-            offsets[:] = composition_offsets
             signed = bool(count) and int(offsets.min()) < 0
             low, high = (I32_MIN, I32_MAX) if signed else (0, U32_MAX)
             _check_range("sample_composition_time_offset", offsets, low, high)
-        # int64 -> '>u4' keeps the low 32 bits: two's complement for negative offsets
+        # int64 -> '>u4' keeps the low 32 bits: two's complement for negative offsets (v1)
         return cls(count, TrunFlags(flags), data_offset, table.astype(">u4").tobytes(), signed)

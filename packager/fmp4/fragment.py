@@ -28,7 +28,6 @@ from packager.errors import MalformedMedia
 from packager.media import SampleBatch, Track
 
 from .boxes import (
-    Box,
     Chunk,
     MediaDataBox,
     MovieFragmentBox,
