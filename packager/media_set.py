@@ -45,9 +45,12 @@ class MediaSet:
     boundaries: tuple[Fraction, ...]
 
     def rendition(self, rid: RenditionId) -> Rendition:
+        """The rendition ``rid`` names; a flavor without video answers for its first audio track."""
         for rendition in self.videos + self.audios:
             if rendition.id == rid:
                 return rendition
+        if rid.audio is None and not any(v.id.flavor == rid.flavor for v in self.videos):
+            return self.rendition(RenditionId(rid.flavor, 1))
         raise NotFound(f"no rendition {rid.flavor}" + (f" audio {rid.audio}" if rid.audio else ""))
 
     @property

@@ -260,8 +260,8 @@ def test_two_languages_are_not_swapped(server):
         master = get_master(server.base, "two_languages", fmt)
         by_language = {m.language: m.uri for m in master.media if m.type == "AUDIO"}
         assert by_language == {"eng": "main/a1/index.m3u8", "fra": "main/a2/index.m3u8"}
-        eng = MEMO.get(AudioCase("two_languages", fmt, "main", 1, "two_languages").key,
-                       AudioCase("two_languages", fmt, "main", 1, "two_languages").decode, server.base)
+        case = AudioCase("two_languages", fmt, "main", 1, "two_languages")
+        eng = MEMO.get(case.key, case.decode, server.base)
         src_fra = source_frames("two_languages", "a:1")
         assert not oracle.audio_hashes_match(src_fra, eng), "a1 (eng) decodes to the fra track"
 

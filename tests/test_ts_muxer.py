@@ -188,7 +188,8 @@ def test_video_segment_round_trip():
     assert [p.pts for p in pes_list] == pts90.tolist()
     assert [p.dts if p.dts is not None else p.pts for p in pes_list] == dts90.tolist()
     assert all((p.dts is None) == (d == t) for p, d, t in zip(pes_list, dts90, pts90))  # DTS only when it differs
-    assert all(len(p.header) == 19 for p in pes_list) or any(len(p.header) > 19 for p in pes_list)
+    layout = compute_layout(elementary_stream(track), batch.sizes, batch.keyframes)
+    assert [len(p.header) for p in pes_list] == (19 + layout.header_stuffing).tolist()
     for i, p in enumerate(pes_list):
         if i == 0 or keys[i]:
             assert p.pcr == dts90[i] - PCR_LEAD_90K

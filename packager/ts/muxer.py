@@ -20,8 +20,8 @@ from ..errors import MalformedMedia, PackagerError
 from ..media import SampleBatch, Track
 from . import psi
 from .layout import SegmentLayout, compute_layout
-from .packets import HEADER_SIZE, PACKET_SIZE, PAYLOAD_SIZE, write_adaptation_fields, write_packet_headers
-from .pes import write_pes_headers
+from .packets import HEADER_SIZE, PACKET_SIZE, PAYLOAD_SIZE, adaptation_fields, write_packet_headers
+from .pes import pes_headers
 from .streams import ElementaryStream, elementary_stream
 from .timing import PCR_LEAD_90K, timestamps_90k
 
@@ -82,19 +82,26 @@ def mux_segment(batch: SampleBatch, continuity_start: int = 0) -> bytes:
 
 def _pes_pieces(stream: ElementaryStream, layout: SegmentLayout, pts, dts, keyframes, bodies: list[list]) -> list:
     """The payload areas of the stream's packets as pieces for one ``bytes.join``:
-    per PES, its first packet's adaptation field and the PES header (built
-    for all PES at once into one buffer, sliced here), then ``bodies[k]``,
-    the pieces of its payload."""
+    per PES, its first packet's adaptation field and the PES header, then
+    ``bodies[k]``, the pieces of its payload.
+
+    The fields and headers of all PES are built as two small matrices and
+    scattered into one 0xFF-filled buffer (0xFF is what both stuff with),
+    which is then sliced per PES.
+    """
     starts = layout.bounds[:-1]
     adaptation = layout.adaptation_size
     head_size = adaptation + layout.header_size
     head_end = np.cumsum(head_size)
     head_at = head_end - head_size
     heads = np.full(int(head_end[-1]) if head_end.size else 0, 0xFF, dtype=np.uint8)
-    write_adaptation_fields(heads, head_at, adaptation, dts[starts] - PCR_LEAD_90K, layout.pcr, keyframes[starts])
-    write_pes_headers(
-        heads,
-        head_at + adaptation,
+
+    fields = adaptation_fields(adaptation, dts[starts] - PCR_LEAD_90K, layout.pcr, keyframes[starts])
+    columns = np.arange(fields.shape[1])
+    used = columns < adaptation[:, None]  # a field shorter than its row
+    heads[(head_at[:, None] + columns)[used]] = fields[used]
+
+    headers = pes_headers(
         stream.stream_id,
         pts[starts],
         dts[starts] if stream.is_video else None,
@@ -103,6 +110,8 @@ def _pes_pieces(stream: ElementaryStream, layout: SegmentLayout, pts, dts, keyfr
         reserve_dts=stream.is_video,
         bounded=not stream.is_video,
     )
+    heads[(head_at + adaptation)[:, None] + np.arange(headers.shape[1])] = headers
+
     view = memoryview(heads)
     pieces: list = []
     append, extend = pieces.append, pieces.extend

@@ -30,54 +30,41 @@ PCR_ADAPTATION_SIZE = 8
 PCR_BASE_MODULUS = 1 << 33  # PCR base (and PTS/DTS) are 33-bit counters of a 90 kHz clock
 
 
-def write_adaptation_fields(
-    buf: np.ndarray,
-    at: np.ndarray,
-    size: np.ndarray,
-    pcr_base: np.ndarray,
-    has_pcr: np.ndarray,
-    random_access: np.ndarray,
-) -> None:
-    """Write one adaptation field per element at offsets ``at`` of ``buf``.
+def adaptation_fields(size: np.ndarray, pcr_base: np.ndarray, has_pcr: np.ndarray, random_access: np.ndarray) -> np.ndarray:
+    """The start of one adaptation field per element, as an (n, 8) uint8 array.
 
-    ``buf`` must already hold 0xFF there (the stuffing is left alone). A field
-    of ``size`` 1 is the lone ``adaptation_field_length = 0`` byte; larger
-    ones get a flags byte (random_access_indicator where asked) and, where
-    ``has_pcr``, the PCR: ``pcr_base`` in 90 kHz, extension 0.
+    Field k is ``size[k]`` bytes; row k holds its first ``min(size[k], 8)``
+    bytes and every later byte of the field is 0xFF stuffing. A field of size 1
+    is the lone ``adaptation_field_length = 0`` byte; larger ones get a flags
+    byte (random_access_indicator where asked) and, where ``has_pcr``, the PCR:
+    ``pcr_base`` in 90 kHz, extension 0.
     """
     size = np.asarray(size, dtype=np.int64)
-    present = size > 0
-    buf[at[present]] = size[present] - 1  # adaptation_field_length excludes itself
-    flagged = size > 1
-    has_pcr = has_pcr & flagged
-    if int(size[has_pcr].min(initial=PCR_ADAPTATION_SIZE)) < PCR_ADAPTATION_SIZE:
+    has_pcr = np.asarray(has_pcr, dtype=bool)
+    if (size[has_pcr] < PCR_ADAPTATION_SIZE).any():
         raise ValueError("adaptation field too small for a PCR")
-    buf[at[flagged] + 1] = np.where(has_pcr, AF_PCR, 0)[flagged] | np.where(random_access, AF_RANDOM_ACCESS, 0)[flagged]
+    rows = np.full((size.shape[0], PCR_ADAPTATION_SIZE), 0xFF, dtype=np.uint8)
+    rows[:, 0] = np.maximum(size - 1, 0)  # adaptation_field_length excludes itself
+    rows[:, 1] = np.where(has_pcr, AF_PCR, 0) | np.where(random_access, AF_RANDOM_ACCESS, 0)
     base = np.asarray(pcr_base, dtype=np.int64)[has_pcr] % PCR_BASE_MODULUS
     ext = 0
-    pcr = np.empty((base.shape[0], 6), dtype=np.uint8)
-    pcr[:, 0] = base >> 25
-    pcr[:, 1] = (base >> 17) & 0xFF
-    pcr[:, 2] = (base >> 9) & 0xFF
-    pcr[:, 3] = (base >> 1) & 0xFF
-    pcr[:, 4] = ((base & 1) << 7) | 0x7E | (ext >> 8)  # 6 reserved bits set
-    pcr[:, 5] = ext & 0xFF
-    buf[(at[has_pcr] + 2)[:, None] + np.arange(6)] = pcr
+    pcr = rows[has_pcr]
+    pcr[:, 2] = base >> 25
+    pcr[:, 3] = (base >> 17) & 0xFF
+    pcr[:, 4] = (base >> 9) & 0xFF
+    pcr[:, 5] = (base >> 1) & 0xFF
+    pcr[:, 6] = ((base & 1) << 7) | 0x7E | (ext >> 8)  # 6 reserved bits set
+    pcr[:, 7] = ext & 0xFF
+    rows[has_pcr] = pcr
+    return rows
 
 
 def adaptation_field(size: int, pcr_base: int | None = None, random_access: bool = False) -> bytes:
     """One adaptation field of exactly ``size`` bytes (the scalar form of
-    :func:`write_adaptation_fields`)."""
-    buf = np.full(size, 0xFF, dtype=np.uint8)
-    write_adaptation_fields(
-        buf,
-        np.zeros(1, dtype=np.int64),
-        np.array([size]),
-        np.array([pcr_base or 0]),
-        np.array([pcr_base is not None]),
-        np.array([random_access]),
-    )
-    return buf.tobytes()
+    :func:`adaptation_fields`)."""
+    row = adaptation_fields(np.array([size]), np.array([pcr_base or 0]), np.array([pcr_base is not None]), np.array([random_access]))[0]
+    head = row[: min(size, PCR_ADAPTATION_SIZE)].tobytes()
+    return head + b"\xff" * (size - len(head))
 
 
 def write_packet_headers(

@@ -42,12 +42,13 @@ def header_size(reserve_dts: bool, stuffing: int = 0) -> int:
     return FIXED_HEADER_SIZE + TIMESTAMP_SIZE * (2 if reserve_dts else 1) + stuffing
 
 
-def encode_timestamps(prefix: int, values: np.ndarray) -> np.ndarray:
-    """The 5-byte PTS/DTS fields of ``values`` as an (n, 5) uint8 array: a
-    4-bit prefix, then the value modulo 2^33 split 3/15/15 bits, each part
-    followed by a marker bit."""
+def encode_timestamps(prefix: int, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The 5-byte PTS/DTS fields of ``values`` as an (n, 5) uint8 array (or
+    into ``out``): a 4-bit prefix, then the value modulo 2^33 split 3/15/15
+    bits, each part followed by a marker bit."""
     v = np.asarray(values, dtype=np.int64) & _MASK_33
-    out = np.empty((v.shape[0], TIMESTAMP_SIZE), dtype=np.uint8)
+    if out is None:
+        out = np.empty((v.shape[0], TIMESTAMP_SIZE), dtype=np.uint8)
     out[:, 0] = (prefix << 4) | ((v >> 29) & 0x0E) | 1
     out[:, 1] = (v >> 22) & 0xFF
     out[:, 2] = ((v >> 14) & 0xFE) | 1
@@ -56,9 +57,7 @@ def encode_timestamps(prefix: int, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_pes_headers(
-    buf: np.ndarray,
-    at: np.ndarray,
+def pes_headers(
     stream_id: int,
     pts: np.ndarray,
     dts: np.ndarray | None,
@@ -67,58 +66,52 @@ def write_pes_headers(
     *,
     reserve_dts: bool,
     bounded: bool,
-) -> None:
-    """Write one PES header per element at offsets ``at`` of ``buf``.
+) -> np.ndarray:
+    """One PES header per element, as an (n, header_size(reserve_dts)) uint8 array.
 
-    ``buf`` must already hold 0xFF where the headers go: the stuffing bytes
-    are simply left alone. A DTS is written where it differs from the PTS
+    Row k is header k without its ``stuffing[k]`` trailing 0xFF bytes (the
+    caller places them). A DTS is written where it differs from the PTS
     (``dts`` None: never); with ``reserve_dts`` its 5 bytes become stuffing
     otherwise, so every header is :func:`header_size` + ``stuffing`` bytes.
     ``bounded`` PES packets state their length; unbounded ones (video, which
     may exceed 64 KiB) write PES_packet_length 0.
     """
-    n = at.shape[0]
-    if n == 0:
-        return
     pts = np.asarray(pts, dtype=np.int64)
+    n = pts.shape[0]
+    stuffing = np.asarray(stuffing, dtype=np.int64)
     has_dts = np.zeros(n, dtype=bool) if dts is None else (np.asarray(dts, dtype=np.int64) != pts)
-    if has_dts.any() and not reserve_dts:
+    if not reserve_dts and has_dts.any():
         raise ValueError("DTS given but no room reserved for it")
-    fill = stuffing + (TIMESTAMP_SIZE if reserve_dts else 0) - np.where(has_dts, TIMESTAMP_SIZE, 0)
-    if n and int(fill.max()) > MAX_HEADER_STUFFING:
+    if n and int(stuffing.max()) + (TIMESTAMP_SIZE if reserve_dts else 0) > MAX_HEADER_STUFFING:
         raise ValueError("too many PES header stuffing bytes")
-    data_length = TIMESTAMP_SIZE + np.where(has_dts, TIMESTAMP_SIZE, 0) + fill
+    # PES_header_data_length: the PTS, the DTS slot (DTS or stuffing), the stuffing
+    data_length = TIMESTAMP_SIZE * (2 if reserve_dts else 1) + stuffing
     if bounded:
-        length = _LENGTH_COUNTED_HEADER + data_length + payload_size
-        if int(length.max()) > MAX_PES_PACKET_LENGTH:
+        length = _LENGTH_COUNTED_HEADER + data_length + np.asarray(payload_size, dtype=np.int64)
+        if n and int(length.max()) > MAX_PES_PACKET_LENGTH:
             raise ValueError("PES packet too long for a bounded PES")
     else:
         length = np.zeros(n, dtype=np.int64)
-    buf[at] = PACKET_START_CODE_PREFIX[0]
-    buf[at + 1] = PACKET_START_CODE_PREFIX[1]
-    buf[at + 2] = PACKET_START_CODE_PREFIX[2]
-    buf[at + 3] = stream_id
-    buf[at + 4] = length >> 8
-    buf[at + 5] = length & 0xFF
-    buf[at + 6] = _FLAGS1
-    buf[at + 7] = np.where(has_dts, _PTS_AND_DTS, _PTS_ONLY)
-    buf[at + 8] = data_length
-    columns = np.arange(TIMESTAMP_SIZE)
-    pts_at = (at + FIXED_HEADER_SIZE)[:, None] + columns
-    buf[pts_at] = encode_timestamps(_PREFIX_PTS_ONLY, pts)
+    rows = np.full((n, header_size(reserve_dts)), 0xFF, dtype=np.uint8)
+    rows[:, 0:3] = np.frombuffer(PACKET_START_CODE_PREFIX, dtype=np.uint8)
+    rows[:, 3] = stream_id
+    rows[:, 4] = length >> 8
+    rows[:, 5] = length & 0xFF
+    rows[:, 6] = _FLAGS1
+    rows[:, 7] = np.where(has_dts, _PTS_AND_DTS, _PTS_ONLY)
+    rows[:, 8] = data_length
+    pts_field = rows[:, FIXED_HEADER_SIZE : FIXED_HEADER_SIZE + TIMESTAMP_SIZE]
+    encode_timestamps(_PREFIX_PTS_ONLY, pts, out=pts_field)
     if has_dts.any():
         assert dts is not None
-        buf[pts_at[has_dts]] = encode_timestamps(_PREFIX_PTS_WITH_DTS, pts[has_dts])
-        buf[pts_at[has_dts] + TIMESTAMP_SIZE] = encode_timestamps(_PREFIX_DTS, np.asarray(dts)[has_dts])
+        pts_field[has_dts, 0] |= (_PREFIX_PTS_WITH_DTS ^ _PREFIX_PTS_ONLY) << 4
+        rows[has_dts, FIXED_HEADER_SIZE + TIMESTAMP_SIZE :] = encode_timestamps(_PREFIX_DTS, np.asarray(dts)[has_dts])
+    return rows
 
 
 def pes_header(stream_id: int, pts: int, dts: int | None, payload_size: int, *, reserve_dts: bool, stuffing: int = 0, bounded: bool) -> bytes:
-    """One PES header as bytes (the scalar form of :func:`write_pes_headers`)."""
-    size = header_size(reserve_dts, stuffing)
-    buf = np.full(size, 0xFF, dtype=np.uint8)
-    write_pes_headers(
-        buf,
-        np.zeros(1, dtype=np.int64),
+    """One PES header as bytes (the scalar form of :func:`pes_headers`)."""
+    rows = pes_headers(
         stream_id,
         np.array([pts]),
         None if dts is None else np.array([dts]),
@@ -127,4 +120,4 @@ def pes_header(stream_id: int, pts: int, dts: int | None, payload_size: int, *, 
         reserve_dts=reserve_dts,
         bounded=bounded,
     )
-    return buf.tobytes()
+    return rows[0].tobytes() + b"\xff" * stuffing

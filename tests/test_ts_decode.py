@@ -1,0 +1,145 @@
+"""The decisive TS check: ffmpeg decodes our segments to the source's frames.
+
+For each fixture track: index the MP4 (origin.local), cut it (video at every
+keyframe, audio every 47 frames, deliberately not aligned to anything), mux
+each cut with ``mux_segment`` and check ``segment_size`` agrees, then
+
+* one file: the segments concatenated (continuity counters carried across
+  segments with ``continuity_start``) decode cleanly (nothing on stderr at
+  ``-v error``) to the same frames as the source MP4 -- same count, same md5s
+  -- at the source's presentation times plus TIMESTAMP_OFFSET_90K (``-copyts``);
+* HLS: a media playlist over the segments as served (each segment's counters
+  start at 0) decodes to the same frames;
+* each video segment alone is decodable and holds exactly its frames.
+
+AAC priming (see tests/oracle.py): the source's edit list makes ffmpeg drop
+the first decoded frame of the MP4 and cut its last; TS has no edit list, so
+the priming frame comes out too, at presentation time -1024 samples, i.e.
+exactly one leading extra frame, and the last frame is whole.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from packager.media import Track, rescale
+from packager.ts import mux_segment, segment_size
+from packager.ts.timing import TIMESTAMP_OFFSET_90K
+
+media_fixtures = pytest.importorskip("media_fixtures")
+oracle = pytest.importorskip("oracle")
+local = pytest.importorskip("origin.local")
+
+
+def _fixture(name: str) -> Path:
+    try:
+        return media_fixtures.fixture_path(name)
+    except media_fixtures.FfmpegNotAvailable as exc:  # pragma: no cover - environment
+        pytest.skip(str(exc))
+
+
+def _cuts(track: Track) -> list[tuple[int, int]]:
+    if track.kind == "video":
+        starts = np.flatnonzero(track.keyframes).tolist()
+    else:
+        starts = list(range(0, track.sample_count, 47))
+    assert starts[0] == 0
+    return list(zip(starts, starts[1:] + [track.sample_count]))
+
+
+def _package(path: Path, kind: str, out: Path):
+    index = local.read_index_sync(path)
+    track = index.video if kind == "video" else index.audios[0]
+    out.mkdir(parents=True, exist_ok=True)
+    served, continuous, batches = [], [], []
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-PLAYLIST-TYPE:VOD"]
+    longest, cc = 0.0, 0
+    for number, (first, stop) in enumerate(_cuts(track), 1):
+        batch = local.read_batch_sync(path, track, first, stop, number)
+        seg = mux_segment(batch)
+        assert len(seg) == segment_size(track, track.sizes[first:stop], track.keyframes[first:stop])
+        served.append(seg)
+        continuous.append(mux_segment(batch, continuity_start=cc))
+        cc = (cc + len(seg) // 188 - 2) % 16
+        batches.append(batch)
+        (out / f"seg-{number}.ts").write_bytes(seg)
+        seconds = float(batch.durations.sum()) / track.timescale
+        longest = max(longest, seconds)
+        lines += [f"#EXTINF:{seconds:.6f},", f"seg-{number}.ts"]
+    lines.insert(2, f"#EXT-X-TARGETDURATION:{int(longest + 0.5) + 1}")
+    lines.append("#EXT-X-ENDLIST")
+    (out / "index.m3u8").write_text("\n".join(lines) + "\n")
+    (out / "whole.ts").write_bytes(b"".join(continuous))
+    return track, served, batches
+
+
+CASES = [
+    ("h264_high_bframes", "video"),  # B-frames, edit list media_time 1024: first DTS < 0
+    ("hevc", "video"),  # hvc1, B-frames
+    ("h264_2997", "video"),  # timescale 30000: 1001 ticks do not map to whole 90 kHz ticks
+    ("h264_baseline", "video"),  # no B-frames: no DTS written
+    ("edit_list", "video"),  # empty edit 0.6 s + media_time
+    ("irregular_gop", "video"),  # uneven segments, a 7.88 s GOP
+    ("h264_high_bframes", "audio"),
+    ("h264_2997", "audio"),  # 44.1 kHz
+    ("audio_only", "audio"),
+]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{n}-{k}" for n, k in CASES])
+def packaged(request, tmp_path_factory):
+    name, kind = request.param
+    src = _fixture(name)
+    out = tmp_path_factory.mktemp(f"ts-{name}-{kind}")
+    track, segments, batches = _package(src, kind, out)
+    return src, out, track, segments, batches
+
+
+def _decode(source, track: Track, *extra):
+    stream = "v:0" if track.kind == "video" else "a:0"
+    return oracle.framemd5(source, stream, extra_input_args=list(extra), video_time_base="1:90000")
+
+
+def _check_frames(src_frames, our_frames, track: Track) -> None:
+    if track.kind == "video":
+        assert len(our_frames) == len(src_frames) == track.sample_count
+        assert [f.md5 for f in our_frames] == [f.md5 for f in src_frames]
+    else:
+        match = oracle.audio_hashes_match(src_frames, our_frames)
+        assert match, match.reason
+        assert match.leading == 1  # the priming frame
+
+
+def test_concatenated_file_decodes_to_source_frames(packaged):
+    src, out, track, _, _ = packaged
+    ok, err = oracle.decode_ok(out / "whole.ts", maps=("0",))
+    assert ok, err
+    ours = _decode(out / "whole.ts", track, "-copyts")
+    _check_frames(_decode(src, track), ours, track)
+    if track.kind == "video":
+        expected = rescale(np.sort(track.pts), track.timescale, 90000) + TIMESTAMP_OFFSET_90K
+        assert [f.pts for f in ours] == expected.tolist()
+    else:
+        # the priming frame presents at the track's first pts (-1024 samples)
+        first = Fraction(TIMESTAMP_OFFSET_90K, 90000) + Fraction(int(track.pts[0]), track.timescale)
+        assert ours[0].pts * ours[0].tb == first
+
+
+def test_hls_playlist_decodes_to_source_frames(packaged):
+    src, out, track, _, _ = packaged
+    _check_frames(_decode(src, track), _decode(out / "index.m3u8", track), track)
+
+
+def test_each_segment_decodes_alone(packaged):
+    _, out, track, segments, batches = packaged
+    if track.kind != "video":
+        pytest.skip("every audio frame is a sync sample")
+    for number in sorted({1, len(segments) // 2 + 1, len(segments)}):
+        one = out / f"seg-{number}.ts"
+        ok, err = oracle.decode_ok(one, maps=("0:v",))
+        assert ok, err
+        assert oracle.decoded_frame_count(one) == batches[number - 1].sample_count
