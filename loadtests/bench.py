@@ -455,6 +455,9 @@ def print_report(r: dict) -> None:
           f"moov {ix['moov_bytes'] / 1e3:.0f} kB, {ix['samples']} samples -> {ix['parse_ms_per_hour_scaled']:.1f} ms "
           f"per hour if scaled linearly (fixed costs scale too)")
     h = r["index_1h"]
+    if not h and r["duration_s"] < 1800:
+        print("  (no 1-hour fixture: the per-hour figure is scaled from a short file and is mostly its fixed cost; "
+              "run with --hour-index for a measured one)")
     if h:
         print(f"  1-hour file {h['parse_ms_median']:7.2f} ms (min {h['parse_ms_min']:.2f}) for {h['duration_s']:.0f} s: "
               f"moov {h['moov_bytes'] / 1e3:.0f} kB, {h['samples']} samples (measured, not scaled)")

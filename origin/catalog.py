@@ -102,3 +102,24 @@ class FileCatalog:
         if not valid_id(partner) or not partner_dir.is_dir():
             raise UnknownPartner(f"no partner {partner}")
         return sorted(e.name for e in partner_dir.iterdir() if e.is_dir() and valid_id(e.name))
+
+
+class StaticCatalog:
+    """A catalog held in memory (tests, or a catalog loaded once from configuration)."""
+
+    def __init__(self, entries: list[Entry]) -> None:
+        self._entries = {(e.partner, e.id): e for e in entries}
+
+    async def entry(self, partner: str, entry: str) -> Entry:
+        found = self._entries.get((partner, entry))
+        if found is None:
+            if not any(p == partner for p, _ in self._entries):
+                raise UnknownPartner(f"no partner {partner}")
+            raise UnknownEntry(f"partner {partner} has no entry {entry}")
+        return found
+
+    async def partners(self) -> list[str]:
+        return sorted({p for p, _ in self._entries})
+
+    async def entries(self, partner: str) -> list[str]:
+        return sorted(e for p, e in self._entries if p == partner)

@@ -40,6 +40,7 @@ PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 VIDEO_ENTRIES = tuple(e for e in ENTRIES if e == LADDER_ENTRY or FIXTURES[e].expect.video_codec)
 CASES = [(entry, fmt) for entry in ENTRIES for fmt in FORMATS]
 VIDEO_CASES = [(entry, fmt) for entry in VIDEO_ENTRIES for fmt in FORMATS]
+SERVER_TARGET = 4  # conftest's server runs with --segment-duration 4
 H264_PROFILES = {"High": 0x64, "Main": 0x4D, "Baseline": 0x42, "Constrained Baseline": 0x42}
 
 
@@ -216,7 +217,7 @@ def place_segments(base: str, pl: EntryPlaylists, rendition: Rendition) -> list[
 @pytest.fixture(scope="module", autouse=True)
 def _prefetch(request, server, playlists):
     """Queue the source decodes and every selected case's per-segment decodes on the thread pool."""
-    prefetch_sources(FIXTURES[f].name for f in {*mf.ALL_GOOD})
+    prefetch_sources(mf.ALL_GOOD)
     wanted = set()
     for item in request.session.items:
         if item.module.__name__ == __name__ and hasattr(item, "callspec"):
@@ -451,7 +452,7 @@ def test_irregular_gop(fmt, server, playlists):
     for p, extinf in zip(placed, durations):  # EXTINF is what the segment's frames last
         assert len(p.decode.frames) * frame == pytest.approx(extinf, abs=1e-3), f"seg {p.number}"
     longest = max(range(len(durations)), key=durations.__getitem__)
-    assert durations[longest] > video.playlist.target_duration / 2 * 1.5  # a GOP longer than the 4 s target
+    assert durations[longest] > SERVER_TARGET  # one GOP longer than the target...
     assert durations[longest] == pytest.approx(16 - 8.12, abs=1e-3)
     assert video.playlist.target_duration >= round(durations[longest])
     # the audio is cut at the same times and no audio segment is empty either

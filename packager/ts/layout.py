@@ -39,9 +39,9 @@ PSI_PACKETS = 2  # PAT + PMT open every segment
 # Audio frames are grouped into PES packets: a PES header and the stuffing of
 # its first packet cost up to ~200 bytes, as much as an AAC frame. As ffmpeg
 # does, a PES takes frames until its payload would pass ffmpeg's default
-# pes_payload_size (2930 bytes, 16 packets' worth with the header), which also
-# keeps a PES within the T-STD's 3584-byte audio buffer; and at most 5 frames
-# (~100 ms at 48 kHz), so a PES's timestamp never strays far from its content.
+# pes_payload_size (2930 bytes = 15 * 184 + 170, i.e. 16 packets with the PES
+# header); and at most 5 frames (~107 ms at 48 kHz), so a player that joins or
+# seeks mid-segment never waits long for a timestamp.
 AUDIO_PES_PAYLOAD_TARGET = 2930
 AUDIO_MAX_FRAMES_PER_PES = 5
 

@@ -43,20 +43,16 @@ def adaptation_fields(size: np.ndarray, pcr_base: np.ndarray, has_pcr: np.ndarra
     has_pcr = np.asarray(has_pcr, dtype=bool)
     if (size[has_pcr] < PCR_ADAPTATION_SIZE).any():
         raise ValueError("adaptation field too small for a PCR")
-    rows = np.full((size.shape[0], PCR_ADAPTATION_SIZE), 0xFF, dtype=np.uint8)
-    rows[:, 0] = np.maximum(size - 1, 0)  # adaptation_field_length excludes itself
-    rows[:, 1] = np.where(has_pcr, AF_PCR, 0) | np.where(random_access, AF_RANDOM_ACCESS, 0)
-    base = np.asarray(pcr_base, dtype=np.int64)[has_pcr] % PCR_BASE_MODULUS
-    ext = 0
-    pcr = rows[has_pcr]
-    pcr[:, 2] = base >> 25
-    pcr[:, 3] = (base >> 17) & 0xFF
-    pcr[:, 4] = (base >> 9) & 0xFF
-    pcr[:, 5] = (base >> 1) & 0xFF
-    pcr[:, 6] = ((base & 1) << 7) | 0x7E | (ext >> 8)  # 6 reserved bits set
-    pcr[:, 7] = ext & 0xFF
-    rows[has_pcr] = pcr
-    return rows
+    # Each row as one big-endian 64-bit word: length byte, flags byte, then the
+    # 48-bit PCR (33-bit base, 6 reserved bits set, 9-bit extension 0) or stuffing.
+    length = np.maximum(size - 1, 0).astype(np.uint64)  # adaptation_field_length excludes itself
+    flags = (np.where(has_pcr, AF_PCR, 0) | np.where(random_access, AF_RANDOM_ACCESS, 0)).astype(np.uint64)
+    base = (np.asarray(pcr_base, dtype=np.int64) % PCR_BASE_MODULUS).astype(np.uint64)
+    ext = np.uint64(0)
+    pcr = (base << np.uint64(15)) | np.uint64(0x3F << 9) | ext
+    tail = np.where(has_pcr, pcr, np.uint64(0xFFFF_FFFF_FFFF))
+    word = (length << np.uint64(56)) | (flags << np.uint64(48)) | tail
+    return word.astype(">u8").view(np.uint8).reshape(-1, PCR_ADAPTATION_SIZE)
 
 
 def adaptation_field(size: int, pcr_base: int | None = None, random_access: bool = False) -> bytes:

@@ -27,7 +27,9 @@ _LENGTH_COUNTED_HEADER = 3
 MAX_HEADER_STUFFING = 32  # 13818-1 2.4.3.7: "no more than 32 stuffing bytes"
 MAX_PES_PACKET_LENGTH = 0xFFFF
 
-_FLAGS1 = 0x84  # '10' marker, not scrambled, no priority, data_alignment_indicator=1 (PES starts an access unit), not copyrighted, copy
+# '10' marker, not scrambled, no priority, data_alignment_indicator 1 (every
+# PES starts with an access unit / ADTS frame), no copyright, original_or_copy 0
+_FLAGS1 = 0x84
 _PTS_ONLY = 0x80  # PTS_DTS_flags '10'
 _PTS_AND_DTS = 0xC0  # PTS_DTS_flags '11'
 _PREFIX_PTS_ONLY = 0x2  # '0010' before a lone PTS
@@ -45,15 +47,24 @@ def header_size(reserve_dts: bool, stuffing: int = 0) -> int:
 def encode_timestamps(prefix: int, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """The 5-byte PTS/DTS fields of ``values`` as an (n, 5) uint8 array (or
     into ``out``): a 4-bit prefix, then the value modulo 2^33 split 3/15/15
-    bits, each part followed by a marker bit."""
+    bits, each part followed by a marker bit.
+
+    Built as one 40-bit big-endian integer per value, then viewed as bytes.
+    """
     v = np.asarray(values, dtype=np.int64) & _MASK_33
+    word = (
+        (prefix << 36)
+        | ((v >> 30) << 33)
+        | (1 << 32)
+        | (((v >> 15) & 0x7FFF) << 17)
+        | (1 << 16)
+        | ((v & 0x7FFF) << 1)
+        | 1
+    )
+    fields = word.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 3:]
     if out is None:
-        out = np.empty((v.shape[0], TIMESTAMP_SIZE), dtype=np.uint8)
-    out[:, 0] = (prefix << 4) | ((v >> 29) & 0x0E) | 1
-    out[:, 1] = (v >> 22) & 0xFF
-    out[:, 2] = ((v >> 14) & 0xFE) | 1
-    out[:, 3] = (v >> 7) & 0xFF
-    out[:, 4] = ((v << 1) & 0xFE) | 1
+        return fields.copy()
+    out[...] = fields
     return out
 
 
@@ -86,25 +97,22 @@ def pes_headers(
         raise ValueError("too many PES header stuffing bytes")
     # PES_header_data_length: the PTS, the DTS slot (DTS or stuffing), the stuffing
     data_length = TIMESTAMP_SIZE * (2 if reserve_dts else 1) + stuffing
+    template = np.full(header_size(reserve_dts), 0xFF, dtype=np.uint8)
+    template[:9] = np.frombuffer(PACKET_START_CODE_PREFIX + bytes((stream_id, 0, 0, _FLAGS1, _PTS_ONLY, 0)), dtype=np.uint8)
+    rows = np.empty((n, template.shape[0]), dtype=np.uint8)
+    rows[:] = template
     if bounded:
         length = _LENGTH_COUNTED_HEADER + data_length + np.asarray(payload_size, dtype=np.int64)
         if n and int(length.max()) > MAX_PES_PACKET_LENGTH:
             raise ValueError("PES packet too long for a bounded PES")
-    else:
-        length = np.zeros(n, dtype=np.int64)
-    rows = np.full((n, header_size(reserve_dts)), 0xFF, dtype=np.uint8)
-    rows[:, 0:3] = np.frombuffer(PACKET_START_CODE_PREFIX, dtype=np.uint8)
-    rows[:, 3] = stream_id
-    rows[:, 4] = length >> 8
-    rows[:, 5] = length & 0xFF
-    rows[:, 6] = _FLAGS1
-    rows[:, 7] = np.where(has_dts, _PTS_AND_DTS, _PTS_ONLY)
+        rows[:, 4] = length >> 8
+        rows[:, 5] = length & 0xFF
     rows[:, 8] = data_length
-    pts_field = rows[:, FIXED_HEADER_SIZE : FIXED_HEADER_SIZE + TIMESTAMP_SIZE]
-    encode_timestamps(_PREFIX_PTS_ONLY, pts, out=pts_field)
+    encode_timestamps(_PREFIX_PTS_ONLY, pts, out=rows[:, FIXED_HEADER_SIZE : FIXED_HEADER_SIZE + TIMESTAMP_SIZE])
     if has_dts.any():
         assert dts is not None
-        pts_field[has_dts, 0] |= (_PREFIX_PTS_WITH_DTS ^ _PREFIX_PTS_ONLY) << 4
+        rows[has_dts, 7] = _PTS_AND_DTS
+        rows[has_dts, FIXED_HEADER_SIZE] |= (_PREFIX_PTS_WITH_DTS ^ _PREFIX_PTS_ONLY) << 4
         rows[has_dts, FIXED_HEADER_SIZE + TIMESTAMP_SIZE :] = encode_timestamps(_PREFIX_DTS, np.asarray(dts)[has_dts])
     return rows
 

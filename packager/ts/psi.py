@@ -9,6 +9,7 @@ Each table is a single section padded with 0xFF to fill its one packet.
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 
 import numpy as np
 
@@ -88,12 +89,14 @@ def _section(table_id: int, table_id_extension: int, body: bytes) -> bytes:
     return section + struct.pack(">I", crc32_mpeg2(section))
 
 
+@lru_cache(maxsize=None)
 def pat_section() -> bytes:
     """The PAT: program PROGRAM_NUMBER lives at PMT_PID."""
     body = struct.pack(">HH", PROGRAM_NUMBER, 0xE000 | PMT_PID)  # 3 reserved bits + PID
     return _section(PAT_TABLE_ID, TRANSPORT_STREAM_ID, body)
 
 
+@lru_cache(maxsize=64)
 def pmt_section(stream_type: int, pid: int, language: str | None = None) -> bytes:
     """The PMT of a one-stream program whose PCR travels on the stream's own PID."""
     es_info = b""
