@@ -9,7 +9,9 @@ playlists).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
+
+import numpy as np
 
 from . import fmp4, ts
 from .hls.playlists import VERSION_FMP4, VERSION_TS, VERSION_TS_IFRAMES
@@ -26,9 +28,14 @@ class SegmentFormat:
     has_init: bool
     mux: Callable[[SampleBatch], bytes]
     _size: Callable[[Track, SampleSpan], int]
+    _sizes: Callable[[Track, Sequence[Segment]], list[int]]
 
     def segment_size(self, track: Track, segment: Segment) -> int:
         return self._size(track, segment.span)
+
+    def segment_sizes(self, track: Track, segments: Sequence[Segment]) -> list[int]:
+        """Sizes of consecutive segments, in one pass where the format allows (master playlists need all)."""
+        return self._sizes(track, segments)
 
     def first_frame_range(self, track: Track, segment: Segment) -> tuple[int, int]:
         """(length, offset) of the bytes a player needs to decode the segment's first keyframe."""
@@ -45,11 +52,24 @@ def _ts_size(track: Track, span: SampleSpan) -> int:
     return ts.segment_size(track, track.sizes[span.first : span.stop], track.keyframes[span.first : span.stop])
 
 
+def _ts_sizes(track: Track, segments: Sequence[Segment]) -> list[int]:
+    if not segments:
+        return []
+    starts = np.array([s.span.first for s in segments], dtype=np.int64)
+    return ts.segment_sizes(track, starts, segments[-1].span.stop).tolist()
+
+
 def _fmp4_size(track: Track, span: SampleSpan) -> int:
     return fmp4.media_segment_size(track, track.sizes[span.first : span.stop])
 
 
-TS = SegmentFormat("hls", "ts", "video/mp2t", VERSION_TS, VERSION_TS_IFRAMES, False, ts.mux_segment, _ts_size)
-FMP4 = SegmentFormat("cmaf", "m4s", "video/iso.segment", VERSION_FMP4, VERSION_FMP4, True, fmp4.media_segment, _fmp4_size)
+def _fmp4_sizes(track: Track, segments: Sequence[Segment]) -> list[int]:
+    return [_fmp4_size(track, s.span) for s in segments]
+
+
+TS = SegmentFormat("hls", "ts", "video/mp2t", VERSION_TS, VERSION_TS_IFRAMES, False, ts.mux_segment, _ts_size, _ts_sizes)
+FMP4 = SegmentFormat(
+    "cmaf", "m4s", "video/iso.segment", VERSION_FMP4, VERSION_FMP4, True, fmp4.media_segment, _fmp4_size, _fmp4_sizes
+)
 
 FORMATS = {f.name: f for f in (TS, FMP4)}

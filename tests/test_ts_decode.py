@@ -143,3 +143,25 @@ def test_each_segment_decodes_alone(packaged):
         ok, err = oracle.decode_ok(one, maps=("0:v",))
         assert ok, err
         assert oracle.decoded_frame_count(one) == batches[number - 1].sample_count
+
+
+@pytest.mark.parametrize("name, bsf", [("h264_high_bframes", "h264_metadata=aud=insert"), ("hevc", "hevc_metadata=aud=insert")])
+def test_in_band_access_unit_delimiters(tmp_path, name, bsf):
+    """Samples that already start with an AUD (as MP4s remuxed from TS do) keep
+    it instead of getting a second one, and still decode to the same frames."""
+    src = tmp_path / f"{name}-aud.mp4"
+    oracle.run_ffmpeg(["-y", "-v", "error", "-i", str(_fixture(name)), "-c", "copy", "-bsf:v", bsf, str(src)])
+    track = local.read_index_sync(src).video
+    first = bytes(local.read_batch_sync(src, track, 0, 1).data[4:5])
+    assert (first[0] & 0x1F == 9) if name.startswith("h264") else ((first[0] >> 1) & 0x3F == 35)
+    segments = []
+    for first_sample, stop in _cuts(track):
+        batch = local.read_batch_sync(src, track, first_sample, stop)
+        seg = mux_segment(batch)
+        assert len(seg) == segment_size(track, batch.sizes, batch.keyframes)
+        segments.append(seg)
+    out = tmp_path / "whole.ts"
+    out.write_bytes(b"".join(segments))
+    ok, err = oracle.decode_ok(out, maps=("0:v",))
+    assert ok, err
+    assert oracle.video_hashes(out) == oracle.video_hashes(src)

@@ -17,7 +17,7 @@ import pytest
 
 from packager.errors import MalformedMedia, UnsupportedMedia
 from packager.media import AudioInfo, SampleBatch, Track, VideoInfo, rescale
-from packager.ts import mux_segment, segment_size
+from packager.ts import mux_segment, segment_size, segment_sizes
 from packager.ts.layout import AUDIO_MAX_FRAMES_PER_PES, AUDIO_PES_PAYLOAD_TARGET, compute_layout
 from packager.ts.psi import AUDIO_PID, PAT_PID, PMT_PID, VIDEO_PID
 from packager.ts.streams import elementary_stream
@@ -317,12 +317,15 @@ def test_audio_segment_round_trip():
         assert p.pid == AUDIO_PID and p.stream_id == 0xC0 and p.dts is None
         assert p.packet_length == len(p.header) - 6 + len(p.payload)
         got = parse_adts(p.payload)
-        assert 1 <= len(got) <= AUDIO_MAX_FRAMES_PER_PES
-        assert len(got) == 1 or sum(len(f) + 7 for f in got) <= AUDIO_PES_PAYLOAD_TARGET
+        # within one group of 5 frames counted from the segment start, and
+        # every frame starts within the target size of the PES's start
+        assert len(frames) // AUDIO_MAX_FRAMES_PER_PES == (len(frames) + len(got) - 1) // AUDIO_MAX_FRAMES_PER_PES
+        assert sum(len(f) + 7 for f in got[:-1]) < AUDIO_PES_PAYLOAD_TARGET
         first_index.append(len(frames))
         frames += got
     pos = np.concatenate(([0], np.cumsum(sizes)))
     assert frames == [batch.data[a:b] for a, b in zip(pos[:-1], pos[1:])]
+    assert len(pes_list) > len(sizes) // AUDIO_MAX_FRAMES_PER_PES  # the big frames forced extra cuts
     assert [p.pts for p in pes_list] == to90k(batch.dts[first_index], 48000).tolist()
     assert pes_list[0].pcr == pes_list[0].pts - PCR_LEAD_90K and all(p.pcr is None for p in pes_list[1:])
     pmt = data[188 + 5 :]
@@ -336,3 +339,34 @@ def test_audio_layout_edges():
         data = mux_segment(batch, continuity_start=3)
         assert len(data) == segment_size(track, batch.sizes, batch.keyframes)
         assert sum(len(parse_adts(p.payload)) for p in demux(data, continuity_start=3)) == len(sizes)
+
+
+# --------------------------------------------------------------------------- many segments at once
+
+
+@pytest.mark.parametrize("kind", ["video", "audio"])
+def test_segment_sizes_equal_one_call_per_segment(kind):
+    rng = np.random.default_rng(11)
+    n = 400
+    sizes = rng.integers(1, 3000 if kind == "audio" else 30_000, n)
+    base = video_track(n=n) if kind == "video" else audio_track()
+    keyframes = (np.arange(n) % 7 == 0) if kind == "video" else np.ones(n, bool)
+    track = Track(**{**base.__dict__, "sizes": sizes, "keyframes": keyframes, "dts": np.arange(n) * 512,
+                     "cts_offsets": np.zeros(n, np.int64), "durations": np.full(n, 512), "offsets": np.zeros(n, np.int64)})
+    starts = np.array([0, 3, 3, 10, 11, 50, 123, 124, 200, 333, 399, 400])  # empty and one-sample segments too
+    stops = np.append(starts[1:], n)
+    one_by_one = [segment_size(track, sizes[a:b], keyframes[a:b]) for a, b in zip(starts, stops)]
+    assert segment_sizes(track, starts).tolist() == one_by_one
+    assert segment_sizes(track, starts[3:9], stop=300).tolist() == one_by_one[3:8] + [segment_size(track, sizes[200:300], keyframes[200:300])]
+    assert segment_sizes(track, []).tolist() == []
+
+
+def test_first_keyframe_is_a_prefix_of_its_segment():
+    """I-frame playlists address PAT + PMT + the first access unit as the
+    byte range [0, segment_size(first sample)) of the full segment."""
+    n = 12
+    track = video_track(n=n)
+    full, _ = video_batch(track, [5000 + 97 * i for i in range(n)], [True] + [False] * (n - 1), np.arange(n) * 512, seq=4)
+    first, _ = video_batch(track, [5000], [True], [0], seq=4)
+    head = segment_size(track, full.sizes[:1], full.keyframes[:1])
+    assert mux_segment(full)[:head] == mux_segment(first)

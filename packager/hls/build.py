@@ -42,7 +42,7 @@ class Bandwidth:
 
 
 def rendition_bandwidth(rendition: Rendition, fmt: SegmentFormat) -> Bandwidth:
-    sizes = [fmt.segment_size(rendition.track, s) for s in rendition.segments]
+    sizes = fmt.segment_sizes(rendition.track, rendition.segments)
     durations = [s.duration for s in rendition.segments]
     target = target_duration(rendition.segments)
     return Bandwidth(peak_bandwidth(sizes, durations, target), average_bandwidth(sizes, durations))

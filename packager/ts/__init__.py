@@ -2,14 +2,28 @@
 track served as its own rendition) behind a PAT and PMT.
 
     mux_segment(batch, continuity_start=0) -> bytes
-    segment_size(track, sizes, keyframes) -> int   # == len(mux_segment(...)), no sample bytes needed
+    segment_size(track, sizes, keyframes) -> int         # == len(mux_segment(...)), no sample bytes needed
+    segment_sizes(track, starts, stop=None) -> ndarray   # segment_size of many consecutive segments in one pass
 
 Modules, one concept each: annexb (AVC/HEVC samples -> Annex B access
 units), adts (AAC frames -> ADTS), pes (PES headers), psi (PAT/PMT, CRC32),
 packets (188-byte packets, adaptation field, PCR), timing (90 kHz clock),
 streams (track -> PID/stream type), layout (where every byte goes), muxer.
+
+Choices, with the reasons in the modules that make them:
+
+* PIDs, table ids, program and stream numbers are ffmpeg's defaults (PMT
+  0x1000, video 0x100, audio 0x101); the PAT/PMT bytes equal ffmpeg's.
+* Timestamps come from each sample's absolute time plus a fixed 10 s, so
+  segments are deterministic and continuous; PCR = DTS - 700 ms on each
+  segment's first PES and on every video keyframe.
+* A video PES is one access unit: AUD, parameter sets on keyframes, 4-byte
+  start codes; its header always has room for a DTS. An audio PES holds up to
+  5 ADTS frames. Both keep a segment's size a function of sample sizes.
+* Only a PES's first packet has an adaptation field, so all later packets
+  are header + 184 bytes and the packetisation is a few numpy operations.
 """
 
-from .muxer import mux_segment, segment_size
+from .muxer import mux_segment, segment_size, segment_sizes
 
-__all__ = ["mux_segment", "segment_size"]
+__all__ = ["mux_segment", "segment_size", "segment_sizes"]

@@ -98,7 +98,7 @@ class AnnexB:
         prefix_key, prefix_delta = aud + params, aud
         padding = bytes(len(aud))
         units: list[list] = []
-        nal_counts = np.zeros(len(sizes), dtype=np.int64)
+        nal_counts: list[int] = []
         pos = 0
         for i, (size, key) in enumerate(zip(sizes.tolist(), keyframes.tolist())):
             end = pos + size
@@ -115,17 +115,17 @@ class AnnexB:
             if pos != end:
                 tail = view[pos:end]
                 if any(tail):
-                    raise MalformedMedia(f"sample {i} ends inside a NAL length prefix")
+                    raise MalformedMedia(f"sample {i} has stray bytes after its last NAL unit")
                 pieces.append(tail)  # zero padding after the last NAL unit: legal as trailing zeros
                 pos = end
-            nal_counts[i] = (len(pieces) - 1) // 2
+            nal_counts.append((len(pieces) - 1) // 2)
             if len(pieces) >= 3 and is_aud(pieces[2]):
                 # Keep the in-band AUD first; zeros stand in for ours.
                 pieces[0] = padding
                 if key and params:
                     pieces.insert(3, params)
             units.append(pieces)
-        return units, nal_counts
+        return units, np.array(nal_counts, dtype=np.int64)
 
 
 def _is_h264_aud(nal: memoryview) -> bool:

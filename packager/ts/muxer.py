@@ -36,6 +36,24 @@ def segment_size(batch_track: Track, sizes: np.ndarray, keyframes: np.ndarray) -
     return compute_layout(elementary_stream(batch_track), sizes, keyframes).size
 
 
+def segment_sizes(track: Track, segment_starts: np.ndarray, stop: int | None = None) -> np.ndarray:
+    """:func:`segment_size` of many consecutive segments of ``track`` at once.
+
+    Segment k holds samples ``[segment_starts[k], segment_starts[k+1])``, the
+    last one up to ``stop`` (default: the track's end). One layout pass over
+    all of them instead of one call per segment, for playlists that need
+    every segment's size (a 2-hour track has over a thousand).
+    """
+    starts = np.asarray(segment_starts, dtype=np.int64)
+    if starts.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    first, stop = int(starts[0]), track.sample_count if stop is None else stop
+    layout = compute_layout(
+        elementary_stream(track), track.sizes[first:stop], track.keyframes[first:stop], segment_starts=starts - first
+    )
+    return layout.segment_sizes
+
+
 def mux_segment(batch: SampleBatch, continuity_start: int = 0) -> bytes:
     """The MPEG-TS segment carrying ``batch``: PAT, PMT, then one PES stream.
 
@@ -46,6 +64,10 @@ def mux_segment(batch: SampleBatch, continuity_start: int = 0) -> bytes:
     segment_size_k // 188 - 2) % 16`` (the stream's packets are all but the
     PAT and PMT). The PAT and PMT counters are ``batch.sequence_number - 1``
     modulo 16, which is continuous when sequence numbers are.
+
+    Raises UnsupportedMedia for codecs TS/HLS cannot carry here (anything but
+    H.264, HEVC and ADTS-expressible AAC) and MalformedMedia when the batch's
+    bytes do not match its sizes or a video sample's NAL units do not parse.
     """
     stream = elementary_stream(batch.track)
     sizes = np.asarray(batch.sizes, dtype=np.int64)
