@@ -20,7 +20,7 @@ from packager.segmenter import find_segment
 
 from . import urls
 from .errors import response_for
-from .http import http_date, is_not_modified, strong_etag
+from .http import MalformedRange, http_date, if_range_matches, is_not_modified, parse_range, strong_etag
 from .progressive import serve_progressive
 from .urls import BadRequest, MediaRequest
 
@@ -46,6 +46,7 @@ class Delivery:
         subset = _flavor_subset(request) if req.resource == "master" else None
         em = await self.media.entry_media(req.partner, req.entry, subset)
         if req.rendition is not None:
+            em.entry.flavor(req.rendition.flavor)  # UnknownFlavor (404) for a flavor the entry does not have
             em.check_flavor(req.rendition.flavor)
         version = em.version if req.rendition is None else em.flavor_version(req.rendition.flavor)
         etag = strong_etag(version, request.url.path, str(self.media.target), ",".join(sorted(subset or ())))
@@ -58,14 +59,29 @@ class Delivery:
             return Response(text, media_type=PLAYLIST_TYPE, headers=headers)
         rendition = em.media_set.rendition(req.rendition)
         if req.resource == "init":
-            return Response(init_segment(rendition.track), media_type="video/mp4", headers=headers)
+            return _ranged(request, init_segment(rendition.track), "video/mp4", headers)
         segment = find_segment(rendition.segments, req.number)
         if request.method == "HEAD":
             size = fmt.segment_size(rendition.track, segment)
-            return Response(b"", media_type=fmt.content_type, headers={**headers, "Content-Length": str(size)})
+            return Response(b"", media_type=fmt.content_type, headers={**headers, "Accept-Ranges": "bytes", "Content-Length": str(size)})
         batch = await self.media.batch(em.entry, rendition, segment)
         body = await run_in_threadpool(fmt.mux, batch)
-        return Response(body, media_type=fmt.content_type, headers=headers)
+        return _ranged(request, body, fmt.content_type, headers)
+
+
+def _ranged(request: Request, body: bytes, media_type: str, headers: dict[str, str]) -> Response:
+    """Single byte ranges of a segment: I-frame playlists address segments with EXT-X-BYTERANGE."""
+    headers = {**headers, "Accept-Ranges": "bytes"}
+    range_header = request.headers.get("range")
+    if range_header and if_range_matches(request.headers, headers["ETag"], headers["Last-Modified"]):
+        try:
+            span = parse_range(range_header, len(body))
+        except MalformedRange:
+            span = None  # RFC 9110: an unparseable Range is ignored
+        if span is not None:
+            headers["Content-Range"] = span.content_range(len(body))
+            return Response(body[span.start : span.end + 1], status_code=206, media_type=media_type, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
 
 
 def _render_playlist(em: EntryMedia, req: MediaRequest, fmt: SegmentFormat) -> str:

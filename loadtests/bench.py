@@ -413,8 +413,22 @@ def build_report(bench: Bench, args: argparse.Namespace, packaging: dict[str, li
             "platform": platform.platform(), "processor": _cpu_model(),
             "loadavg_1m_start": load[0], "loadavg_1m_end": load[1],
         },
+        "code": _code_state(),
     }
     return report
+
+
+def _code_state() -> dict:
+    """Which code was measured: the commit and any uncommitted changes under packager/ and origin/."""
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "packager", "origin").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD") or "unknown", "uncommitted": dirty}
 
 
 def _cpu_model() -> str:
@@ -438,6 +452,9 @@ def print_report(r: dict) -> None:
     print(f"machine   {r['machine']['cpus']} CPUs ({r['machine']['processor']}), Python {r['machine']['python']}, "
           f"numpy {r['machine']['numpy']}; load average {r['machine']['loadavg_1m_start']:.2f} -> "
           f"{r['machine']['loadavg_1m_end']:.2f}")
+    code = r["code"]
+    print(f"code      commit {code['commit']}" + (f" + uncommitted changes in {', '.join(code['uncommitted'])}"
+                                                  if code["uncommitted"] else ""))
     print()
     print(f"Packaging every segment, cold (no segment cache; OS page cache warm), median of {r['reps']} interleaved passes")
     print(f"  {'':13} {'pass ms':>8} {'seg/s':>8} {'ms/seg':>7} {'out MB/s':>9} {'x realtime':>10} "

@@ -278,7 +278,9 @@ def test_audio_only_master_lists_audio_playlists(fmt, server):
     assert info.resolution is None and not master.iframe_playlists
     streams = oracle.probe_streams(f"{entry_url(server.base, 'audio_only', fmt)}/master.m3u8")
     assert [s.kind for s in streams] == ["Audio"]
-    assert httpx.get(f"{entry_url(server.base, 'audio_only', fmt)}/main/index.m3u8").status_code == 404
+    # docs/URLS.md: an audio-only flavor's {flavor}/index.m3u8 is its audio playlist
+    root = entry_url(server.base, "audio_only", fmt)
+    assert httpx.get(f"{root}/main/index.m3u8").text == httpx.get(f"{root}/main/a1/index.m3u8").text
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
