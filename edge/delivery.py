@@ -20,7 +20,7 @@ from packager.segmenter import find_segment
 
 from . import urls
 from .errors import response_for
-from .http import MalformedRange, http_date, if_range_matches, is_not_modified, parse_range, strong_etag
+from .http import http_date, is_not_modified, requested_range, strong_etag
 from .progressive import serve_progressive
 from .urls import BadRequest, MediaRequest
 
@@ -72,16 +72,11 @@ class Delivery:
 def _ranged(request: Request, body: bytes, media_type: str, headers: dict[str, str]) -> Response:
     """Single byte ranges of a segment: I-frame playlists address segments with EXT-X-BYTERANGE."""
     headers = {**headers, "Accept-Ranges": "bytes"}
-    range_header = request.headers.get("range")
-    if range_header and if_range_matches(request.headers, headers["ETag"], headers["Last-Modified"]):
-        try:
-            span = parse_range(range_header, len(body))
-        except MalformedRange:
-            span = None  # RFC 9110: an unparseable Range is ignored
-        if span is not None:
-            headers["Content-Range"] = span.content_range(len(body))
-            return Response(body[span.start : span.end + 1], status_code=206, media_type=media_type, headers=headers)
-    return Response(body, media_type=media_type, headers=headers)
+    span = requested_range(request.headers, len(body), headers["ETag"], headers["Last-Modified"])
+    if span is None:
+        return Response(body, media_type=media_type, headers=headers)
+    headers["Content-Range"] = span.content_range(len(body))
+    return Response(body[span.start : span.end + 1], status_code=206, media_type=media_type, headers=headers)
 
 
 def _render_playlist(em: EntryMedia, req: MediaRequest, fmt: SegmentFormat) -> str:

@@ -67,6 +67,21 @@ def parse_range(header: str, length: int) -> ByteSpan:
     return ByteSpan(start, min(end, length - 1))
 
 
+def requested_range(request_headers: Mapping[str, str], length: int, etag: str, last_modified: str) -> ByteSpan | None:
+    """The single range to serve, or None for the whole body.
+
+    Range is honoured only when If-Range (if any) matches; a malformed Range is
+    ignored (RFC 9110 14.2). A range past the end raises RangeNotSatisfiable.
+    """
+    header = request_headers.get("range")
+    if not header or not if_range_matches(request_headers, etag, last_modified):
+        return None
+    try:
+        return parse_range(header, length)
+    except MalformedRange:
+        return None
+
+
 def http_date(mtime_ns: int) -> str:
     return format_datetime(datetime.fromtimestamp(mtime_ns // 1_000_000_000, tz=timezone.utc), usegmt=True)
 

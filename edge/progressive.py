@@ -7,7 +7,7 @@ from starlette.responses import Response, StreamingResponse
 
 from origin.media import MediaService
 
-from .http import MalformedRange, http_date, if_range_matches, is_not_modified, parse_range, strong_etag
+from .http import http_date, is_not_modified, requested_range, strong_etag
 from .urls import MediaRequest
 
 CACHE_CONTROL = "public, max-age=31536000, immutable"
@@ -29,15 +29,10 @@ async def serve_progressive(request: Request, req: MediaRequest, media: MediaSer
     if is_not_modified(request.headers, etag, last_modified):
         return Response(status_code=304, headers=headers)
     start, length, status = 0, stat.size, 200
-    range_header = request.headers.get("range")
-    if range_header and if_range_matches(request.headers, etag, last_modified):
-        try:
-            span = parse_range(range_header, stat.size)
-        except MalformedRange:
-            span = None  # RFC 9110: an unparseable Range is ignored
-        if span is not None:
-            start, length, status = span.start, span.length, 206
-            headers["Content-Range"] = span.content_range(stat.size)
+    span = requested_range(request.headers, stat.size, etag, last_modified)
+    if span is not None:
+        start, length, status = span.start, span.length, 206
+        headers["Content-Range"] = span.content_range(stat.size)
     headers["Content-Length"] = str(length)
     if request.method == "HEAD":
         return Response(b"", status_code=status, media_type="video/mp4", headers=headers)
