@@ -11,6 +11,11 @@ nothing here uses ``assert``, which vanishes under ``python -O``.
     cors_origins = ["*"]
     index_cache_entries = 1024    # parsed MP4 indexes kept in memory
     log_level = "info"
+
+    [cache]
+    memory_mb = 256               # packaged segments and playlists kept in memory
+    disk_path = ""                # optional disk tier (survives restarts); "" = off
+    disk_mb = 2048
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)
     index_cache_entries: int = 1024
     log_level: str = "info"
+    cache_memory_mb: int = 256
+    cache_disk_path: Path | None = None
+    cache_disk_mb: int = 2048
     source: str = "defaults"  # where the settings came from, for messages
 
     def with_overrides(self, **changes: Any) -> "Settings":
@@ -48,6 +56,8 @@ class Settings:
 SERVER_KEYS = {
     "host", "port", "media_root", "segment_duration", "cors_origins", "index_cache_entries", "log_level",
 }
+CACHE_KEYS = {"memory_mb", "disk_path", "disk_mb"}
+SECTIONS = {"server", "cache"}
 
 
 def load_settings(path: Path) -> Settings:
@@ -61,16 +71,13 @@ def load_settings(path: Path) -> Settings:
 
 
 def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path = Path(".")) -> Settings:
-    unknown_sections = set(raw) - {"server"}
+    unknown_sections = set(raw) - SECTIONS
     if unknown_sections:
-        raise ConfigError(f"{source}: unknown section(s) {sorted(unknown_sections)}; known: ['server']")
-    server = raw.get("server", {})
-    if not isinstance(server, dict):
-        raise ConfigError(f"{source}: 'server' must be a table ([server])")
-    unknown = set(server) - SERVER_KEYS
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) server.{sorted(unknown)}; known: {sorted(SERVER_KEYS)}")
+        raise ConfigError(f"{source}: unknown section(s) {sorted(unknown_sections)}; known: {sorted(SECTIONS)}")
+    server = _section(raw, "server", SERVER_KEYS, source)
+    cache = _section(raw, "cache", CACHE_KEYS, source)
     defaults = Settings()
+    disk_path = _typed(cache, "disk_path", str, "", source, "cache")
     media_root = Path(_typed(server, "media_root", str, str(defaults.media_root), source))
     return Settings(
         host=_host(_typed(server, "host", str, defaults.host, source), source),
@@ -80,14 +87,27 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         cors_origins=tuple(_string_list(server, "cors_origins", list(defaults.cors_origins), source)),
         index_cache_entries=_positive(_typed(server, "index_cache_entries", int, defaults.index_cache_entries, source), "server.index_cache_entries", source),
         log_level=_choice(_typed(server, "log_level", str, defaults.log_level, source), LOG_LEVELS, "server.log_level", source),
+        cache_memory_mb=_positive(_typed(cache, "memory_mb", int, defaults.cache_memory_mb, source, "cache"), "cache.memory_mb", source),
+        cache_disk_path=(base_dir / disk_path) if disk_path else None,
+        cache_disk_mb=_positive(_typed(cache, "disk_mb", int, defaults.cache_disk_mb, source, "cache"), "cache.disk_mb", source),
         source=source,
     )
 
 
-def _typed(table: dict[str, Any], key: str, kind: type, default: Any, source: str) -> Any:
+def _section(raw: dict[str, Any], name: str, known: set[str], source: str) -> dict[str, Any]:
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: '{name}' must be a table ([{name}])")
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {name}.{sorted(unknown)}; known: {sorted(known)}")
+    return table
+
+
+def _typed(table: dict[str, Any], key: str, kind: type, default: Any, source: str, section: str = "server") -> Any:
     value = table.get(key, default)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{source}: server.{key} has value {value!r}; expected a {kind.__name__}")
+        raise ConfigError(f"{source}: {section}.{key} has value {value!r}; expected a {kind.__name__}")
     return value
 
 

@@ -14,15 +14,21 @@ from origin.catalog import Catalog, FileCatalog
 from origin.media import MediaService
 from origin.storage import LocalStorage, Storage
 
+from .cache import DiskTier, SegmentCache
 from .delivery import Delivery
 from .errors import error_response
+
+
+MB = 1024 * 1024
 
 
 def create_app(settings: Settings, catalog: Catalog | None = None, storage: Storage | None = None) -> Starlette:
     catalog = catalog or FileCatalog(settings.media_root)
     storage = storage or LocalStorage(settings.media_root)
     media = MediaService(catalog, storage, settings.segment_duration, settings.index_cache_entries)
-    delivery = Delivery(media)
+    disk = DiskTier(settings.cache_disk_path, settings.cache_disk_mb * MB) if settings.cache_disk_path else None
+    cache = SegmentCache(settings.cache_memory_mb * MB, disk)
+    delivery = Delivery(media, cache)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
@@ -51,5 +57,6 @@ def create_app(settings: Settings, catalog: Catalog | None = None, storage: Stor
         exception_handlers={404: not_found, 405: method_not_allowed},
     )
     app.state.media = media
+    app.state.cache = cache
     app.state.settings = settings
     return app

@@ -12,13 +12,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from origin.catalog import valid_id
-from origin.media import AsyncLRU, EntryMedia, MediaService
+from origin.media import EntryMedia, MediaService
 from packager.formats import FORMATS, SegmentFormat
 from packager.hls.build import MasterUris, build_iframes, build_master, build_media
 from packager.fmp4 import init_segment
 from packager.segmenter import find_segment
 
 from . import urls
+from .cache import SegmentCache
 from .errors import response_for
 from .http import http_date, is_not_modified, requested_range, strong_etag
 from .progressive import serve_progressive
@@ -29,9 +30,9 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 class Delivery:
-    def __init__(self, media: MediaService, playlist_cache_entries: int = 4096) -> None:
+    def __init__(self, media: MediaService, cache: SegmentCache) -> None:
         self.media = media
-        self.playlists: AsyncLRU[tuple, str] = AsyncLRU(playlist_cache_entries)
+        self.cache = cache
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -49,24 +50,31 @@ class Delivery:
             em.entry.flavor(req.rendition.flavor)  # UnknownFlavor (404) for a flavor the entry does not have
             em.check_flavor(req.rendition.flavor)
         version = em.version if req.rendition is None else em.flavor_version(req.rendition.flavor)
-        etag = strong_etag(version, request.url.path, str(self.media.target), ",".join(sorted(subset or ())))
+        path = urls.canonical_path(req)
+        etag = strong_etag(version, path, str(self.media.target), ",".join(sorted(subset or ())))
         last_modified = http_date(em.last_modified_ns)
         headers = {"ETag": etag, "Last-Modified": last_modified, "Cache-Control": IMMUTABLE}
         if is_not_modified(request.headers, etag, last_modified):
             return Response(status_code=304, headers=headers)
+        key = f"{path}|{etag}"  # the parsed path, never the raw URL: query strings cannot split the cache
         if req.resource in ("master", "index", "iframes"):
-            text = await self.playlists.get((etag,), lambda: run_in_threadpool(_render_playlist, em, req, fmt))
-            return Response(text, media_type=PLAYLIST_TYPE, headers=headers)
+            text, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(_render_playlist, em, req, fmt))
+            return Response(text, media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
         rendition = em.media_set.rendition(req.rendition)
         if req.resource == "init":
-            return _ranged(request, init_segment(rendition.track), "video/mp4", headers)
+            body, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(init_segment, rendition.track))
+            return _ranged(request, body, "video/mp4", {**headers, "X-Cache": status})
         segment = find_segment(rendition.segments, req.number)
         if request.method == "HEAD":
             size = fmt.segment_size(rendition.track, segment)
             return Response(b"", media_type=fmt.content_type, headers={**headers, "Accept-Ranges": "bytes", "Content-Length": str(size)})
-        batch = await self.media.batch(em.entry, rendition, segment)
-        body = await run_in_threadpool(fmt.mux, batch)
-        return _ranged(request, body, fmt.content_type, headers)
+
+        async def package() -> bytes:
+            batch = await self.media.batch(em.entry, rendition, segment)
+            return await run_in_threadpool(fmt.mux, batch)
+
+        body, status = await self.cache.get_or_make(key, package)
+        return _ranged(request, body, fmt.content_type, {**headers, "X-Cache": status})
 
 
 def _ranged(request: Request, body: bytes, media_type: str, headers: dict[str, str]) -> Response:
@@ -79,7 +87,11 @@ def _ranged(request: Request, body: bytes, media_type: str, headers: dict[str, s
     return Response(body[span.start : span.end + 1], status_code=206, media_type=media_type, headers=headers)
 
 
-def _render_playlist(em: EntryMedia, req: MediaRequest, fmt: SegmentFormat) -> str:
+def _render_playlist(em: EntryMedia, req: MediaRequest, fmt: SegmentFormat) -> bytes:
+    return _playlist_text(em, req, fmt).encode()
+
+
+def _playlist_text(em: EntryMedia, req: MediaRequest, fmt: SegmentFormat) -> str:
     if req.resource == "master":
         return build_master(em.media_set, fmt, MasterUris(urls.media_playlist_uri, urls.iframes_playlist_uri))
     rendition = em.media_set.rendition(req.rendition)

@@ -143,3 +143,25 @@ def segment_uri(fmt: Format, number: int) -> str:
 
 
 INIT_URI = "init.mp4"
+
+
+def canonical_path(req: MediaRequest) -> str:
+    """The one spelling of a request's path (``seg-01.ts`` -> ``seg-1.ts``): cache keys and ETags use it."""
+    base = entry_path(req.partner, req.entry, req.format)
+    if req.resource == "progressive":
+        return progressive_path(req.partner, req.entry, req.rendition.flavor)
+    if req.resource == "master":
+        return f"{base}/master.m3u8"
+    folder = f"{base}/{rendition_dir(req.rendition)}"
+    if req.resource == "index":
+        return f"{folder}/index.m3u8"
+    if req.resource == "iframes":
+        return f"{folder}/iframes.m3u8"
+    if req.resource == "init":
+        return f"{folder}/{INIT_URI}"
+    return f"{folder}/{segment_uri(req.format, req.number)}"
+
+
+def cache_prefix(partner: str, entry: str | None = None) -> str:
+    """Cache keys start with this, so a purge by partner or entry is a prefix match."""
+    return f"/p/{partner}/" if entry is None else f"/p/{partner}/e/{entry}/"
