@@ -21,6 +21,7 @@ from packager.segmenter import find_segment
 from . import urls
 from .cache import SegmentCache
 from .errors import response_for
+from .request_info import MediaInfo, attach
 from .http import http_date, is_not_modified, requested_range, strong_etag
 from .progressive import serve_progressive
 from .urls import BadRequest, MediaRequest
@@ -35,17 +36,23 @@ class Delivery:
         self.cache = cache
 
     async def handle(self, request: Request) -> Response:
+        info: MediaInfo | None = None
         try:
             req = urls.parse_path(request.url.path)
+            info = attach(request.scope, _info_for(req))
             if req.format == "mp4":
                 return await serve_progressive(request, req, self.media)
-            return await self._hls(request, req, FORMATS[req.format])
+            return await self._hls(request, req, FORMATS[req.format], info)
         except Exception as exc:  # every failure becomes one JSON error; others keep being served
-            return response_for(exc)
+            response = response_for(exc)
+            if info is not None:
+                info.error = getattr(exc, "code", None) or getattr(getattr(exc, "error", None), "code", "error")
+            return response
 
-    async def _hls(self, request: Request, req: MediaRequest, fmt: SegmentFormat) -> Response:
+    async def _hls(self, request: Request, req: MediaRequest, fmt: SegmentFormat, info: MediaInfo) -> Response:
         subset = _flavor_subset(request) if req.resource == "master" else None
         em = await self.media.entry_media(req.partner, req.entry, subset)
+        info.entry_duration = float(em.media_set.duration)
         if req.rendition is not None:
             em.entry.flavor(req.rendition.flavor)  # UnknownFlavor (404) for a flavor the entry does not have
             em.check_flavor(req.rendition.flavor)
@@ -65,6 +72,7 @@ class Delivery:
             body, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(init_segment, rendition.track))
             return _ranged(request, body, "video/mp4", {**headers, "X-Cache": status})
         segment = find_segment(rendition.segments, req.number)
+        info.media_start, info.media_duration = float(segment.start), float(segment.duration)
         if request.method == "HEAD":
             size = fmt.segment_size(rendition.track, segment)
             return Response(b"", media_type=fmt.content_type, headers={**headers, "Accept-Ranges": "bytes", "Content-Length": str(size)})
@@ -73,8 +81,8 @@ class Delivery:
             batch = await self.media.batch(em.entry, rendition, segment)
             return await run_in_threadpool(fmt.mux, batch)
 
-        body, status = await self.cache.get_or_make(key, package)
-        return _ranged(request, body, fmt.content_type, {**headers, "X-Cache": status})
+        body, info.cache = await self.cache.get_or_make(key, package)
+        return _ranged(request, body, fmt.content_type, {**headers, "X-Cache": info.cache})
 
 
 def _ranged(request: Request, body: bytes, media_type: str, headers: dict[str, str]) -> Response:
@@ -85,6 +93,19 @@ def _ranged(request: Request, body: bytes, media_type: str, headers: dict[str, s
         return Response(body, media_type=media_type, headers=headers)
     headers["Content-Range"] = span.content_range(len(body))
     return Response(body[span.start : span.end + 1], status_code=206, media_type=media_type, headers=headers)
+
+
+def _info_for(req: MediaRequest) -> MediaInfo:
+    rendition = req.rendition
+    return MediaInfo(
+        partner=req.partner,
+        entry=req.entry,
+        format=req.format,
+        resource=req.resource,
+        flavor=rendition.flavor if rendition else None,
+        audio=rendition.audio if rendition else None,
+        segment=req.number,
+    )
 
 
 def _render_playlist(em: EntryMedia, req: MediaRequest, fmt: SegmentFormat) -> bytes:

@@ -57,6 +57,11 @@ class MediaSet:
     def audio_only(self) -> bool:
         return not self.videos
 
+    @property
+    def duration(self) -> Fraction:
+        """Presentation duration of the entry: where its longest rendition ends."""
+        return max((r.segments[-1].start + r.segments[-1].duration for r in self.videos + self.audios if r.segments), default=Fraction(0))
+
 
 def build_media_set(flavors: Sequence[tuple[str, MediaIndex]], target: Fraction = DEFAULT_TARGET) -> MediaSet:
     """Build the media set of an entry from ``(flavor_id, index)`` pairs, in catalog order."""

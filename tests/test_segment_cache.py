@@ -103,7 +103,18 @@ def test_memory_miss_falls_back_to_disk(tmp_path):
 SEGMENT = "/p/demo/e/ladder/hls/mid/seg-2.ts"
 
 
-def test_http_coalescing_and_tokens_never_split_the_cache(server):
+@pytest.fixture(scope="module")
+def cold_server(media_library, tmp_path_factory):
+    """A server of its own, so no other test has warmed its cache."""
+    from conftest import ServerProcess
+
+    proc = ServerProcess(["--media", str(media_library), "--segment-duration", "4"], tmp_path_factory.mktemp("cold") / "server.log")
+    yield proc
+    proc.stop()
+
+
+def test_http_coalescing_and_tokens_never_split_the_cache(cold_server):
+    server = cold_server
     """100 concurrent cold requests with different per-viewer query strings: one packaging run."""
     with httpx.Client(base_url=server.base, timeout=30) as c:
         def fetch(i: int) -> httpx.Response:
