@@ -16,6 +16,14 @@ nothing here uses ``assert``, which vanishes under ``python -O``.
     memory_mb = 256               # packaged segments and playlists kept in memory
     disk_path = ""                # optional disk tier (survives restarts); "" = off
     disk_mb = 2048
+
+    [cdn]
+    shield_header = "X-Vodgate-Shield"
+    shield_secrets = []           # when set, only requests carrying one of these are served
+    surrogate_header = "Surrogate-Key"   # or "Cache-Tag"
+    s_maxage = 31536000
+    stale_while_revalidate = 60
+    stale_if_error = 86400
 """
 
 from __future__ import annotations
@@ -47,6 +55,12 @@ class Settings:
     cache_memory_mb: int = 256
     cache_disk_path: Path | None = None
     cache_disk_mb: int = 2048
+    shield_header: str = "X-Vodgate-Shield"
+    shield_secrets: tuple[str, ...] = field(default=(), repr=False)  # never printed
+    surrogate_header: str = "Surrogate-Key"
+    s_maxage: int = 31536000
+    stale_while_revalidate: int = 60
+    stale_if_error: int = 86400
     source: str = "defaults"  # where the settings came from, for messages
 
     def with_overrides(self, **changes: Any) -> "Settings":
@@ -57,7 +71,8 @@ SERVER_KEYS = {
     "host", "port", "media_root", "segment_duration", "cors_origins", "index_cache_entries", "log_level",
 }
 CACHE_KEYS = {"memory_mb", "disk_path", "disk_mb"}
-SECTIONS = {"server", "cache"}
+CDN_KEYS = {"shield_header", "shield_secrets", "surrogate_header", "s_maxage", "stale_while_revalidate", "stale_if_error"}
+SECTIONS = {"server", "cache", "cdn"}
 
 
 def load_settings(path: Path) -> Settings:
@@ -76,6 +91,7 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         raise ConfigError(f"{source}: unknown section(s) {sorted(unknown_sections)}; known: {sorted(SECTIONS)}")
     server = _section(raw, "server", SERVER_KEYS, source)
     cache = _section(raw, "cache", CACHE_KEYS, source)
+    cdn = _section(raw, "cdn", CDN_KEYS, source)
     defaults = Settings()
     disk_path = _typed(cache, "disk_path", str, "", source, "cache")
     media_root = Path(_typed(server, "media_root", str, str(defaults.media_root), source))
@@ -90,8 +106,37 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         cache_memory_mb=_positive(_typed(cache, "memory_mb", int, defaults.cache_memory_mb, source, "cache"), "cache.memory_mb", source),
         cache_disk_path=(base_dir / disk_path) if disk_path else None,
         cache_disk_mb=_positive(_typed(cache, "disk_mb", int, defaults.cache_disk_mb, source, "cache"), "cache.disk_mb", source),
+        shield_header=_header_name(_typed(cdn, "shield_header", str, defaults.shield_header, source, "cdn"), "cdn.shield_header", source),
+        shield_secrets=tuple(_secrets(cdn, source)),
+        surrogate_header=_header_name(_typed(cdn, "surrogate_header", str, defaults.surrogate_header, source, "cdn"), "cdn.surrogate_header", source),
+        s_maxage=_seconds(cdn, "s_maxage", defaults.s_maxage, source),
+        stale_while_revalidate=_seconds(cdn, "stale_while_revalidate", defaults.stale_while_revalidate, source),
+        stale_if_error=_seconds(cdn, "stale_if_error", defaults.stale_if_error, source),
         source=source,
     )
+
+
+def _secrets(cdn: dict[str, Any], source: str) -> list[str]:
+    secrets = cdn.get("shield_secrets", [])
+    if not isinstance(secrets, list) or not all(isinstance(v, str) for v in secrets):
+        raise ConfigError(f"{source}: cdn.shield_secrets must be a list of strings")  # value not echoed: a secret
+    for i, secret in enumerate(secrets):
+        if len(secret) < 16:
+            raise ConfigError(f"{source}: cdn.shield_secrets[{i}] is shorter than 16 characters; use a long random string")
+    return secrets
+
+
+def _header_name(value: str, key: str, source: str) -> str:
+    if not value or not all(c.isalnum() or c == "-" for c in value):
+        raise ConfigError(f"{source}: {key} has value {value!r}; expected an HTTP header name like X-Vodgate-Shield")
+    return value
+
+
+def _seconds(table: dict[str, Any], key: str, default: int, source: str) -> int:
+    value = _typed(table, key, int, default, source, "cdn")
+    if value < 0:
+        raise ConfigError(f"{source}: cdn.{key} has value {value}; expected seconds >= 0")
+    return value
 
 
 def _section(raw: dict[str, Any], name: str, known: set[str], source: str) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -15,6 +14,8 @@ from origin.media import MediaService
 from origin.storage import LocalStorage, Storage
 
 from .cache import DiskTier, SegmentCache
+from .cdn import CdnPolicy, ShieldMiddleware
+from .cors import CorsMiddleware
 from .delivery import Delivery
 from .errors import error_response
 
@@ -28,7 +29,13 @@ def create_app(settings: Settings, catalog: Catalog | None = None, storage: Stor
     media = MediaService(catalog, storage, settings.segment_duration, settings.index_cache_entries)
     disk = DiskTier(settings.cache_disk_path, settings.cache_disk_mb * MB) if settings.cache_disk_path else None
     cache = SegmentCache(settings.cache_memory_mb * MB, disk)
-    delivery = Delivery(media, cache)
+    cdn = CdnPolicy(
+        s_maxage=settings.s_maxage,
+        stale_while_revalidate=settings.stale_while_revalidate,
+        stale_if_error=settings.stale_if_error,
+        surrogate_header=settings.surrogate_header,
+    )
+    delivery = Delivery(media, cache, cdn)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
@@ -45,14 +52,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None, storage: Stor
             Route("/p/{path:path}", delivery.handle, methods=["GET", "HEAD"]),
         ],
         middleware=[
-            Middleware(
-                CORSMiddleware,
-                allow_origins=list(settings.cors_origins),
-                allow_methods=["GET", "HEAD", "OPTIONS"],
-                allow_headers=["Range", "If-Range", "If-None-Match", "If-Modified-Since"],
-                expose_headers=["Content-Length", "Content-Range", "ETag", "Accept-Ranges"],
-                max_age=86400,
-            )
+            Middleware(CorsMiddleware, allow_origins=settings.cors_origins),  # outermost: errors get CORS too
+            Middleware(ShieldMiddleware, header=settings.shield_header, secrets=settings.shield_secrets),
         ],
         exception_handlers={404: not_found, 405: method_not_allowed},
     )

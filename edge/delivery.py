@@ -20,6 +20,7 @@ from packager.segmenter import find_segment
 
 from . import urls
 from .cache import SegmentCache
+from .cdn import CdnPolicy
 from .errors import response_for
 from .request_info import MediaInfo, attach
 from .http import http_date, is_not_modified, requested_range, strong_etag
@@ -27,13 +28,13 @@ from .progressive import serve_progressive
 from .urls import BadRequest, MediaRequest
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
-IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 class Delivery:
-    def __init__(self, media: MediaService, cache: SegmentCache) -> None:
+    def __init__(self, media: MediaService, cache: SegmentCache, cdn: CdnPolicy) -> None:
         self.media = media
         self.cache = cache
+        self.cdn = cdn
 
     async def handle(self, request: Request) -> Response:
         info: MediaInfo | None = None
@@ -41,7 +42,7 @@ class Delivery:
             req = urls.parse_path(request.url.path)
             info = attach(request.scope, _info_for(req))
             if req.format == "mp4":
-                return await serve_progressive(request, req, self.media)
+                return await serve_progressive(request, req, self.media, self.cdn)
             return await self._hls(request, req, FORMATS[req.format], info)
         except Exception as exc:  # every failure becomes one JSON error; others keep being served
             response = response_for(exc)
@@ -60,7 +61,7 @@ class Delivery:
         path = urls.canonical_path(req)
         etag = strong_etag(version, path, str(self.media.target), ",".join(sorted(subset or ())))
         last_modified = http_date(em.last_modified_ns)
-        headers = {"ETag": etag, "Last-Modified": last_modified, "Cache-Control": IMMUTABLE}
+        headers = {"ETag": etag, "Last-Modified": last_modified, **self.cdn.media_headers(req.partner, req.entry)}
         if is_not_modified(request.headers, etag, last_modified):
             return Response(status_code=304, headers=headers)
         key = f"{path}|{etag}"  # the parsed path, never the raw URL: query strings cannot split the cache

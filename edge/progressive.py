@@ -7,13 +7,13 @@ from starlette.responses import Response, StreamingResponse
 
 from origin.media import MediaService
 
+from .cdn import CdnPolicy
 from .http import http_date, is_not_modified, requested_range, strong_etag
 from .urls import MediaRequest
 
-CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
-async def serve_progressive(request: Request, req: MediaRequest, media: MediaService) -> Response:
+async def serve_progressive(request: Request, req: MediaRequest, media: MediaService, cdn: CdnPolicy) -> Response:
     entry = await media.catalog.entry(req.partner, req.entry)
     flavor = entry.flavor(req.rendition.flavor)
     stat = await media.stat(flavor)
@@ -24,7 +24,7 @@ async def serve_progressive(request: Request, req: MediaRequest, media: MediaSer
         "ETag": etag,
         "Last-Modified": last_modified,
         "Accept-Ranges": "bytes",
-        "Cache-Control": CACHE_CONTROL,
+        **cdn.media_headers(req.partner, req.entry),
     }
     if is_not_modified(request.headers, etag, last_modified):
         return Response(status_code=304, headers=headers)

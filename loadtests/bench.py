@@ -12,11 +12,13 @@ What one run measures, on one flavor (by default a generated 1080p, ~5 Mbit/s,
 
 The three are run as interleaved passes (floor, TS, fMP4, then the order
 rotated) so that drift on the machine hits all three alike; each figure is
-the median of the passes. "Cold" means no segment cache (the server has
-none); the OS page cache *is* warm -- one untimed warm-up pass reads the whole
+the median of the passes. "Cold" means every segment is packaged (the bench
+calls the packager directly, never the server's segment cache in edge/cache.py);
+the OS page cache *is* warm -- one untimed warm-up pass reads the whole
 file first -- so the floor is memory bandwidth plus syscalls, not disk.
 
-It also times the index (moov) parse, scaled to one hour of media; the
+It also times the index (moov) parse, of this file and (unless --quick) of a
+generated real 1-hour flavor; the
 layout-only ``segment_size`` over all segments (what BANDWIDTH costs); and
 building the master playlist (``build_media_set`` + ``build_master``).
 

@@ -14,7 +14,9 @@ Two kinds of users:
   entry (round robin).
 
 Requests are named ``"<format> <type>"`` with type master, playlist, init or
-segment, so the statistics and ``--csv`` files group them.
+segment, so the statistics and ``--csv`` files group them. When the test stops,
+the responses' ``X-Cache`` values (the server's segment cache) are printed
+per request name.
 
     locust -f loadtests/locustfile.py --headless -u 20 -r 5 -t 30s \\
         --host http://127.0.0.1:8080 --csv out/run \\
@@ -26,6 +28,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
@@ -35,6 +38,22 @@ from locust import HttpUser, constant, events, task
 from locust.exception import StopUser
 
 FORMATS = ("hls", "cmaf")
+
+#: (request name, X-Cache header) -> responses, printed when the test stops: how much of the
+#: load the server's segment cache absorbed (HIT / MISS / COALESCED; "-" when the header is absent).
+CACHE_STATUS: Counter[tuple[str, str]] = Counter()
+
+
+@events.test_stop.add_listener
+def _print_cache_status(environment, **_kwargs) -> None:
+    if not CACHE_STATUS:
+        return
+    print("\nX-Cache by request name:")
+    for name in sorted({name for name, _ in CACHE_STATUS}):
+        counts = {status: n for (n_name, status), n in CACHE_STATUS.items() if n_name == name}
+        total = sum(counts.values())
+        parts = ", ".join(f"{status} {n} ({100 * n / total:.0f}%)" for status, n in sorted(counts.items()))
+        print(f"  {name:16} {parts}")
 
 
 @events.init_command_line_parser.add_listener
@@ -76,6 +95,7 @@ class _Fetcher(HttpUser):
 
     def get_text(self, path: str, name: str) -> str | None:
         with self.client.get(path, name=name, catch_response=True) as resp:
+            CACHE_STATUS[name, resp.headers.get("X-Cache", "-")] += 1
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code} for {path}: {resp.text[:200]}")
                 return None
@@ -91,6 +111,7 @@ class _Fetcher(HttpUser):
 
     def get_binary(self, path: str, name: str, fmt: str) -> bool:
         with self.client.get(path, name=name, catch_response=True) as resp:
+            CACHE_STATUS[name, resp.headers.get("X-Cache", "-")] += 1
             body = resp.content or b""
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code} for {path}")
