@@ -91,7 +91,7 @@ class KeyRing:
 
     keys: Mapping[str, bytes]
     ipv6_prefix: int = 64
-    accept_akamai: bool = True
+    formats: frozenset[str] = frozenset({"vodgate", "akamai"})  # which token formats are accepted
     signing_key: str | None = None  # kid used by `token sign`; default the first listed
 
     def signing_kid(self) -> str:
@@ -299,12 +299,12 @@ def verify(
         return TokenResult(False, reason, detail, fmt, key_id, claims, _redacted(fingerprint, len(token), fmt, key_id, claims))
 
     kind = detect_format(token)
+    if kind is not None and kind not in keys.formats:
+        return fail(MALFORMED, f"{kind} tokens are not accepted for this partner (token_formats)", kind)
     try:
         if kind == "vodgate":
             parsed = parse_native(token)
         elif kind == "akamai":
-            if not keys.accept_akamai:
-                return fail(MALFORMED, "Akamai tokens are not accepted for this partner (token_formats)", "akamai")
             parsed = parse_akamai(token)
         else:
             return fail(MALFORMED, f"neither a vodgate token ({NATIVE_VERSION}.<kid>.<claims>.<mac>) nor an Akamai token (exp=..~hmac=..)")

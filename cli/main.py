@@ -27,10 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("dir", type=Path)
     check.add_argument("--segment-duration", default="6")
 
-    bench = commands.add_parser("bench", help="cold packaging benchmark (see docs/PERFORMANCE.md)")
-    bench.add_argument("args", nargs=argparse.REMAINDER)
+    commands.add_parser("bench", help="cold packaging benchmark (see docs/PERFORMANCE.md; --help for its options)", add_help=False)
 
-    ns = parser.parse_args(argv)
+    ns, rest = parser.parse_known_args(argv)
+    if rest and ns.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if ns.command == "serve":
             return _serve(ns)
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             return _check(ns)
         from loadtests.bench import main as bench_main
 
-        return bench_main(ns.args)
+        return bench_main(rest)
     except ConfigError as exc:
         print(f"vodgate: configuration error: {exc}", file=sys.stderr)
         return 2

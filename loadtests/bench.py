@@ -49,6 +49,7 @@ from typing import Callable
 import numpy as np
 
 from origin.storage import LocalStorage
+from packager.errors import PackagerError
 from packager.formats import FMP4, TS, SegmentFormat
 from packager.hls.build import MasterUris, build_master
 from packager.media import ByteRange, MediaIndex, SampleBatch, Segment, Track
@@ -459,7 +460,7 @@ def print_report(r: dict) -> None:
     print(f"code      commit {code['commit']}" + (f" + uncommitted changes in {', '.join(code['uncommitted'])}"
                                                   if code["uncommitted"] else ""))
     print()
-    print(f"Packaging every segment, cold (no segment cache; OS page cache warm), median of {r['reps']} interleaved passes")
+    print(f"Packaging every segment, cold (each one muxed, no cache; OS page cache warm), median of {r['reps']} interleaved passes")
     print(f"  {'':13} {'pass ms':>8} {'seg/s':>8} {'ms/seg':>7} {'out MB/s':>9} {'x realtime':>10} "
           f"{'vs floor':>9} {'(cpu)':>6}   {'video ms':>8} {'audio ms':>8}")
     for mode in MODES:
@@ -579,14 +580,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     load_start = os.getloadavg()[0]
 
-    bench = Bench(path, args.segment_duration)
+    try:
+        bench = Bench(path, args.segment_duration)
+    except PackagerError as exc:
+        print(f"vodgate bench: {path} cannot be packaged: {exc}", file=sys.stderr)
+        return 2
     print(f"benchmarking {path} ({bench.size / 1e6:.1f} MB, {float(bench.index.duration_seconds):.0f} s, "
           f"{len(bench.items)} segments)")
     try:
         for note in verify(bench):
             print(f"  verified TS and fMP4 output, segment_size == len(mux): {note}")
-    except BenchError as exc:
-        print(f"vodgate bench: VERIFICATION FAILED: {exc}", file=sys.stderr)
+    except (BenchError, PackagerError) as exc:
+        print(f"vodgate bench: VERIFICATION FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
     packaging = measure_packaging(bench, args.reps)

@@ -35,7 +35,6 @@ from urllib.parse import urljoin
 import gevent
 import m3u8
 from locust import HttpUser, constant, events, task
-from locust.exception import StopUser
 
 FORMATS = ("hls", "cmaf")
 

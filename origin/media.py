@@ -159,7 +159,8 @@ class MediaService:
         key = (partner, entry_id, tuple((fid, stats[fid].version) for fid, _ in indexed))
 
         async def build() -> MediaSet:
-            return build_media_set(indexed, self.target)
+            # segmenting a long ladder is CPU work: keep it off the event loop
+            return await asyncio.to_thread(build_media_set, indexed, self.target)
 
         return EntryMedia(entry, await self.media_sets.get(key, build), stats, broken)
 

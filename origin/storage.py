@@ -54,11 +54,22 @@ class LocalStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        self._paths: dict[str, Path] = {}
 
     def path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root):
-            raise StorageError(f"key {key!r} escapes the media root")
+        """The file of ``key``, refusing anything that resolves outside the root (symlinks included).
+
+        Resolving costs several lstat calls, and a segment can take hundreds of
+        reads: remember the answer per key (bounded: keys are catalog flavors).
+        """
+        path = self._paths.get(key)
+        if path is None:
+            path = (self.root / key).resolve()
+            if not path.is_relative_to(self.root):
+                raise StorageError(f"key {key!r} escapes the media root")
+            if len(self._paths) > 100_000:
+                self._paths.clear()
+            self._paths[key] = path
         return path
 
     def stat_sync(self, key: str) -> ObjectStat:

@@ -68,16 +68,19 @@ def build_media_set(flavors: Sequence[tuple[str, MediaIndex]], target: Fraction 
     if not flavors:
         raise NotFound("entry has no flavors")
     with_video = [(fid, index) for fid, index in flavors if index.video is not None]
+    # A file with video is cut at its own keyframes (the same rule, so aligned
+    # ladders agree); its audio at the same times; audio-only files at the
+    # first video's boundaries, or on the plain grid when there is no video.
+    own = {fid: keyframe_boundaries(index.video, target) for fid, index in with_video}
     if with_video:
-        boundaries = keyframe_boundaries(with_video[0][1].video, target)
+        boundaries = own[with_video[0][0]]
     else:
         first_audio = next((i.audios[0] for _, i in flavors if i.audios), None)
         if first_audio is None:
             raise UnsupportedMedia("entry has neither video nor audio")
         boundaries = duration_boundaries(first_audio, target)
     videos = tuple(
-        Rendition(RenditionId(fid), index.video, tuple(plan_segments(index.video, _own_boundaries(index, boundaries, target))))
-        for fid, index in with_video
+        Rendition(RenditionId(fid), index.video, tuple(plan_segments(index.video, own[fid]))) for fid, index in with_video
     )
     audios = []
     seen_languages: set[str] = set()
@@ -86,16 +89,9 @@ def build_media_set(flavors: Sequence[tuple[str, MediaIndex]], target: Fraction 
             if track.language in seen_languages:
                 continue
             seen_languages.add(track.language)
-            cuts = _own_boundaries(index, boundaries, target)
+            cuts = own.get(fid, boundaries)
             audios.append(Rendition(RenditionId(fid, number), track, tuple(plan_segments(track, cuts))))
     return MediaSet(videos, tuple(audios), target, tuple(boundaries))
-
-
-def _own_boundaries(index: MediaIndex, entry_boundaries: list[Fraction], target: Fraction) -> list[Fraction]:
-    """A file with video is cut at its own keyframes (same rule, so aligned ladders agree)."""
-    if index.video is not None:
-        return keyframe_boundaries(index.video, target)
-    return entry_boundaries
 
 
 def frame_rate(track: Track) -> Fraction | None:

@@ -30,6 +30,7 @@ def keyframe_boundaries(video: Track, target: Fraction = DEFAULT_TARGET) -> list
     """Segment start times (seconds) for a video track: 0, then keyframes on the target grid."""
     timescale = video.timescale
     key_pts = np.sort(video.pts[video.keyframes])
+    end_time = video.end_time  # a whole-track reduction: compute once, not per boundary
     boundaries = [Fraction(0)]
     grid_step = 1
     while True:
@@ -39,7 +40,7 @@ def keyframe_boundaries(video: Track, target: Fraction = DEFAULT_TARGET) -> list
         if at >= key_pts.size:
             break
         cut = int(key_pts[at])
-        if cut >= video.end_time:
+        if cut >= end_time:
             break
         boundaries.append(Fraction(cut, timescale))
         # next grid line strictly after this cut
