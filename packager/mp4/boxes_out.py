@@ -62,15 +62,6 @@ def runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class FreeBox(Box):
-    FOURCC = b"free"
-    size: int = 0
-
-    def payload(self):
-        yield bytes(self.size)
-
-
-@dataclass(frozen=True)
 class MovieHeaderBox(FullBox):
     FOURCC = b"mvhd"
     timescale: int
