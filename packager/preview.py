@@ -28,7 +28,10 @@ them. Formally E is the presentation end of the kept samples (the largest
 presentation order for video): it is a frame boundary, ``E <= N``, and the
 kept samples are exactly those with ``pts < E``.
 
-* N at or beyond the track's end keeps everything (E = the track's end).
+* N at or beyond the track's end keeps everything (E = the track's end). A
+  frame straddling the edit list's end counts as ending there; samples wholly
+  past it (never presented) are still media past their time, kept only if they
+  end by N.
 * N before the first frame ends keeps nothing: :func:`clip_point` returns
   ``(0, 0)`` (an audio track may keep just its AAC priming frame, which is
   presented before 0: E is then 0). There is no "minimum one GOP": the caller
@@ -43,13 +46,19 @@ audio track when there is no video) is clipped exactly at E; audio is then cut
 at E by the audio rule (its last kept frame may end up to one frame before E).
 For a media set E also drops to a segment start if some rendition would keep no
 sample of the segment E falls in (audio frames straddling a keyframe boundary),
-so every rendition has the same number of non-empty segments.
+so every rendition has the same number of non-empty segments. When N cuts no
+video track, E is where the media ends.
+
+Cost: the first clip of a track builds three int64 arrays of its length (kept
+per Track, weakly); every later :func:`clip_point` is two binary searches.
+Callers should still cache :func:`clip_media_set` per (media set, N).
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import weakref
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -114,6 +123,37 @@ def _presented_ends(track: Track) -> np.ndarray:
     return np.where(track.pts < track.edit_end, np.minimum(ends, track.edit_end), ends)
 
 
+@dataclass(frozen=True, eq=False)
+class _ClipTable:
+    """Per-track arrays that make :func:`clip_point` two binary searches (built once per track)."""
+
+    reach: np.ndarray  # reach[i] = max presented end of samples [0, i]: prefix k fits N iff reach[k-1] <= N
+    splits: np.ndarray  # prefix lengths k whose samples are exactly those shown before the rest (0 and n included)
+    next_pts: np.ndarray  # next_pts[j] = min pts of samples [splits[j], n): the first dropped frame
+
+    @classmethod
+    def build(cls, track: Track) -> _ClipTable:
+        n = track.sample_count
+        pts = track.pts
+        reach = np.maximum.accumulate(_presented_ends(track))
+        suffix_min = np.minimum.accumulate(pts[::-1])[::-1]
+        valid = np.ones(n + 1, dtype=bool)
+        valid[1:n] = np.maximum.accumulate(pts)[:-1] < suffix_min[1:]
+        splits = np.flatnonzero(valid)
+        next_pts = np.append(suffix_min, np.iinfo(np.int64).max)[splits]
+        return cls(reach, splits, next_pts)
+
+
+_tables: "weakref.WeakKeyDictionary[Track, _ClipTable]" = weakref.WeakKeyDictionary()
+
+
+def _table(track: Track) -> _ClipTable:
+    table = _tables.get(track)
+    if table is None:
+        table = _tables[track] = _ClipTable.build(track)
+    return table
+
+
 def clip_point(track: Track, seconds: Seconds) -> tuple[int, Fraction]:
     """(samples to keep: a decode-order prefix, presentation end E those samples cover).
 
@@ -127,26 +167,20 @@ def clip_point(track: Track, seconds: Seconds) -> tuple[int, Fraction]:
     if n == 0:
         return 0, Fraction(0)
     limit = math.floor(limit_seconds * ts)  # end <= N*ts  <=>  end <= floor(N*ts) for integer ends
-    ends = _presented_ends(track)
-    over = np.flatnonzero(ends > limit)
-    if over.size == 0:
+    table = _table(track)
+    # the longest prefix whose frames all end by N (the first one ending later stops it) ...
+    k_max = int(np.searchsorted(table.reach, limit, side="right"))
+    if k_max == n:
         return n, min(Fraction(track.end_time, ts), limit_seconds)
-    k_max = int(over[0])
-    pts = track.pts
-    # A prefix of k samples is "exactly the samples with pts < E" iff every kept
-    # pts is below every dropped pts: take the largest such k <= k_max.
-    valid = np.ones(k_max + 1, dtype=bool)
-    if k_max > 0:
-        prefix_max = np.maximum.accumulate(pts[:k_max])
-        suffix_min = np.minimum.accumulate(pts[::-1])[::-1]
-        valid[1:] = prefix_max < suffix_min[1 : k_max + 1]
-    k = int(np.flatnonzero(valid)[-1])
+    # ... shortened to the longest prefix that is exactly the frames shown before some time
+    at = int(np.searchsorted(table.splits, k_max, side="right")) - 1
+    k = int(table.splits[at])
     if k == 0:
         return 0, Fraction(0)
     if track.kind == "video":
-        end = int(pts[k:].min())  # the first dropped frame in presentation order
+        end = int(table.next_pts[at])  # the first dropped frame in presentation order
     else:
-        end = int(ends[:k].max())  # the end of the last kept frame
+        end = int(table.reach[k - 1])  # the end of the last kept frame
     return k, Fraction(min(end, limit), ts)
 
 
@@ -207,30 +241,36 @@ def clip_tracks(tracks: Sequence[Track], seconds: Seconds) -> tuple[Fraction, tu
 
     Returns (E, one TrackClip per track, in order). Video tracks (audio tracks
     when there is no video) are clipped exactly at E; audio keeps its whole
-    frames ending by E. Does not raise for an empty result: check ``E > 0``.
+    frames ending by E. When N cuts no video track, E is where the media ends
+    (the latest track end, <= N). Does not raise for an empty result: check
+    ``E > 0``.
     """
     limit = max(as_seconds(seconds), Fraction(0))
     end = _fixpoint(limit, [_clip_constraint(t) for t in _primary(tracks)])
-    return end, tuple(TrackClip(t, *clip_point(t, end)) for t in tracks)
+    clips = tuple(TrackClip(t, *clip_point(t, end)) for t in tracks)
+    return _covered_end(clips), clips
+
+
+def _covered_end(clips: Iterable[TrackClip]) -> Fraction:
+    """The end the clipped tracks really reach: E when a video track is cut, the media's end when none is."""
+    return max((c.end for c in clips), default=Fraction(0))
 
 
 def clip_index(index: MediaIndex, seconds: Seconds) -> tuple[Fraction, tuple[TrackClip, ...]]:
     """:func:`clip_tracks` over a file's tracks; raises :class:`EmptyPreview` when nothing would play."""
     end, clips = clip_tracks(index.tracks, seconds)
-    _check_not_empty(seconds, end, [(f"track {c.track.track_id}", c) for c in clips], index.video is not None)
+    _check_not_empty(seconds, [(f"{c.track.kind} track {c.track.track_id}", c) for c in clips])
     return end, clips
 
 
-def _check_not_empty(seconds: Seconds, end: Fraction, clips: Sequence[tuple[str, TrackClip]], has_video: bool) -> None:
-    if end <= 0:
-        first = min((_first_frame_end(c.track) for _, c in clips if not has_video or c.track.kind == "video"), default=None)
-        after = f"; the first complete frame ends at {float(first):.3f} s" if first is not None else ""
-        raise EmptyPreview(f"a {float(as_seconds(seconds)):.3f} s preview holds no complete frame{after}")
+def _check_not_empty(seconds: Seconds, clips: Sequence[tuple[str, TrackClip]]) -> None:
+    """Raise EmptyPreview when some track would present nothing (the caller answers 403)."""
     for name, clip in clips:
         if clip.count == 0 or clip.end <= 0:
+            first = _first_frame_end(clip.track)
+            after = f" (its first frame ends at {float(first):.3f} s)" if first is not None else ""
             raise EmptyPreview(
-                f"a {float(as_seconds(seconds)):.3f} s preview ends at {float(end):.3f} s, "
-                f"before the first frame of {name} ends"
+                f"a {float(as_seconds(seconds)):.3f} s preview holds no complete frame of {name}{after}: nothing to serve"
             )
 
 
@@ -332,7 +372,13 @@ def clip_media_set(media_set: MediaSet, seconds: Seconds) -> MediaSet:
     marked as a :class:`ClippedSegment`), earlier segments are unchanged.
     Every rendition ends at the same E, so the segment durations of each sum to
     E. Returns ``media_set`` itself when the preview covers all of it; raises
-    :class:`EmptyPreview` when it would hold no complete frame.
+    :class:`EmptyPreview` when it would hold no complete frame. Apply it to the
+    full media set (not to a preview of it): ``ClippedSegment.full`` points there.
+
+    When E falls exactly on a segment boundary the segment before it may be
+    kept whole (not marked) in one rendition and lose its last audio frame
+    (marked, same duration) in another: test each segment with
+    :func:`is_clipped`, not by position.
     """
     limit = max(as_seconds(seconds), Fraction(0))
     renditions = media_set.videos + media_set.audios
@@ -340,7 +386,8 @@ def clip_media_set(media_set: MediaSet, seconds: Seconds) -> MediaSet:
     constraints = [_clip_constraint(r.track) for r in primary] + [_segment_constraint(r) for r in renditions]
     end = _fixpoint(limit, constraints)
     clips = [(r, TrackClip(r.track, *clip_point(r.track, end))) for r in renditions]
-    _check_not_empty(seconds, end, [(_name(r), c) for r, c in clips], bool(media_set.videos))
+    end = _covered_end(c for _, c in clips)
+    _check_not_empty(seconds, [(_name(r), c) for r, c in clips])
 
     clipped: dict[int, Rendition] = {}
     changed = False

@@ -256,8 +256,12 @@ class ChunkLargeOffsetBox(_TableBox):
         return cls(int(offsets.size), _pack([offsets], ">u8"))
 
 
+#: Largest mdat whose size fits the 32-bit box header (a name, so tests can lower it).
+MDAT_32BIT_LIMIT = U32_MAX
+
+
 def mdat_header(payload_size: int) -> bytes:
     """The mdat box header for ``payload_size`` bytes: 64-bit largesize when it does not fit 32 bits."""
-    if payload_size + 8 <= U32_MAX:
+    if payload_size + 8 <= MDAT_32BIT_LIMIT:
         return struct.pack(">I4s", payload_size + 8, b"mdat")
     return struct.pack(">I4sQ", 1, b"mdat", payload_size + 16)
