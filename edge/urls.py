@@ -9,6 +9,11 @@
     /p/{partner}/e/{entry}/cmaf/...                        the same with init.mp4 and seg-{n}.m4s
     /p/{partner}/e/{entry}/mp4/{flavor}.mp4                progressive download
 
+Free previews (docs/ACCESS_CONTROL.md) mark what they clip with ``-p{seconds}``:
+``index-p30.m3u8``, ``iframes-p30.m3u8``, ``seg-5-p30.ts`` (the segment cut at the
+preview end) and ``{flavor}-p30.mp4``. A marked URL names different bytes than
+the unmarked one, so no cache can mix a preview with the full media.
+
 Playlists link with relative URIs, so the builders here return paths
 relative to the playlist that contains them.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
 from origin.catalog import valid_id
@@ -44,13 +50,17 @@ class MediaRequest:
     resource: Resource
     rendition: RenditionId | None = None
     number: int | None = None  # segment number
+    preview: Fraction | None = None  # seconds, from a -p{seconds} marker
 
 
 _SEGMENT_EXT = {"hls": "ts", "cmaf": "m4s"}
 _ID = r"[^/]+"
 _ENTRY = re.compile(rf"/p/(?P<partner>{_ID})/e/(?P<entry>{_ID})/(?P<format>hls|cmaf|mp4)/(?P<rest>.*)")
 _RENDITION_FILE = re.compile(rf"(?P<flavor>{_ID})/(?:a(?P<audio>\d{{1,2}})/)?(?P<file>[^/]+)")
-_SEGMENT = re.compile(r"seg-(?P<n>\d+)\.(?P<ext>ts|m4s)")
+_PREVIEW = r"(?:-p(?P<preview>\d{1,6}(?:\.\d{1,3})?))?"
+_SEGMENT = re.compile(rf"seg-(?P<n>\d+){_PREVIEW}\.(?P<ext>ts|m4s)")
+_PLAYLIST = re.compile(rf"(?P<kind>index|iframes){_PREVIEW}\.m3u8")
+_PROGRESSIVE = re.compile(rf"(?P<flavor>[^/]+?){_PREVIEW}\.mp4")
 
 
 def parse_path(path: str) -> MediaRequest:
@@ -63,11 +73,11 @@ def parse_path(path: str) -> MediaRequest:
     partner, entry, fmt, rest = match["partner"], match["entry"], match["format"], match["rest"]
     _check_ids(partner=partner, entry=entry)
     if fmt == "mp4":
-        if not rest.endswith(".mp4") or "/" in rest:
+        found = _PROGRESSIVE.fullmatch(rest)
+        if found is None:
             raise NoSuchResource(f"no such resource: {path}")
-        flavor = rest[:-4]
-        _check_ids(flavor=flavor)
-        return MediaRequest(partner, entry, "mp4", "progressive", RenditionId(flavor))
+        _check_ids(flavor=found["flavor"])
+        return MediaRequest(partner, entry, "mp4", "progressive", RenditionId(found["flavor"]), preview=_preview(found))
     if rest == "master.m3u8":
         return MediaRequest(partner, entry, fmt, "master")  # type: ignore[arg-type]
     found = _RENDITION_FILE.fullmatch(rest)
@@ -79,16 +89,16 @@ def parse_path(path: str) -> MediaRequest:
         raise BadRequest("audio track numbers start at 1")
     rendition = RenditionId(found["flavor"], audio)
     name = found["file"]
-    if name == "index.m3u8":
-        return MediaRequest(partner, entry, fmt, "index", rendition)  # type: ignore[arg-type]
-    if name == "iframes.m3u8" and audio is None:
-        return MediaRequest(partner, entry, fmt, "iframes", rendition)  # type: ignore[arg-type]
+    playlist = _PLAYLIST.fullmatch(name)
+    if playlist is not None and not (playlist["kind"] == "iframes" and audio is not None):
+        return MediaRequest(partner, entry, fmt, playlist["kind"], rendition, preview=_preview(playlist))  # type: ignore[arg-type]
     if name == "init.mp4" and fmt == "cmaf":
         return MediaRequest(partner, entry, fmt, "init", rendition)
-    return MediaRequest(partner, entry, fmt, "segment", rendition, _segment_number(name, fmt))  # type: ignore[arg-type]
+    number, preview = _segment_name(name, fmt)
+    return MediaRequest(partner, entry, fmt, "segment", rendition, number, preview)  # type: ignore[arg-type]
 
 
-def _segment_number(name: str, fmt: str) -> int:
+def _segment_name(name: str, fmt: str) -> tuple[int, Fraction | None]:
     if name.startswith("seg-"):
         match = _SEGMENT.fullmatch(name)
         if match is None or match["ext"] != _SEGMENT_EXT[fmt]:
@@ -98,8 +108,18 @@ def _segment_number(name: str, fmt: str) -> int:
             raise BadRequest("segment numbers start at 1")
         if len(digits) > MAX_SEGMENT_DIGITS:
             raise NoSuchResource(f"segment {match['n'][:12]}... does not exist")
-        return int(digits)
+        return int(digits), _preview(match)
     raise NoSuchResource(f"no such resource: {name}")
+
+
+def _preview(match: re.Match[str]) -> Fraction | None:
+    value = match["preview"]
+    if value is None:
+        return None
+    seconds = Fraction(value)
+    if seconds <= 0:
+        raise BadRequest("a preview marker needs a positive number of seconds")
+    return seconds
 
 
 def _check_ids(**ids: str) -> None:
@@ -120,8 +140,17 @@ def master_path(partner: str, entry: str, fmt: Format) -> str:
     return f"{entry_path(partner, entry, fmt)}/master.m3u8"
 
 
-def progressive_path(partner: str, entry: str, flavor: str) -> str:
-    return f"{entry_path(partner, entry, 'mp4')}/{flavor}.mp4"
+def progressive_path(partner: str, entry: str, flavor: str, preview: Fraction | None = None) -> str:
+    return f"{entry_path(partner, entry, 'mp4')}/{flavor}{preview_marker(preview)}.mp4"
+
+
+def preview_marker(preview: Fraction | None) -> str:
+    """``-p30`` / ``-p12.5``: the one spelling of a preview length in URLs."""
+    if preview is None:
+        return ""
+    whole, rest = divmod(preview * 1000, 1000)
+    millis = int(rest)
+    return f"-p{int(whole)}" if millis == 0 else f"-p{int(whole)}.{millis:03d}".rstrip("0")
 
 
 def rendition_dir(rid: RenditionId) -> str:
@@ -129,17 +158,21 @@ def rendition_dir(rid: RenditionId) -> str:
     return f"{rid.flavor}/a{rid.audio}" if rid.audio else rid.flavor
 
 
-def media_playlist_uri(rid: RenditionId) -> str:
-    return f"{rendition_dir(rid)}/index.m3u8"
+def playlist_name(kind: Literal["index", "iframes"], preview: Fraction | None = None) -> str:
+    return f"{kind}{preview_marker(preview)}.m3u8"
 
 
-def iframes_playlist_uri(rid: RenditionId) -> str:
-    return f"{rendition_dir(rid)}/iframes.m3u8"
+def media_playlist_uri(rid: RenditionId, preview: Fraction | None = None) -> str:
+    return f"{rendition_dir(rid)}/{playlist_name('index', preview)}"
 
 
-def segment_uri(fmt: Format, number: int) -> str:
-    """Relative to the rendition's media playlist."""
-    return f"seg-{number}.{_SEGMENT_EXT[fmt]}"
+def iframes_playlist_uri(rid: RenditionId, preview: Fraction | None = None) -> str:
+    return f"{rendition_dir(rid)}/{playlist_name('iframes', preview)}"
+
+
+def segment_uri(fmt: Format, number: int, preview: Fraction | None = None) -> str:
+    """Relative to the rendition's media playlist; ``preview`` only for a segment the preview cuts."""
+    return f"seg-{number}{preview_marker(preview)}.{_SEGMENT_EXT[fmt]}"
 
 
 INIT_URI = "init.mp4"
@@ -149,17 +182,15 @@ def canonical_path(req: MediaRequest) -> str:
     """The one spelling of a request's path (``seg-01.ts`` -> ``seg-1.ts``): cache keys and ETags use it."""
     base = entry_path(req.partner, req.entry, req.format)
     if req.resource == "progressive":
-        return progressive_path(req.partner, req.entry, req.rendition.flavor)
+        return progressive_path(req.partner, req.entry, req.rendition.flavor, req.preview)
     if req.resource == "master":
         return f"{base}/master.m3u8"
     folder = f"{base}/{rendition_dir(req.rendition)}"
-    if req.resource == "index":
-        return f"{folder}/index.m3u8"
-    if req.resource == "iframes":
-        return f"{folder}/iframes.m3u8"
+    if req.resource in ("index", "iframes"):
+        return f"{folder}/{playlist_name(req.resource, req.preview)}"  # type: ignore[arg-type]
     if req.resource == "init":
         return f"{folder}/{INIT_URI}"
-    return f"{folder}/{segment_uri(req.format, req.number)}"
+    return f"{folder}/{segment_uri(req.format, req.number, req.preview)}"
 
 
 def cache_prefix(partner: str, entry: str | None = None) -> str:
