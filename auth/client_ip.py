@@ -17,6 +17,7 @@ The rule (docs/ACCESS_CONTROL.md, "The client address"):
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Sequence
 
@@ -40,6 +41,7 @@ def normalize_ip(address: IPAddress) -> IPAddress:
     return address
 
 
+@lru_cache(maxsize=8192)  # the same clients and proxies come back request after request
 def parse_ip(text: str) -> IPAddress | None:
     """An address as written in a socket peer or an X-Forwarded-For hop, or None when malformed.
 

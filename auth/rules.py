@@ -20,11 +20,11 @@ Nothing here reads a clock, a socket or a file: the caller passes the facts and 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
-from functools import cached_property
-from typing import ClassVar, Sequence
+from functools import cached_property, lru_cache
+from typing import ClassVar, NamedTuple, Sequence
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -64,6 +64,7 @@ class Facts:
     path: str = "/"
 
 
+@lru_cache(maxsize=4096)
 def referrer_host(referer: str | None, origin: str | None = None) -> str | None:
     """The host of the Referer header, else of the Origin header, lower case, without port or
     trailing dot; None when neither names a host (absent, empty, ``Origin: null``, garbage)."""
@@ -83,11 +84,21 @@ def referrer_host(referer: str | None, origin: str | None = None) -> str | None:
 # --- conditions ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ConditionTrace:
-    description: str
+class ConditionTrace(NamedTuple):
+    """One condition's result in a decision; ``why`` is rendered only when someone reads it."""
+
+    condition: "Condition"
     held: bool
-    why: str
+    facts: Facts
+    now: datetime
+
+    @property
+    def description(self) -> str:
+        return self.condition.description
+
+    @property
+    def why(self) -> str:
+        return self.condition.why(self.facts, self.now)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,8 +108,12 @@ class Condition:
     negated: bool = False
     kind: ClassVar[str] = ""
 
-    def test(self, facts: Facts, now: datetime) -> tuple[bool, str]:
-        """(result before negation, what was observed)."""
+    def test(self, facts: Facts, now: datetime) -> bool:
+        """The result before negation."""
+        raise NotImplementedError
+
+    def why(self, facts: Facts, now: datetime) -> str:
+        """What was observed, for the explanation."""
         raise NotImplementedError
 
     def describe_test(self) -> str:
@@ -110,8 +125,7 @@ class Condition:
         return f"not {text}" if self.negated else text
 
     def evaluate(self, facts: Facts, now: datetime) -> ConditionTrace:
-        result, why = self.test(facts, now)
-        return ConditionTrace(self.description, result != self.negated, why)
+        return ConditionTrace(self, self.test(facts, now) != self.negated, facts, now)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,9 +135,11 @@ class CountryIn(Condition):
     codes: frozenset[str]
     kind: ClassVar[str] = "country"
 
-    def test(self, facts: Facts, now: datetime) -> tuple[bool, str]:
-        observed = facts.country or UNKNOWN_COUNTRY
-        return observed in self.codes, f"country is {observed}"
+    def test(self, facts: Facts, now: datetime) -> bool:
+        return (facts.country or UNKNOWN_COUNTRY) in self.codes
+
+    def why(self, facts: Facts, now: datetime) -> str:
+        return f"country is {facts.country or UNKNOWN_COUNTRY}"
 
     def describe_test(self) -> str:
         return f"country in [{', '.join(sorted(self.codes))}]"
@@ -145,16 +161,25 @@ class ReferrerIn(Condition):
     def _suffixes(self) -> tuple[str, ...]:
         return tuple(p[1:] for p in self.patterns if p.startswith("*."))  # ".example.com"
 
-    def test(self, facts: Facts, now: datetime) -> tuple[bool, str]:
-        host = facts.referrer_host
+    def _match(self, host: str | None) -> str | None:
         if host is None:
-            return NO_REFERRER in self._exact, "no referrer"
+            return NO_REFERRER if NO_REFERRER in self._exact else None
         if host in self._exact:
-            return True, f"referrer host is {host}"
+            return host
         for suffix in self._suffixes:
             if host.endswith(suffix):
-                return True, f"referrer host is {host} (matches *{suffix})"
-        return False, f"referrer host is {host}"
+                return "*" + suffix
+        return None
+
+    def test(self, facts: Facts, now: datetime) -> bool:
+        return self._match(facts.referrer_host) is not None
+
+    def why(self, facts: Facts, now: datetime) -> str:
+        host = facts.referrer_host
+        if host is None:
+            return "no referrer"
+        matched = self._match(host)
+        return f"referrer host is {host}" + (f" (matches {matched})" if matched and matched != host else "")
 
     def describe_test(self) -> str:
         return f"referrer in [{', '.join(self.patterns)}]"
@@ -167,12 +192,20 @@ class IpIn(Condition):
     networks: tuple[IPNetwork, ...]
     kind: ClassVar[str] = "ip"
 
-    def test(self, facts: Facts, now: datetime) -> tuple[bool, str]:
+    def _match(self, facts: Facts) -> IPNetwork | None:
         ip = normalize_ip(facts.client_ip)
         for network in self.networks:
             if ip in network:
-                return True, f"client {ip} is in {network}"
-        return False, f"client is {ip}"
+                return network
+        return None
+
+    def test(self, facts: Facts, now: datetime) -> bool:
+        return self._match(facts) is not None
+
+    def why(self, facts: Facts, now: datetime) -> str:
+        network = self._match(facts)
+        ip = normalize_ip(facts.client_ip)
+        return f"client {ip} is in {network}" if network is not None else f"client is {ip}"
 
     def describe_test(self) -> str:
         return f"ip in [{', '.join(map(str, self.networks))}]"
@@ -185,10 +218,12 @@ class UserAgentMatches(Condition):
     pattern: re.Pattern[str]
     kind: ClassVar[str] = "user_agent"
 
-    def test(self, facts: Facts, now: datetime) -> tuple[bool, str]:
-        agent = facts.user_agent[:MAX_USER_AGENT]
-        shown = agent[:60] + ("..." if len(agent) > 60 else "")
-        return self.pattern.search(agent) is not None, f"user agent is {shown!r}"
+    def test(self, facts: Facts, now: datetime) -> bool:
+        return self.pattern.search(facts.user_agent[:MAX_USER_AGENT]) is not None
+
+    def why(self, facts: Facts, now: datetime) -> str:
+        agent = facts.user_agent
+        return f"user agent is {agent[:60] + ('...' if len(agent) > 60 else '')!r}"
 
     def describe_test(self) -> str:
         return f"user agent matches /{self.pattern.pattern}/"
@@ -257,11 +292,14 @@ class Schedule(Condition):
     windows: tuple[Window, ...]
     kind: ClassVar[str] = "schedule"
 
-    def test(self, facts: Facts, now: datetime) -> tuple[bool, str]:
+    def test(self, facts: Facts, now: datetime) -> bool:
+        return any(window.contains(now) for window in self.windows)
+
+    def why(self, facts: Facts, now: datetime) -> str:
         for window in self.windows:
             if window.contains(now):
-                return True, f"{window.observe(now)} (inside {window.describe()})"
-        return False, "; ".join(dict.fromkeys(w.observe(now) for w in self.windows))
+                return f"{window.observe(now)} (inside {window.describe()})"
+        return "; ".join(dict.fromkeys(w.observe(now) for w in self.windows))
 
     def describe_test(self) -> str:
         return f"time in [{'; '.join(w.describe() for w in self.windows)}]"
@@ -273,12 +311,15 @@ class Authenticated(Condition):
 
     kind: ClassVar[str] = "authenticated"
 
-    def test(self, facts: Facts, now: datetime) -> tuple[bool, str]:
+    def test(self, facts: Facts, now: datetime) -> bool:
+        return facts.token is not None and facts.token.valid
+
+    def why(self, facts: Facts, now: datetime) -> str:
         if facts.token is None:
-            return False, "no token"
+            return "no token"
         if facts.token.valid:
-            return True, "valid token"
-        return False, f"{facts.token.reason}: {facts.token.detail}"
+            return "valid token"
+        return f"{facts.token.reason}: {facts.token.detail}"
 
     def describe_test(self) -> str:
         return "has a valid token"
@@ -435,8 +476,7 @@ class EntryWindow:
 # --- the decision -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RuleTrace:
+class RuleTrace(NamedTuple):
     index: int  # 0-based, as in the config's rules[i]
     description: str
     matched: bool
@@ -458,6 +498,31 @@ class Decision:
     rules_total: int = 0
     window_checked: str | None = None  # what the entry window said, when there is one
 
+    def to_dict(self) -> dict[str, object]:
+        """JSON for the admin API's explain (and the 403 body's "error" is ``reason``)."""
+        return {
+            "allowed": self.allowed,
+            "status": self.status,
+            "reason": self.reason,
+            "detail": self.detail,
+            "preview_seconds": None if self.preview_seconds is None else float(self.preview_seconds),
+            "limits": {"max_height": self.limits.max_height, "max_bitrate": self.limits.max_bitrate},
+            "profile": self.profile,
+            "rule": self.rule,
+            "entry_window": self.window_checked,
+            "rules": [
+                {
+                    "index": rt.index,
+                    "rule": rt.description,
+                    "matched": rt.matched,
+                    "decisive": rt.decisive,
+                    "conditions": [{"condition": c.description, "held": c.held, "why": c.why} for c in rt.conditions],
+                }
+                for rt in self.trace
+            ],
+            "explanation": self.explanation(),
+        }
+
     def explanation(self) -> list[str]:
         """Lines for `vodgate access explain` and /admin/: every rule tried, every condition."""
         lines = [f"profile {self.profile!r} ({self.rules_total} rule{'s' if self.rules_total != 1 else ''})"]
@@ -471,7 +536,7 @@ class Decision:
         if self.rule is not None and self.rule + 1 < self.rules_total:
             rest = f"rule {self.rule + 1}" if self.rule + 2 == self.rules_total else f"rules {self.rule + 1}-{self.rules_total - 1}"
             lines.append(f"{rest}: not evaluated (rule {self.rule} decided)")
-        elif self.reason in (NOT_YET_AVAILABLE, ENTRY_EXPIRED) and self.rules_total:
+        elif self.rule is None and not self.allowed and self.rules_total:  # refused by the entry window
             lines.append("rules: not evaluated (outside the entry's availability window)")
         verdict = "ALLOW" if self.allowed else f"DENY {self.status}"
         lines.append(f"=> {verdict} {self.reason}: {self.detail}")
@@ -497,8 +562,8 @@ def decide(profile: Profile, facts: Facts, now: datetime, entry_window: EntryWin
     limits = NO_LIMITS
     traces: list[RuleTrace] = []
     for index, rule in enumerate(profile.rules):
-        results = tuple(c.evaluate(facts, now) for c in rule.conditions)
-        if not all(r.held for r in results):
+        results = tuple([c.evaluate(facts, now) for c in rule.conditions])
+        if not all([r.held for r in results]):
             traces.append(RuleTrace(index, rule.description, False, results, False))
             continue
         block = rule.block

@@ -42,7 +42,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Literal, Mapping
 from urllib.parse import unquote
 
@@ -71,7 +71,6 @@ REASONS = {
 
 NATIVE_VERSION = "vg1"
 MAX_TOKEN_LENGTH = 4096
-MAX_SESSION_ID = 128
 KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _NATIVE_CLAIMS = {"exp", "acl", "ip", "sid", "st"}
 _AKAMAI_FIELDS = ("ip", "st", "exp", "acl", "id", "data")  # the generator's fixed order
@@ -89,10 +88,17 @@ class TokenError(ValueError):
 class KeyRing:
     """A partner's active token keys (``kid -> secret``) and how tokens bind IPv6 clients."""
 
-    keys: Mapping[str, bytes]
+    keys: Mapping[str, bytes] = field(repr=False)  # secrets: never in a repr or a log line
     ipv6_prefix: int = 64
     formats: frozenset[str] = frozenset({"vodgate", "akamai"})  # which token formats are accepted
     signing_key: str | None = None  # kid used by `token sign`; default the first listed
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self.keys)
+
+    def __repr__(self) -> str:
+        return f"KeyRing(key_ids={self.key_ids}, ipv6_prefix={self.ipv6_prefix}, formats={sorted(self.formats)}, signing_key={self.signing_key!r})"
 
     def signing_kid(self) -> str:
         if self.signing_key is not None:
@@ -133,10 +139,16 @@ class TokenResult:
     format: TokenFormat | None = None
     key_id: str | None = None
     claims: Claims | None = None
-    redacted: str = ""
+    fingerprint: str = ""  # first 10 hex digits of the token's SHA-256: correlates log lines
+    length: int = 0
 
     def __bool__(self) -> bool:
         return self.valid
+
+    @property
+    def redacted(self) -> str:
+        """What to log instead of the token (see :func:`redact`)."""
+        return _redacted(self.fingerprint, self.length, self.format, self.key_id, self.claims)
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -278,6 +290,36 @@ def _network_claim(value: object) -> IPNetwork | None:
 # --- verification ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Analysis:
+    """Everything about a token that does not depend on keys, path, client or time (cached)."""
+
+    kind: TokenFormat | None
+    parsed: ParsedToken | None
+    error: str | None
+    fingerprint: str
+    native_claims: Claims | None = None  # decoded, but trusted only after the MAC checks out
+    claims_error: str | None = None
+
+
+@functools.lru_cache(maxsize=8192)  # a viewer sends the same token with every segment request
+def _analyse(token: str) -> _Analysis:
+    fingerprint = _fingerprint(token)
+    kind = detect_format(token)
+    if kind is None:
+        return _Analysis(None, None, f"neither a vodgate token ({NATIVE_VERSION}.<kid>.<claims>.<mac>) nor an Akamai token (exp=..~hmac=..)", fingerprint)
+    try:
+        parsed = parse_native(token) if kind == "vodgate" else parse_akamai(token)
+    except TokenError as exc:
+        return _Analysis(kind, None, str(exc), fingerprint)
+    if kind == "akamai":
+        return _Analysis(kind, parsed, None, fingerprint)
+    try:
+        return _Analysis(kind, parsed, None, fingerprint, decode_native_claims(parsed.raw_claims))
+    except TokenError as exc:
+        return _Analysis(kind, parsed, None, fingerprint, None, str(exc))
+
+
 def verify(
     token: str,
     path: str,
@@ -293,42 +335,34 @@ def verify(
     ``now``: an aware datetime or Unix seconds.
     """
     when = _epoch(now)
-    fingerprint = _fingerprint(token)
+    found = _analyse(token)
+    fmt = found.kind
 
-    def fail(reason: str, detail: str, fmt: TokenFormat | None = None, key_id: str | None = None, claims: Claims | None = None) -> TokenResult:
-        return TokenResult(False, reason, detail, fmt, key_id, claims, _redacted(fingerprint, len(token), fmt, key_id, claims))
+    def fail(reason: str, detail: str, key_id: str | None = None, claims: Claims | None = None) -> TokenResult:
+        return TokenResult(False, reason, detail, fmt, key_id, claims, found.fingerprint, len(token))
 
-    kind = detect_format(token)
-    if kind is not None and kind not in keys.formats:
-        return fail(MALFORMED, f"{kind} tokens are not accepted for this partner (token_formats)", kind)
-    try:
-        if kind == "vodgate":
-            parsed = parse_native(token)
-        elif kind == "akamai":
-            parsed = parse_akamai(token)
-        else:
-            return fail(MALFORMED, f"neither a vodgate token ({NATIVE_VERSION}.<kid>.<claims>.<mac>) nor an Akamai token (exp=..~hmac=..)")
-    except TokenError as exc:
-        return fail(MALFORMED, str(exc), kind)
+    if fmt is not None and fmt not in keys.formats:
+        return fail(MALFORMED, f"{fmt} tokens are not accepted for this partner (token_formats)")
+    parsed = found.parsed
+    if parsed is None:
+        return fail(MALFORMED, found.error or "unreadable")
 
-    fmt = parsed.format
     if fmt == "vodgate":
         key_id = parsed.key_id
         secret = keys.keys.get(key_id or "")
         if secret is None:
-            return fail(UNKNOWN_KEY, f"key id {key_id!r} is not one of the partner's token keys {sorted(keys.keys)}", fmt, key_id)
-        if not hmac.compare_digest(hmac.new(secret, parsed.signed, hashlib.sha256).digest(), parsed.mac):
-            return fail(BAD_SIGNATURE, f"signature does not match key {key_id!r}", fmt, key_id)
-        try:
-            claims = decode_native_claims(parsed.raw_claims)
-        except TokenError as exc:  # signed by us but unreadable: a signer bug, or a future version
-            return fail(MALFORMED, str(exc), fmt, key_id)
+            return fail(UNKNOWN_KEY, f"key id {key_id!r} is not one of the partner's token keys {sorted(keys.keys)}", key_id)
+        if not hmac.compare_digest(hmac.digest(secret, parsed.signed, "sha256"), parsed.mac):
+            return fail(BAD_SIGNATURE, f"signature does not match key {key_id!r}", key_id)
+        if found.native_claims is None:  # signed by us but unreadable: a signer bug, or a future version
+            return fail(MALFORMED, found.claims_error or "unreadable claims", key_id)
+        claims = found.native_claims
     else:
         if parsed.claims is None:  # pragma: no cover - parse_akamai always decodes the claims
-            return fail(MALFORMED, "no claims", fmt)
+            return fail(MALFORMED, "no claims")
         claims = parsed.claims
         if not keys.keys:
-            return fail(UNKNOWN_KEY, "the partner has no token_keys to check an Akamai token with", fmt)
+            return fail(UNKNOWN_KEY, "the partner has no token_keys to check an Akamai token with")
         url_token = not claims.acl and claims.url is None
         signed = parsed.signed + (b"~url=" + path.encode("utf-8") if url_token else b"")
         key_id = _akamai_key(signed, parsed.mac, keys.keys)
@@ -336,24 +370,23 @@ def verify(
             why = "signature matches none of the partner's token keys"
             if url_token:
                 why += " for this path (a token without acl is valid only for the exact URL it was signed for)"
-            return fail(BAD_SIGNATURE, why, fmt)
+            return fail(BAD_SIGNATURE, why)
 
     if when > claims.expires + skew:
-        return fail(EXPIRED, f"expired at {_iso(claims.expires)} (now {_iso(when)}, skew {skew:g}s)", fmt, key_id, claims)
+        return fail(EXPIRED, f"expired at {_iso(claims.expires)} (now {_iso(int(when))}, skew {skew:g}s)", key_id, claims)
     if claims.start is not None and when < claims.start - skew:
-        return fail(NOT_YET_VALID, f"valid from {_iso(claims.start)} (now {_iso(when)}, skew {skew:g}s)", fmt, key_id, claims)
+        return fail(NOT_YET_VALID, f"valid from {_iso(claims.start)} (now {_iso(int(when))}, skew {skew:g}s)", key_id, claims)
     if not _path_allowed(claims, path, fmt):
-        return fail(WRONG_PATH, f"{path[:200]!r} is not covered by {_describe_acl(claims)}", fmt, key_id, claims)
+        return fail(WRONG_PATH, f"{path[:200]!r} is not covered by {_describe_acl(claims)}", key_id, claims)
     if claims.ip is not None and not _ip_allowed(claims.ip, normalize_ip(client_ip), fmt, keys.ipv6_prefix):
-        return fail(WRONG_IP, f"bound to {claims.ip}, request from {client_ip}", fmt, key_id, claims)
-    shown = _redacted(fingerprint, len(token), fmt, key_id, claims)
-    return TokenResult(True, VALID, f"valid until {_iso(claims.expires)} for {_describe_acl(claims)}", fmt, key_id, claims, shown)
+        return fail(WRONG_IP, f"bound to {claims.ip}, request from {client_ip}", key_id, claims)
+    return TokenResult(True, VALID, f"valid until {_iso(claims.expires)} for {_describe_acl(claims)}", fmt, key_id, claims, found.fingerprint, len(token))
 
 
 def _akamai_key(signed: bytes, mac: bytes, keys: Mapping[str, bytes]) -> str | None:
     found = None
     for kid, secret in keys.items():  # no early exit: the time taken does not tell which key matched
-        if hmac.compare_digest(hmac.new(secret, signed, hashlib.sha256).digest(), mac):
+        if hmac.compare_digest(hmac.digest(secret, signed, "sha256"), mac):
             found = found or kid
     return found
 
@@ -407,9 +440,8 @@ def _epoch(now: datetime | float) -> float:
     return float(now)
 
 
-def _iso(seconds: float) -> str:
-    from datetime import timezone
-
+@functools.lru_cache(maxsize=4096)
+def _iso(seconds: int) -> str:
     return datetime.fromtimestamp(int(seconds), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -530,19 +562,10 @@ def extract_token(query: Mapping[str, str], cookies: Mapping[str, str]) -> Found
 def redact(token: str) -> str:
     """A loggable stand-in: the format, key id, expiry and ACL, and a short fingerprint to correlate
     log lines; never the MAC, the bound IP or the session id."""
-    fmt = detect_format(token)
-    key_id = None
-    claims = None
-    try:
-        if fmt == "vodgate":
-            parsed = parse_native(token)
-            key_id = parsed.key_id
-            claims = decode_native_claims(parsed.raw_claims)
-        elif fmt == "akamai":
-            claims = parse_akamai(token).claims
-    except TokenError:
-        pass
-    return _redacted(_fingerprint(token), len(token), fmt, key_id, claims)
+    found = _analyse(token)
+    claims = found.native_claims if found.kind == "vodgate" else (found.parsed.claims if found.parsed else None)
+    key_id = found.parsed.key_id if found.parsed else None
+    return _redacted(found.fingerprint, len(token), found.kind, key_id, claims)
 
 
 def _fingerprint(token: str) -> str:
@@ -560,3 +583,13 @@ def _redacted(fingerprint: str, length: int, fmt: TokenFormat | None, key_id: st
         parts.append(f"{length} chars")
     text = " ".join(parts)[:160].encode("ascii", "backslashreplace").decode()
     return f"<token {text} #{fingerprint}>"
+
+
+_QUERY_TOKEN = re.compile(r"(^|[?&;])(token|hdnts)=([^&;#]*)")
+
+
+def redact_query(query: str) -> str:
+    """A query string (or URL) safe to log: ``token=`` / ``hdnts=`` values become their fingerprint.
+
+    For access logs, which otherwise print ``?token=...`` in full (uvicorn's does)."""
+    return _QUERY_TOKEN.sub(lambda m: f"{m[1]}{m[2]}=<redacted #{_fingerprint(unquote(m[3]))}>", query)

@@ -1,0 +1,152 @@
+"""The seam between the edge and the access-control core: one call per media request.
+
+    control = AccessControl.from_config(access_config)          # at start: opens the GeoIP database
+    check = control.check(partner, entry, path, peer=..., forwarded_for=..., referer=..., origin=...,
+                          user_agent=..., query=..., cookies=..., now=datetime.now(timezone.utc))
+    check.decision.allowed / .status / .reason / .preview_seconds / .limits
+    check.propagate                                             # "token=..." to append to playlist URIs
+
+Everything but the GeoIP lookup is a pure function of the arguments; the clock is passed in.
+Profiles can be replaced while serving (admin API): each check reads the partner table once, and a
+replacement swaps the whole table, so a request sees either the old or the new profile, never a mix.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+from typing import Mapping
+from urllib.parse import quote
+
+from config.partners import AccessConfig, Partner
+from config.settings import ConfigError
+
+from .client_ip import IPAddress, client_ip
+from .geoip import CountryLookup, CountrySource, GeoIpError
+from .rules import OPEN_PROFILE, Decision, Facts, Profile, decide, referrer_host
+from .tokens import QUERY_AKAMAI, QUERY_NATIVE, FoundToken, TokenResult, extract_token, verify
+
+
+@dataclass(frozen=True)
+class AccessCheck:
+    decision: Decision
+    facts: Facts
+    token_source: str | None = None  # "query:token", "cookie:__hdnts", ...
+    propagate: str | None = None  # query string to append to every URI a playlist lists, or None
+
+    @property
+    def token(self) -> TokenResult | None:
+        return self.facts.token
+
+
+class AccessControl:
+    def __init__(self, config: AccessConfig, countries: CountrySource | None = None) -> None:
+        self.config = config
+        self.countries = countries
+        self._partners: Mapping[str, Partner] = config.partners
+
+    @classmethod
+    def from_config(cls, config: AccessConfig) -> "AccessControl":
+        """Opens ``server.geoip_database``; a missing or invalid file is a ConfigError (startup stops)."""
+        countries = None
+        if config.geoip_database is not None:
+            try:
+                countries = CountryLookup(config.geoip_database)
+            except GeoIpError as exc:
+                raise ConfigError(f"server.geoip_database: {exc}") from None
+        return cls(config, countries)
+
+    # --- per request ---
+
+    def partner(self, partner_id: str) -> Partner | None:
+        return self._partners.get(partner_id)
+
+    def check(
+        self,
+        partner_id: str,
+        entry: str,
+        path: str,
+        *,
+        peer: str | None,
+        forwarded_for: str | None = None,
+        referer: str | None = None,
+        origin: str | None = None,
+        user_agent: str | None = None,
+        query: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+        now: datetime,
+    ) -> AccessCheck:
+        """The decision for one request. A partner without a [partners.<id>] table is open."""
+        ip = client_ip(peer, forwarded_for, self.config.trusted_proxies)
+        partner = self._partners.get(partner_id)
+        found = extract_token(query or {}, cookies or {})
+        profile = partner.profile_for(entry) if partner is not None else OPEN_PROFILE
+        token = None
+        if found is not None and partner is not None:
+            token = verify(found.value, path, ip, partner.keys, now, self.config.token_clock_skew)
+        facts = Facts(
+            client_ip=ip,
+            country=self.country(ip) if profile.uses_country else None,
+            referrer_host=referrer_host(referer, origin),
+            user_agent=user_agent or "",
+            token=token,
+            path=path,
+        )
+        window = partner.entry_window(entry) if partner is not None else None
+        decision = decide(profile, facts, now, window)
+        return AccessCheck(decision, facts, found.source if found else None, propagation_query(found))
+
+    def country(self, ip: IPAddress) -> str | None:
+        return self.countries.country(ip) if self.countries is not None else None
+
+    def decide_for(self, partner_id: str, entry: str, facts: Facts, now: datetime) -> Decision:
+        """decide() with the partner's profile and entry window for ``entry`` (explain, admin)."""
+        partner = self._partners.get(partner_id)
+        if partner is None:
+            return decide(OPEN_PROFILE, facts, now)
+        return decide(partner.profile_for(entry), facts, now, partner.entry_window(entry))
+
+    # --- admin ---
+
+    def replace_profile(self, partner_id: str, profile: Profile) -> None:
+        """Create or replace a profile (already validated by config.partners.profile_from_dict)."""
+        partner = self._require(partner_id)
+        self._swap(partner.with_profile(profile))
+
+    def delete_profile(self, partner_id: str, name: str) -> None:
+        """ConfigError while the partner or one of its entries uses the profile."""
+        self._swap(self._require(partner_id).without_profile(name))
+
+    def admin_allowed(self, partner_id: str, presented: str | None) -> bool:
+        """Constant-time check of a partner's admin_secret; False when none is configured."""
+        partner = self._partners.get(partner_id)
+        if partner is None or partner.admin_secret is None or not presented:
+            return False
+        return hmac.compare_digest(partner.admin_secret.encode("utf-8"), presented.encode("utf-8"))
+
+    def _require(self, partner_id: str) -> Partner:
+        partner = self._partners.get(partner_id)
+        if partner is None:
+            raise ConfigError(f"no partner {partner_id!r} in the configuration; configured: {sorted(self._partners)}")
+        return partner
+
+    def _swap(self, partner: Partner) -> None:
+        self._partners = MappingProxyType({**self._partners, partner.id: partner})
+
+    def close(self) -> None:
+        closer = getattr(self.countries, "close", None)
+        if closer is not None:
+            closer()
+
+
+def propagation_query(found: FoundToken | None) -> str | None:
+    """``token=...`` / ``hdnts=...`` when the token came in the query string: players do not copy a
+    master playlist's query to the URIs it lists, so the playlists must. Cookie tokens travel alone."""
+    if found is None or not found.source.startswith("query:"):
+        return None
+    name = found.source.split(":", 1)[1]
+    if name not in (QUERY_NATIVE, QUERY_AKAMAI):  # pragma: no cover - extract_token's names only
+        return None
+    return f"{name}={quote(found.value, safe='~*!/:=')}"
