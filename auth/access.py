@@ -98,6 +98,19 @@ class AccessControl:
         decision = decide(profile, facts, now, window)
         return AccessCheck(decision, facts, found.source if found else None, propagation_query(found))
 
+    def config_partner(self, partner_id: str) -> Partner:
+        """The partner's current configuration (admin API); ConfigError when it has none."""
+        return self._require(partner_id)
+
+    def restricts(self, partner_id: str) -> bool:
+        """Whether answers for this partner can differ between viewers (any rule or entry window)."""
+        partner = self._partners.get(partner_id)
+        if partner is None:
+            return False
+        return any(p.rules for p in partner.profiles.values()) or any(
+            partner.entry_window(e) is not None for e in partner.entries
+        )
+
     def country(self, ip: IPAddress) -> str | None:
         return self.countries.country(ip) if self.countries is not None else None
 

@@ -61,6 +61,7 @@ class Settings:
     s_maxage: int = 31536000
     stale_while_revalidate: int = 60
     stale_if_error: int = 86400
+    access: Any = field(default=None, repr=False)  # config.partners.AccessConfig (partners, profiles, keys)
     source: str = "defaults"  # where the settings came from, for messages
 
     def with_overrides(self, **changes: Any) -> "Settings":
@@ -72,7 +73,7 @@ SERVER_KEYS = {
 }
 CACHE_KEYS = {"memory_mb", "disk_path", "disk_mb"}
 CDN_KEYS = {"shield_header", "shield_secrets", "surrogate_header", "s_maxage", "stale_while_revalidate", "stale_if_error"}
-SECTIONS = {"server", "cache", "cdn"}
+SECTIONS = {"server", "cache", "cdn", "partners"}
 
 
 def load_settings(path: Path) -> Settings:
@@ -89,7 +90,10 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
     unknown_sections = set(raw) - SECTIONS
     if unknown_sections:
         raise ConfigError(f"{source}: unknown section(s) {sorted(unknown_sections)}; known: {sorted(SECTIONS)}")
-    server = _section(raw, "server", SERVER_KEYS, source)
+    # imported here: config.partners imports ConfigError from this module
+    from .partners import ACCESS_SERVER_KEYS, parse_access
+
+    server = _section(raw, "server", SERVER_KEYS | ACCESS_SERVER_KEYS, source)
     cache = _section(raw, "cache", CACHE_KEYS, source)
     cdn = _section(raw, "cdn", CDN_KEYS, source)
     defaults = Settings()
@@ -112,6 +116,7 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         s_maxage=_seconds(cdn, "s_maxage", defaults.s_maxage, source),
         stale_while_revalidate=_seconds(cdn, "stale_while_revalidate", defaults.stale_while_revalidate, source),
         stale_if_error=_seconds(cdn, "stale_if_error", defaults.stale_if_error, source),
+        access=parse_access(raw, source, base_dir),
         source=source,
     )
 

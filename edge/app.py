@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import AsyncIterator
+
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from auth.access import AccessControl
+from config.partners import AccessConfig
 from config.settings import Settings
 from origin.catalog import Catalog, FileCatalog
 from origin.media import MediaService
 from origin.storage import LocalStorage, Storage
 
+from .admin import Admin
 from .cache import DiskTier, SegmentCache
 from .cdn import CdnPolicy, ShieldMiddleware
 from .cors import CorsMiddleware
@@ -35,7 +41,9 @@ def create_app(settings: Settings, catalog: Catalog | None = None, storage: Stor
         stale_if_error=settings.stale_if_error,
         surrogate_header=settings.surrogate_header,
     )
-    delivery = Delivery(media, cache, cdn)
+    access = AccessControl.from_config(settings.access or AccessConfig())
+    delivery = Delivery(media, cache, cdn, access)
+    admin = Admin(access, cache)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
@@ -46,18 +54,26 @@ def create_app(settings: Settings, catalog: Catalog | None = None, storage: Stor
     async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
         return error_response(405, "method_not_allowed", f"{request.method} is not allowed here")
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        access.close()
+
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/p/{path:path}", delivery.handle, methods=["GET", "HEAD"]),
+            *admin.routes(),
         ],
         middleware=[
             Middleware(CorsMiddleware, allow_origins=settings.cors_origins),  # outermost: errors get CORS too
             Middleware(ShieldMiddleware, header=settings.shield_header, secrets=settings.shield_secrets),
         ],
         exception_handlers={404: not_found, 405: method_not_allowed},
+        lifespan=lifespan,
     )
     app.state.media = media
     app.state.cache = cache
+    app.state.access = access
     app.state.settings = settings
     return app

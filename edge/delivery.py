@@ -1,78 +1,117 @@
-"""Media routes: a parsed URL becomes a packager call and a response, nothing more.
+"""Media routes: a parsed URL becomes an access decision, a packager call and a response.
 
-Playlists are rendered once per entry version and cached; segments are muxed
-in the thread pool (the packager is synchronous and CPU-bound) so the event
-loop keeps serving other viewers meanwhile.
+Order of work for every request: parse the URL, decide access (before any
+media I/O), then answer from the cache or package. Playlists are cached
+token-free and personalised per response; segments are muxed in the thread
+pool (the packager is synchronous and CPU-bound) so the event loop keeps
+serving other viewers.
+
+Free previews (docs/ACCESS_CONTROL.md): the media set is clipped at the
+preview end E; the segment E falls in has its own ``-p{N}`` URL; a request
+for anything past E, or for the unmarked URL of the clipped segment,
+answers 403 ``preview_only`` before a byte of media is read.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
+from fractions import Fraction
+from typing import Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from origin.catalog import valid_id
+from auth.access import AccessControl
+from auth.rules import FLAVOR_NOT_ALLOWED, PREVIEW_ONLY
+from origin.catalog import UnknownFlavor, valid_id
 from origin.media import EntryMedia, MediaService
+from packager.fmp4 import init_segment
 from packager.formats import FORMATS, SegmentFormat
 from packager.hls.build import MasterUris, build_iframes, build_master, build_media
-from packager.fmp4 import init_segment
+from packager.hls.uris import with_query
+from packager.media import Segment
+from packager.media_set import MediaSet, Rendition
+from packager.preview import is_clipped
 from packager.segmenter import find_segment
 
 from . import urls
 from .cache import SegmentCache
 from .cdn import CdnPolicy
 from .errors import response_for
-from .request_info import MediaInfo, attach
 from .http import http_date, is_not_modified, requested_range, strong_etag
 from .progressive import serve_progressive
+from .request_info import MediaInfo, attach
 from .urls import BadRequest, MediaRequest
+from .viewer import Denied, Grant, grant_for
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+PERSONAL_PLAYLIST_CACHE = "private, max-age=60"  # holds this viewer's token or decision
 
 
 class Delivery:
-    def __init__(self, media: MediaService, cache: SegmentCache, cdn: CdnPolicy) -> None:
+    def __init__(
+        self,
+        media: MediaService,
+        cache: SegmentCache,
+        cdn: CdnPolicy,
+        access: AccessControl,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
         self.media = media
         self.cache = cache
         self.cdn = cdn
+        self.access = access
+        self.clock = clock
 
     async def handle(self, request: Request) -> Response:
         info: MediaInfo | None = None
         try:
             req = urls.parse_path(request.url.path)
             info = attach(request.scope, _info_for(req))
+            grant, check = grant_for(request, urls.canonical_path(req), req.partner, req.entry, self.access, self.clock())
+            info.client_ip, info.country = str(check.facts.client_ip), check.facts.country
+            if check.token is not None and check.token.claims is not None:
+                info.session_id = check.token.claims.session_id
+            _check_preview_marker(req, grant)
             if req.format == "mp4":
-                return await serve_progressive(request, req, self.media, self.cdn)
-            return await self._hls(request, req, FORMATS[req.format], info)
+                return await serve_progressive(request, req, self.media, self.cdn, grant)
+            return await self._hls(request, req, FORMATS[req.format], info, grant)
+        except Denied as denied:
+            if info is not None:
+                info.denied = denied.code
+            return response_for(denied)
         except Exception as exc:  # every failure becomes one JSON error; others keep being served
-            response = response_for(exc)
             if info is not None:
                 info.error = getattr(exc, "code", None) or getattr(getattr(exc, "error", None), "code", "error")
-            return response
+            return response_for(exc)
 
-    async def _hls(self, request: Request, req: MediaRequest, fmt: SegmentFormat, info: MediaInfo) -> Response:
-        subset = _flavor_subset(request) if req.resource == "master" else None
-        em = await self.media.entry_media(req.partner, req.entry, subset)
+    async def _hls(self, request: Request, req: MediaRequest, fmt: SegmentFormat, info: MediaInfo, grant: Grant) -> Response:
+        em = await self.media.entry_media(req.partner, req.entry)
         info.entry_duration = float(em.media_set.duration)
         if req.rendition is not None:
             em.entry.flavor(req.rendition.flavor)  # UnknownFlavor (404) for a flavor the entry does not have
             em.check_flavor(req.rendition.flavor)
-        version = em.version if req.rendition is None else em.flavor_version(req.rendition.flavor)
-        path = urls.canonical_path(req)
-        etag = strong_etag(version, path, str(self.media.target), ",".join(sorted(subset or ())))
-        last_modified = http_date(em.last_modified_ns)
-        headers = {"ETag": etag, "Last-Modified": last_modified, **self.cdn.media_headers(req.partner, req.entry)}
-        if is_not_modified(request.headers, etag, last_modified):
-            return Response(status_code=304, headers=headers)
-        key = f"{path}|{etag}"  # the parsed path, never the raw URL: query strings cannot split the cache
-        if req.resource in ("master", "index", "iframes"):
-            text, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(_render_playlist, em, req, fmt))
-            return Response(text, media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
+        preview = req.preview if req.preview is not None else grant.preview
+        media_set = em.media_set if preview is None else await self.media.preview_set(em, preview)
+        if req.resource == "master":
+            return await self._master(request, req, fmt, em, media_set, grant, preview)
         rendition = em.media_set.rendition(req.rendition)
+        if rendition.kind == "video" and not _flavor_allowed(rendition, grant):
+            raise Denied(403, FLAVOR_NOT_ALLOWED, f"flavor {req.rendition.flavor} is above this viewer's quality limit")
+        clipped = media_set.rendition(req.rendition)
+        version = em.flavor_version(req.rendition.flavor)
+        if req.resource in ("index", "iframes"):
+            return await self._playlist(request, req, em, version, grant, lambda: _media_playlist(clipped, req, fmt, preview))
+        headers, etag = self._headers(req, em, version)
+        if is_not_modified(request.headers, etag, headers["Last-Modified"]):
+            return Response(status_code=304, headers=headers)
+        key = f"{urls.canonical_path(req)}|{etag}"  # the parsed path, never the raw URL
         if req.resource == "init":
-            body, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(init_segment, rendition.track))
-            return _ranged(request, body, "video/mp4", {**headers, "X-Cache": status})
-        segment = find_segment(rendition.segments, req.number)
+            body, info.cache = await self.cache.get_or_make(key, lambda: run_in_threadpool(init_segment, rendition.track))
+            return _ranged(request, body, "video/mp4", {**headers, "X-Cache": info.cache})
+        segment = _granted_segment(clipped, req, preview, grant)
         info.media_start, info.media_duration = float(segment.start), float(segment.duration)
         if request.method == "HEAD":
             size = fmt.segment_size(rendition.track, segment)
@@ -84,6 +123,80 @@ class Delivery:
 
         body, info.cache = await self.cache.get_or_make(key, package)
         return _ranged(request, body, fmt.content_type, {**headers, "X-Cache": info.cache})
+
+    async def _master(self, request, req, fmt, em: EntryMedia, media_set: MediaSet, grant: Grant, preview) -> Response:
+        requested = _flavor_subset(request)
+        shown = [
+            v.id.flavor
+            for v in media_set.videos
+            if (requested is None or v.id.flavor in requested) and _flavor_allowed(v, grant)
+        ]
+        if media_set.videos and not shown:
+            if requested is not None and not any(v.id.flavor in requested for v in media_set.videos):
+                raise UnknownFlavor(f"flavors= names none of this entry's flavors ({', '.join(v.id.flavor for v in media_set.videos)})")
+            raise Denied(403, FLAVOR_NOT_ALLOWED, "no flavor of this entry is within this viewer's quality limit")
+        visible = _only_videos(media_set, frozenset(shown))
+        return await self._playlist(request, req, em, em.version, grant, lambda: _master_playlist(visible, fmt, preview), variant=",".join(shown))
+
+    async def _playlist(self, request, req, em: EntryMedia, version: str, grant: Grant, render, variant: str = "") -> Response:
+        headers, etag = self._headers(req, em, version, variant, grant.query)
+        if grant.personal:
+            headers["Cache-Control"] = PERSONAL_PLAYLIST_CACHE
+        if is_not_modified(request.headers, etag, headers["Last-Modified"]):
+            return Response(status_code=304, headers=headers)
+        # cached token-free under the parsed path; the viewer's query is added per response
+        key = f"{urls.canonical_path(req)}|{strong_etag(version, variant, str(self.media.target))}"
+        body, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(lambda: render().encode()))
+        text = with_query(body.decode(), grant.query) if grant.query else body
+        return Response(text, media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
+
+    def _headers(self, req: MediaRequest, em: EntryMedia, version: str, *extra: str) -> tuple[dict[str, str], str]:
+        etag = strong_etag(version, urls.canonical_path(req), str(self.media.target), *extra)
+        headers = {"ETag": etag, "Last-Modified": http_date(em.last_modified_ns), **self.cdn.media_headers(req.partner, req.entry)}
+        return headers, etag
+
+
+def _check_preview_marker(req: MediaRequest, grant: Grant) -> None:
+    """A -p{N} URL may ask for less than the grant, never more."""
+    if req.preview is not None and grant.preview is not None and req.preview > grant.preview:
+        raise Denied(403, PREVIEW_ONLY, f"this viewer may play the first {float(grant.preview):g} s only")
+
+
+def _granted_segment(rendition: Rendition, req: MediaRequest, preview: Fraction | None, grant: Grant) -> Segment:
+    """The segment to serve, or 403 preview_only for anything the preview does not include whole."""
+    count = len(rendition.segments)
+    if preview is not None and req.number > count:
+        raise Denied(403, PREVIEW_ONLY, f"segment {req.number} lies past the {float(preview):g} s preview")
+    segment = find_segment(rendition.segments, req.number)
+    if is_clipped(segment) and req.preview is None:
+        raise Denied(403, PREVIEW_ONLY, f"segment {req.number} runs past the preview; its clipped URL is in the playlist")
+    return segment
+
+
+def _flavor_allowed(rendition: Rendition, grant: Grant) -> bool:
+    info = rendition.track.video
+    return grant.allows_flavor(info.height if info else None, rendition.track.bitrate)
+
+
+def _only_videos(media_set: MediaSet, flavors: frozenset[str]) -> MediaSet:
+    return replace(media_set, videos=tuple(v for v in media_set.videos if v.id.flavor in flavors))
+
+
+def _master_playlist(media_set: MediaSet, fmt: SegmentFormat, preview: Fraction | None) -> str:
+    uris = MasterUris(lambda rid: urls.media_playlist_uri(rid, preview), lambda rid: urls.iframes_playlist_uri(rid, preview))
+    return build_master(media_set, fmt, uris)
+
+
+def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat, preview: Fraction | None) -> str:
+    def segment_uri(segment: Segment) -> str:
+        return urls.segment_uri(fmt.name, segment.number, preview if is_clipped(segment) else None)
+
+    init_uri = urls.INIT_URI if fmt.has_init else None
+    if req.resource == "iframes":
+        if rendition.kind != "video":
+            raise BadRequest("I-frame playlists exist for video renditions only")
+        return build_iframes(rendition, fmt, segment_uri, init_uri)
+    return build_media(rendition, fmt, segment_uri, init_uri)
 
 
 def _ranged(request: Request, body: bytes, media_type: str, headers: dict[str, str]) -> Response:
@@ -107,23 +220,6 @@ def _info_for(req: MediaRequest) -> MediaInfo:
         audio=rendition.audio if rendition else None,
         segment=req.number,
     )
-
-
-def _render_playlist(em: EntryMedia, req: MediaRequest, fmt: SegmentFormat) -> bytes:
-    return _playlist_text(em, req, fmt).encode()
-
-
-def _playlist_text(em: EntryMedia, req: MediaRequest, fmt: SegmentFormat) -> str:
-    if req.resource == "master":
-        return build_master(em.media_set, fmt, MasterUris(urls.media_playlist_uri, urls.iframes_playlist_uri))
-    rendition = em.media_set.rendition(req.rendition)
-    segment_uri = lambda n: urls.segment_uri(fmt.name, n)  # noqa: E731
-    init_uri = urls.INIT_URI if fmt.has_init else None
-    if req.resource == "iframes":
-        if rendition.kind != "video":
-            raise BadRequest("I-frame playlists exist for video renditions only")
-        return build_iframes(rendition, fmt, segment_uri, init_uri)
-    return build_media(rendition, fmt, segment_uri, init_uri)
 
 
 def _flavor_subset(request: Request) -> frozenset[str] | None:

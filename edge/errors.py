@@ -14,9 +14,11 @@ from origin.catalog import CatalogError
 from origin.media import FlavorError
 from origin.storage import StorageError
 from packager.errors import MediaError, NotFound, UnsupportedMedia
+from packager.preview import EmptyPreview
 
 from .http import RangeNotSatisfiable
 from .urls import BadRequest, NoSuchResource
+from .viewer import Denied
 
 log = logging.getLogger("vodgate.edge")
 
@@ -24,13 +26,18 @@ CLIENT_ERROR_CACHE = "public, max-age=10"  # a typo'd URL may be fixed soon: cac
 SERVER_ERROR_CACHE = "no-store"
 
 
-def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    cache = CLIENT_ERROR_CACHE if status < 500 else SERVER_ERROR_CACHE
+def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None, personal: bool = False) -> JSONResponse:
+    """``personal``: the answer depends on who asked (access control): no shared cache may keep it."""
+    cache = SERVER_ERROR_CACHE if personal or status >= 500 else CLIENT_ERROR_CACHE
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers={"Cache-Control": cache, **(headers or {})})
 
 
 def response_for(exc: Exception) -> JSONResponse:
     """Map an exception raised while serving a media request to its response."""
+    if isinstance(exc, Denied):
+        return error_response(exc.status, exc.code, str(exc), personal=True)
+    if isinstance(exc, EmptyPreview):
+        return error_response(403, exc.code, str(exc), personal=True)
     if isinstance(exc, BadRequest):
         return error_response(400, exc.code, str(exc))
     if isinstance(exc, (NoSuchResource, CatalogError)):

@@ -19,9 +19,11 @@ from packager.errors import MediaError
 from packager.media import MediaIndex, SampleBatch, Segment
 from packager.media_set import MediaSet, Rendition, build_media_set
 from packager.mp4.index import index_reader
+from packager.mp4.writer import VirtualFile, clipped_mp4
+from packager.preview import clip_media_set
 from packager.samples import byte_ranges, make_batch
 
-from .catalog import Catalog, Entry, Flavor, UnknownFlavor
+from .catalog import Catalog, Entry, Flavor
 from .storage import ObjectStat, Storage
 
 log = logging.getLogger("vodgate.origin")
@@ -114,6 +116,7 @@ class MediaService:
         self.target = target
         self.indexes: AsyncLRU[tuple[str, str], MediaIndex] = AsyncLRU(index_cache_entries)
         self.media_sets: AsyncLRU[tuple, MediaSet] = AsyncLRU(max(16, index_cache_entries // 4))
+        self.previews: AsyncLRU[tuple, object] = AsyncLRU(max(16, index_cache_entries // 4))
 
     async def stat(self, flavor: Flavor) -> ObjectStat:
         return await self.storage.stat(flavor.key)
@@ -135,17 +138,15 @@ class MediaService:
             log.warning("unplayable flavor %s: %s", key, exc)  # logged once: the failure is cached
             raise FlavorError(key, exc) from exc
 
-    async def entry_media(self, partner: str, entry_id: str, flavor_ids: frozenset[str] | None = None) -> EntryMedia:
-        """The entry's media set over its playable flavors (optionally a subset).
+    async def entry_media(self, partner: str, entry_id: str) -> EntryMedia:
+        """The entry's media set over its playable flavors.
 
         A broken flavor is left out, so one bad upload does not take its
         siblings down; requests for it get its error. Only when no flavor is
         playable does the whole entry fail.
         """
         entry = await self.catalog.entry(partner, entry_id)
-        flavors = [f for f in entry.flavors if flavor_ids is None or f.id in flavor_ids]
-        if not flavors:
-            raise UnknownFlavor(f"entry {entry_id} has none of the flavors {sorted(flavor_ids or ())}")
+        flavors = list(entry.flavors)
         stats = {f.id: await self.stat(f) for f in flavors}
         indexed: list[tuple[str, MediaIndex]] = []
         broken: dict[str, FlavorError] = {}
@@ -163,6 +164,16 @@ class MediaService:
             return await asyncio.to_thread(build_media_set, indexed, self.target)
 
         return EntryMedia(entry, await self.media_sets.get(key, build), stats, broken)
+
+    async def preview_set(self, em: EntryMedia, seconds: Fraction) -> MediaSet:
+        """The entry's media set clipped to a preview (cached: every viewer of a preview shares it)."""
+        key = (em.entry.partner, em.entry.id, em.version, seconds)
+        return await self.previews.get(key, lambda: asyncio.to_thread(clip_media_set, em.media_set, seconds))
+
+    async def clipped_file(self, flavor: Flavor, stat: ObjectStat, seconds: Fraction) -> VirtualFile:
+        """A progressive MP4 holding the first ``seconds`` of a flavor, as literal bytes and source ranges."""
+        index = await self.index(flavor, stat)
+        return await self.previews.get((flavor.key, stat.version, seconds), lambda: asyncio.to_thread(clipped_mp4, index, seconds))
 
     async def batch(self, entry: Entry, rendition: Rendition, segment: Segment) -> SampleBatch:
         flavor = entry.flavor(rendition.id.flavor)

@@ -114,7 +114,7 @@ def test_clipped_segments_decode_to_the_source_frames_before_e(name, seconds, tm
                 match = oracle.audio_hashes_match(src[: k - 1], ours, max_leading=1, max_trailing=0)
                 assert match and match.leading == 1 and not match.tail_trimmed, match.reason
                 assert (ours[-1].pts + ours[-1].duration) * ours[-1].tb - (ours[0].pts + ours[0].duration) * ours[0].tb <= end
-        playlist = build_media(rendition, TS, lambda n: f"seg-{n}.ts", None)
+        playlist = build_media(rendition, TS, lambda s: f"seg-{s.number}.ts", None)
         extinf = [Fraction(line[8:-1]) for line in playlist.splitlines() if line.startswith("#EXTINF:")]
         assert len(extinf) == len(rendition.segments)
         assert abs(sum(extinf) - end) < Fraction(1, 1000)
@@ -137,7 +137,7 @@ def test_ladder_renditions_stop_together(tmp_path):
     (tmp_path / "init.mp4").write_bytes(init)
     for segment, data in zip(rendition.segments, segments):
         (tmp_path / f"seg-{segment.number}.m4s").write_bytes(data)
-    (tmp_path / "index.m3u8").write_text(build_media(rendition, FMP4, lambda n: f"seg-{n}.m4s", "init.mp4"))
+    (tmp_path / "index.m3u8").write_text(build_media(rendition, FMP4, lambda s: f"seg-{s.number}.m4s", "init.mp4"))
     ours = decode(tmp_path / "index.m3u8", "video", rendition.track.timescale, "-allowed_extensions", "ALL")
     expected = frames_before(source_frames(name, "video", rendition.track.timescale), clipped.end)
     assert [f.md5 for f in ours] == [f.md5 for f in expected]

@@ -13,6 +13,7 @@ from fractions import Fraction
 from typing import Callable
 
 from ..formats import SegmentFormat
+from ..media import Segment
 from ..media_set import MediaSet, Rendition, RenditionId, frame_rate
 from ..segmenter import target_duration
 from .bandwidth import average_bandwidth, peak_bandwidth
@@ -98,16 +99,16 @@ def _audio_name(rendition: Rendition, position: int) -> str:
     return language if language != "und" else f"audio {position + 1}"
 
 
-def build_media(rendition: Rendition, fmt: SegmentFormat, segment_uri: Callable[[int], str], init_uri: str | None) -> str:
-    segments = [PlaylistSegment(segment_uri(s.number), s.duration) for s in rendition.segments]
+def build_media(rendition: Rendition, fmt: SegmentFormat, segment_uri: Callable[[Segment], str], init_uri: str | None) -> str:
+    segments = [PlaylistSegment(segment_uri(s), s.duration) for s in rendition.segments]
     init = InitSection(init_uri) if fmt.has_init and init_uri else None
     return media_playlist(segments, target_duration=target_duration(rendition.segments), version=fmt.version, init=init)
 
 
-def build_iframes(rendition: Rendition, fmt: SegmentFormat, segment_uri: Callable[[int], str], init_uri: str | None) -> str:
+def build_iframes(rendition: Rendition, fmt: SegmentFormat, segment_uri: Callable[[Segment], str], init_uri: str | None) -> str:
     """One I-frame per segment (each segment starts with one), as a byte range of that segment."""
     segments = [
-        PlaylistSegment(segment_uri(s.number), s.duration, fmt.first_frame_range(rendition.track, s))
+        PlaylistSegment(segment_uri(s), s.duration, fmt.first_frame_range(rendition.track, s))
         for s in rendition.segments
     ]
     init = InitSection(init_uri) if fmt.has_init and init_uri else None

@@ -1,0 +1,73 @@
+"""What this viewer may have: the access decision turned into a Grant, or a Denied.
+
+One call per media request, before any media work. The decision itself is
+auth/'s pure function; this module only gathers the request facts and
+states the result in the terms the routes use.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from fractions import Fraction
+
+from starlette.requests import Request
+
+from auth.access import AccessCheck, AccessControl
+from auth.rules import FlavorLimits
+
+# Forwarded into every URI of a playlist so players keep sending it; only a safe alphabet.
+SESSION_PARAMETER = "playSessionId"
+_SESSION_VALUE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+class Denied(Exception):
+    """403 with a reason code (access control) or another status the decision names."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Grant:
+    preview: Fraction | None = None  # seconds the viewer may play; None = all
+    limits: FlavorLimits | None = None
+    query: str = ""  # per-viewer parameters to carry into playlist URIs ("token=...&playSessionId=...")
+    personal: bool = False  # the answer depends on who asks: shared caches must not keep playlists
+
+    def allows_flavor(self, height: int | None, bitrate: int | None) -> bool:
+        return self.limits is None or self.limits.allows(height, bitrate)
+
+
+def grant_for(request: Request, path: str, partner: str, entry: str, access: AccessControl, now: datetime) -> tuple[Grant, AccessCheck]:
+    headers = request.headers
+    check = access.check(
+        partner,
+        entry,
+        path,
+        peer=request.client.host if request.client else None,
+        forwarded_for=",".join(headers.getlist("x-forwarded-for")) or None,
+        referer=headers.get("referer"),
+        origin=headers.get("origin"),
+        user_agent=headers.get("user-agent"),
+        query=request.query_params,
+        cookies=request.cookies,
+        now=now,
+    )
+    decision = check.decision
+    if not decision.allowed:
+        raise Denied(decision.status, decision.reason, decision.detail)
+    limits = decision.limits if decision.limits is not None and decision.limits.limited else None
+    query = "&".join(part for part in (check.propagate, _session_query(request)) if part)
+    personal = bool(query) or decision.preview_seconds is not None or limits is not None or access.restricts(partner)
+    return Grant(decision.preview_seconds, limits, query, personal), check
+
+
+def _session_query(request: Request) -> str | None:
+    value = request.query_params.get(SESSION_PARAMETER)
+    if value is None or not _SESSION_VALUE.fullmatch(value):
+        return None
+    return f"{SESSION_PARAMETER}={value}"
