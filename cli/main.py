@@ -9,6 +9,8 @@ from pathlib import Path
 
 from config.settings import ConfigError, Settings, load_settings, segment_duration
 
+from . import access as access_cli
+
 DEMO_DIR = Path("demo-media")
 
 
@@ -28,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--segment-duration", default="6")
 
     commands.add_parser("bench", help="cold packaging benchmark (see docs/PERFORMANCE.md; --help for its options)", add_help=False)
+    access_cli.add_token_commands(commands)
+    access_cli.add_access_commands(commands)
 
     ns, rest = parser.parse_known_args(argv)
     if rest and ns.command != "bench":
@@ -37,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(ns)
         if ns.command == "check":
             return _check(ns)
+        if ns.command in ("token", "access"):
+            return access_cli.run(ns)
         from loadtests.bench import main as bench_main
 
         return bench_main(rest)
@@ -63,9 +69,25 @@ def _serve(ns: argparse.Namespace) -> int:
     if not settings.media_root.is_dir():
         raise ConfigError(f"media folder {settings.media_root} does not exist (set server.media_root or --media)")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     _print_urls(settings)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from any local peer;
+    # vodgate applies its own trusted-proxy rule (server.trusted_proxies) in auth/client_ip.py
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=False)
     return 0
+
+
+class RedactTokens(logging.Filter):
+    """uvicorn's access log prints the request target: never let a token reach a log file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from auth.tokens import redact_query
+
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            path, _, query = args[2].partition("?")
+            record.args = (*args[:2], f"{path}?{redact_query(query)}", *args[3:])
+        return True
 
 
 def _demo_library() -> Path:
