@@ -46,6 +46,7 @@ class AccessControl:
         self.config = config
         self.countries = countries
         self._partners: Mapping[str, Partner] = config.partners
+        self._restricted = {pid: _restrictive(p) for pid, p in self._partners.items()}  # kept in step by _swap
 
     @classmethod
     def from_config(cls, config: AccessConfig) -> "AccessControl":
@@ -104,12 +105,7 @@ class AccessControl:
 
     def restricts(self, partner_id: str) -> bool:
         """Whether answers for this partner can differ between viewers (any rule or entry window)."""
-        partner = self._partners.get(partner_id)
-        if partner is None:
-            return False
-        return any(p.rules for p in partner.profiles.values()) or any(
-            partner.entry_window(e) is not None for e in partner.entries
-        )
+        return self._restricted.get(partner_id, False)
 
     def country(self, ip: IPAddress) -> str | None:
         return self.countries.country(ip) if self.countries is not None else None
@@ -147,11 +143,18 @@ class AccessControl:
 
     def _swap(self, partner: Partner) -> None:
         self._partners = MappingProxyType({**self._partners, partner.id: partner})
+        self._restricted = {**self._restricted, partner.id: _restrictive(partner)}
 
     def close(self) -> None:
         closer = getattr(self.countries, "close", None)
         if closer is not None:
             closer()
+
+
+def _restrictive(partner: Partner) -> bool:
+    return any(p.rules for p in partner.profiles.values()) or any(
+        partner.entry_window(e) is not None for e in partner.entries
+    )
 
 
 def propagation_query(found: FoundToken | None) -> str | None:

@@ -192,11 +192,13 @@ def parse_edge_section(
     unknown = set(table) - EDGE_KEYS
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) edge.{sorted(unknown)}; known: {sorted(EDGE_KEYS)}")
-    chosen = role or table.get("role", "all")
+    chosen = role or table.get("role") or ("edge" if upstreams else "all")  # --upstream alone means an edge
     if chosen not in ROLES:
         where = "--role" if role else "edge.role"
         raise ConfigError(f"{source}: {where} has value {chosen!r}; expected one of {', '.join(ROLES)}")
     if chosen != "edge":
+        if upstreams:
+            raise ConfigError(f"{source}: --upstream is for the edge role, and the role is {chosen!r} (use --role edge)")
         return chosen, None
     return chosen, edge_config_from_table({**table, "role": chosen}, source, upstreams)
 
@@ -432,6 +434,9 @@ class PurgeRequest:
                 raise PurgeError(f"purge prefix {self.prefix!r} must be a media path such as /p/<partner>/e/<entry>/")
             if any(part in (".", "..") for part in path.split("/")) or "\\" in path or "\x00" in path:
                 raise PurgeError("purge prefix must not contain '.' or '..' segments")
+            partner, slash, _ = path[len("/p/") :].partition("/")
+            if not slash or not valid_id(partner):  # "/p/de" would reach partners demo and dev alike
+                raise PurgeError(f"purge prefix {self.prefix!r} must name a whole partner: /p/<partner>/...")
             return path
         if self.partner is None:
             if self.entry is not None:
@@ -441,6 +446,11 @@ class PurgeRequest:
             if value is not None and not valid_id(value):
                 raise PurgeError(f"malformed {kind} id {value[:40]!r}")
         return urls.cache_prefix(self.partner, self.entry)
+
+    @property
+    def scope_partner(self) -> str:
+        """The one partner this purge touches (check the caller's admin rights against it)."""
+        return self.key_prefix().split("/")[2]
 
     def to_dict(self) -> dict[str, str]:
         return {k: v for k, v in (("partner", self.partner), ("entry", self.entry), ("prefix", self.prefix)) if v is not None}
@@ -1038,6 +1048,7 @@ def create_edge_app(
         lifespan=lifespan,
     )
     app.state.edge = proxy
+    app.state.purger = proxy.purger  # what /admin/purge calls, in every role
     app.state.cache = cache
     app.state.settings = settings
     return app

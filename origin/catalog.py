@@ -70,14 +70,28 @@ class FileCatalog:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._listings: dict[tuple[str, str], tuple[int, Entry]] = {}  # by folder mtime
 
     def entry_sync(self, partner: str, entry: str) -> Entry:
         if not (valid_id(partner) and valid_id(entry)):
             raise UnknownEntry(f"no entry {entry!r} for partner {partner!r}")
-        partner_dir = self.root / partner
-        if not partner_dir.is_dir():
-            raise UnknownPartner(f"no partner {partner}")
-        entry_dir = partner_dir / entry
+        entry_dir = os.path.join(self.root, partner, entry)
+        try:
+            mtime = os.stat(entry_dir).st_mtime_ns
+        except (FileNotFoundError, NotADirectoryError):
+            if not (self.root / partner).is_dir():
+                raise UnknownPartner(f"no partner {partner}") from None
+            raise UnknownEntry(f"partner {partner} has no entry {entry}") from None
+        cached = self._listings.get((partner, entry))
+        if cached is not None and cached[0] == mtime:  # adding or removing a flavor changes the folder's mtime
+            return cached[1]
+        found = self._list(partner, entry, entry_dir)
+        if len(self._listings) > 100_000:
+            self._listings.clear()
+        self._listings[(partner, entry)] = (mtime, found)
+        return found
+
+    def _list(self, partner: str, entry: str, entry_dir: str) -> Entry:
         try:
             names = sorted(os.listdir(entry_dir))
         except (FileNotFoundError, NotADirectoryError):

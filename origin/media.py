@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,6 +28,8 @@ from .catalog import Catalog, Entry, Flavor
 from .storage import ObjectStat, Storage
 
 log = logging.getLogger("vodgate.origin")
+
+STAT_TTL = 1.0  # seconds a file's size/mtime is trusted before asking the storage again
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -110,16 +113,29 @@ class EntryMedia:
 
 
 class MediaService:
-    def __init__(self, catalog: Catalog, storage: Storage, target: Fraction, index_cache_entries: int = 1024) -> None:
+    def __init__(
+        self, catalog: Catalog, storage: Storage, target: Fraction, index_cache_entries: int = 1024, stat_ttl: float = STAT_TTL
+    ) -> None:
         self.catalog = catalog
         self.storage = storage
         self.target = target
+        self.stat_ttl = stat_ttl
+        self._stats: dict[str, tuple[ObjectStat, float]] = {}
         self.indexes: AsyncLRU[tuple[str, str], MediaIndex] = AsyncLRU(index_cache_entries)
         self.media_sets: AsyncLRU[tuple, MediaSet] = AsyncLRU(max(16, index_cache_entries // 4))
         self.previews: AsyncLRU[tuple, object] = AsyncLRU(max(16, index_cache_entries // 4))
 
     async def stat(self, flavor: Flavor) -> ObjectStat:
-        return await self.storage.stat(flavor.key)
+        """The file's size and mtime, remembered for STAT_TTL: a replaced file is noticed within that time."""
+        now = time.monotonic()
+        cached = self._stats.get(flavor.key)
+        if cached is not None and now - cached[1] < self.stat_ttl:
+            return cached[0]
+        stat = await self.storage.stat(flavor.key)
+        if len(self._stats) > 100_000:
+            self._stats.clear()
+        self._stats[flavor.key] = (stat, now)
+        return stat
 
     async def index(self, flavor: Flavor, stat: ObjectStat | None = None) -> MediaIndex:
         stat = stat or await self.stat(flavor)

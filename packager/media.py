@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -79,19 +80,22 @@ class Track:
     def pts(self) -> np.ndarray:
         return self.dts + self.cts_offsets + self.presentation_shift
 
-    @property
+    @cached_property
     def end_time(self) -> int:
-        """Presentation end of the track in its timescale (end of its last frame)."""
+        """Presentation end of the track in its timescale (end of its last frame).
+
+        Cached, like the other whole-track reductions below: the sample table never changes.
+        """
         if self.sample_count == 0:
             return 0
         end = int((self.pts + self.durations).max())
         return min(end, self.edit_end) if self.edit_end is not None else end
 
-    @property
+    @cached_property
     def duration_seconds(self) -> Fraction:
         return Fraction(self.end_time, self.timescale)
 
-    @property
+    @cached_property
     def bitrate(self) -> int:
         """Average bits per second over the track's duration."""
         seconds = self.duration_seconds

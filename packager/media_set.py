@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from typing import Sequence
 
 from .errors import NotFound, UnsupportedMedia
@@ -57,7 +58,7 @@ class MediaSet:
     def audio_only(self) -> bool:
         return not self.videos
 
-    @property
+    @cached_property
     def duration(self) -> Fraction:
         """Presentation duration of the entry: where its longest rendition ends."""
         return max((r.segments[-1].start + r.segments[-1].duration for r in self.videos + self.audios if r.segments), default=Fraction(0))

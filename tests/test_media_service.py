@@ -17,7 +17,7 @@ from packager.media_set import RenditionId
 def service(objects: dict[str, bytes], flavors: list[str]) -> tuple[MediaService, MemoryStorage]:
     storage = MemoryStorage(objects)
     entry = Entry("p", "e", tuple(Flavor(f, f"{f}.mp4") for f in flavors))
-    return MediaService(StaticCatalog([entry]), storage, Fraction(4)), storage
+    return MediaService(StaticCatalog([entry]), storage, Fraction(4), stat_ttl=0), storage
 
 
 def test_second_request_never_reparses(media_fixture_paths):
