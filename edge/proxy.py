@@ -48,14 +48,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import struct
 import time
-import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import unquote_plus
 
 import httpx
 from starlette.applications import Starlette
@@ -66,141 +64,30 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from origin.catalog import valid_id
+from packager.hls.uris import with_query
 
 from . import urls
 from .cache import COALESCED, HIT, MISS, DiskTier, SegmentCache
 from .errors import error_response, response_for
 from .http import ByteSpan, is_not_modified, requested_range, strong_etag
 from .request_info import MediaInfo, attach, media_info
-from .upstream import UpstreamPool, UpstreamResponse, UpstreamUnavailable, normalize_upstream
+from .edge_config import MB, EdgeConfig
+from .purge import CachePurger, PurgeBus, PurgeRequest, PurgeResult
+from .upstream import UpstreamPool, UpstreamResponse, UpstreamUnavailable
 from .urls import BadRequest, MediaRequest
 
 log = logging.getLogger("vodgate.edge.proxy")
 
 STALE = "STALE"
-MB = 1024 * 1024
-VIEWER_PARAMS = ("token", "hdnts", "playSessionId")
 PLAYLISTS = frozenset({"master", "index", "iframes"})
 NEGATIVE_STATUSES = frozenset({404, 410})
 IMMUTABLE_TTL = 10 * 365 * 86400.0  # progressive chunks: the ETag is in the key
+
 # response headers worth keeping with a cached object (hop-by-hop and length headers are recomputed)
 STORED_HEADERS = (
     "content-type", "etag", "last-modified", "cache-control", "surrogate-key", "surrogate-control",
     "cache-tag", "vary", "content-language",
 )
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class EdgeConfig:
-    upstreams: tuple[str, ...]
-    connect_timeout: float = 2.0  # seconds to open a connection to an upstream
-    read_timeout: float = 10.0  # seconds without a byte from an upstream
-    health_interval: float = 5.0  # /healthz probe period; 0 = no probes
-    down_seconds: float = 10.0  # a marked-down upstream is retried first after this (or its next good probe)
-    ttl: float = 60.0  # seconds an object is served without asking upstream, then revalidated
-    stale_if_error: float = 86400.0  # seconds past freshness a copy may be served while every upstream fails
-    negative_ttl: float = 10.0  # seconds a 404/410 is remembered
-    chunk_size: int = MB  # progressive MP4 cache granularity
-    upstream_headers: tuple[tuple[str, str], ...] = ()  # e.g. (("X-Origin-Shield", "secret"),)
-    viewer_params: tuple[str, ...] = VIEWER_PARAMS  # copied into a viewer's playlists; never in a key
-    max_connections: int = 100  # pooled keep-alive connections to all upstreams
-    pass_headers: tuple[str, ...] = ()  # more upstream response headers to keep (e.g. a custom surrogate header)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "upstreams", tuple(normalize_upstream(u) for u in self.upstreams))
-        if not self.upstreams:
-            raise ValueError("edge.upstreams: an edge needs at least one upstream URL")
-        if self.chunk_size < 64 * 1024:
-            raise ValueError("edge.chunk_size must be at least 64 KiB")
-
-
-EDGE_KEYS = {
-    "role", "upstreams", "connect_timeout", "read_timeout", "health_interval", "down_seconds", "ttl",
-    "stale_if_error", "negative_ttl", "chunk_kb", "upstream_headers", "viewer_params", "max_connections",
-}
-ROLES = ("all", "origin", "edge")
-
-
-def edge_config_from_table(table: Mapping[str, Any], source: str = "config", upstreams: Sequence[str] = ()) -> EdgeConfig:
-    """The ``[edge]`` TOML table (``role`` is validated, not kept) -> EdgeConfig; ConfigError names key and fix.
-
-    ``upstreams`` (e.g. from ``--upstream``) replace the table's list when given.
-    """
-    from config.settings import ConfigError
-
-    unknown = set(table) - EDGE_KEYS
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) edge.{sorted(unknown)}; known: {sorted(EDGE_KEYS)}")
-    role = table.get("role", "all")
-    if role not in ROLES:
-        raise ConfigError(f"{source}: edge.role has value {role!r}; expected one of {', '.join(ROLES)}")
-
-    def number(key: str, default: float, minimum: float = 0.0) -> float:
-        value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-            raise ConfigError(f"{source}: edge.{key} has value {value!r}; expected a number of seconds >= {minimum:g}")
-        return float(value)
-
-    ups = list(upstreams) or table.get("upstreams", [])
-    if not isinstance(ups, list) or not all(isinstance(u, str) for u in ups):
-        raise ConfigError(f'{source}: edge.upstreams has value {ups!r}; expected a list like ["http://origin:8080"]')
-    headers = table.get("upstream_headers", {})
-    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        raise ConfigError(f'{source}: edge.upstream_headers has value {headers!r}; expected a table like {{"X-Origin-Shield" = "secret"}}')
-    viewer = table.get("viewer_params", list(VIEWER_PARAMS))
-    if not isinstance(viewer, list) or not all(isinstance(v, str) and v for v in viewer):
-        raise ConfigError(f"{source}: edge.viewer_params has value {viewer!r}; expected a list of query parameter names")
-    chunk_kb = table.get("chunk_kb", 1024)
-    if isinstance(chunk_kb, bool) or not isinstance(chunk_kb, int) or not 64 <= chunk_kb <= 16384:
-        raise ConfigError(f"{source}: edge.chunk_kb has value {chunk_kb!r}; expected an integer between 64 and 16384")
-    max_connections = table.get("max_connections", 100)
-    if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
-        raise ConfigError(f"{source}: edge.max_connections has value {max_connections!r}; expected a positive integer")
-    try:
-        return EdgeConfig(
-            upstreams=tuple(ups),
-            connect_timeout=number("connect_timeout", 2.0, 0.1),
-            read_timeout=number("read_timeout", 10.0, 0.1),
-            health_interval=number("health_interval", 5.0),
-            down_seconds=number("down_seconds", 10.0),
-            ttl=number("ttl", 60.0),
-            stale_if_error=number("stale_if_error", 86400.0),
-            negative_ttl=number("negative_ttl", 10.0),
-            chunk_size=chunk_kb * 1024,
-            upstream_headers=tuple(headers.items()),
-            viewer_params=tuple(viewer),
-            max_connections=max_connections,
-        )
-    except ValueError as exc:
-        raise ConfigError(f"{source}: {exc} (set edge.upstreams or pass --upstream URL)") from None
-
-
-def parse_edge_section(
-    table: Mapping[str, Any], source: str = "config", *, role: str | None = None, upstreams: Sequence[str] = ()
-) -> tuple[str, EdgeConfig | None]:
-    """``[edge]`` + ``--role`` + ``--upstream`` -> (role, EdgeConfig when the role is edge, else None).
-
-    The table's keys are checked whatever the role, so a typo never waits for the day a node turns edge.
-    """
-    from config.settings import ConfigError
-
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"{source}: 'edge' must be a table ([edge])")
-    unknown = set(table) - EDGE_KEYS
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) edge.{sorted(unknown)}; known: {sorted(EDGE_KEYS)}")
-    chosen = role or table.get("role") or ("edge" if upstreams else "all")  # --upstream alone means an edge
-    if chosen not in ROLES:
-        where = "--role" if role else "edge.role"
-        raise ConfigError(f"{source}: {where} has value {chosen!r}; expected one of {', '.join(ROLES)}")
-    if chosen != "edge":
-        if upstreams:
-            raise ConfigError(f"{source}: --upstream is for the edge role, and the role is {chosen!r} (use --role edge)")
-        return chosen, None
-    return chosen, edge_config_from_table({**table, "role": chosen}, source, upstreams)
 
 
 # --------------------------------------------------------------------------- stored objects
@@ -351,48 +238,6 @@ class EdgeStore:
 
 # --------------------------------------------------------------------------- playlists per viewer
 
-_URI_ATTRIBUTE = re.compile(r'(URI=")([^"]*)(")')
-
-
-def _param_names(query: str) -> set[str]:
-    return {unquote_plus(part.partition("=")[0]) for part in query.split("&") if part}
-
-
-def _with_query(uri: str, query: str, names: set[str]) -> str:
-    if not uri or uri.startswith(("data:", "skd:")):
-        return uri
-    base, hash_mark, fragment = uri.partition("#")
-    path, _, existing = base.partition("?")
-    kept = [p for p in existing.split("&") if p and unquote_plus(p.partition("=")[0]) not in names]
-    return f"{path}?{'&'.join([*kept, query])}{hash_mark}{fragment}"
-
-
-def add_query_to_playlist(text: str, query: str) -> str:
-    """Append ``query`` (already URL-encoded, e.g. ``token=abc``) to every URI of an HLS playlist.
-
-    URI lines and ``URI="..."`` attributes (EXT-X-MEDIA, EXT-X-I-FRAME-STREAM-INF,
-    EXT-X-MAP, EXT-X-KEY...) get it; a parameter of the same name already on a
-    URI is replaced, never duplicated; ``data:``/``skd:`` URIs are left alone.
-    Everything else, line endings included, is unchanged.
-    """
-    if not query:
-        return text
-    names = _param_names(query)
-    out = []
-    for line in text.splitlines(keepends=True):
-        content = line.rstrip("\r\n")
-        ending = line[len(content) :]
-        stripped = content.strip()
-        if not stripped:
-            out.append(line)
-        elif stripped.startswith("#"):
-            if 'URI="' in content:
-                content = _URI_ATTRIBUTE.sub(lambda m: m[1] + _with_query(m[2], query, names) + m[3], content)
-            out.append(content + ending)
-        else:
-            out.append(_with_query(stripped, query, names) + ending)
-    return "".join(out)
-
 
 def viewer_query(raw_query: str, names: Iterable[str]) -> str:
     """The request's per-viewer parameters, as they were encoded (``token=..&playSessionId=..``)."""
@@ -408,255 +253,6 @@ def flavor_subset_query(raw: str | None) -> str:
     if not ids or not all(valid_id(i) for i in ids):
         raise BadRequest("flavors= takes a comma-separated list of flavor ids")
     return "flavors=" + ",".join(ids)
-
-
-# --------------------------------------------------------------------------- purge
-
-
-class PurgeError(ValueError):
-    code = "bad_request"
-
-
-@dataclass(frozen=True)
-class PurgeRequest:
-    """What to drop: a partner, an entry of a partner, or a URL prefix (``/p/demo/e/x/hls/``)."""
-
-    partner: str | None = None
-    entry: str | None = None
-    prefix: str | None = None
-
-    def key_prefix(self) -> str:
-        if self.prefix is not None:
-            if self.partner is not None or self.entry is not None:
-                raise PurgeError("purge by prefix, or by partner (and entry), not both")
-            path = urlsplit(self.prefix).path if "://" in self.prefix else self.prefix.split("?", 1)[0]
-            if not path.startswith("/p/") or len(path) <= len("/p/"):
-                raise PurgeError(f"purge prefix {self.prefix!r} must be a media path such as /p/<partner>/e/<entry>/")
-            if any(part in (".", "..") for part in path.split("/")) or "\\" in path or "\x00" in path:
-                raise PurgeError("purge prefix must not contain '.' or '..' segments")
-            partner, slash, _ = path[len("/p/") :].partition("/")
-            if not slash or not valid_id(partner):  # "/p/de" would reach partners demo and dev alike
-                raise PurgeError(f"purge prefix {self.prefix!r} must name a whole partner: /p/<partner>/...")
-            return path
-        if self.partner is None:
-            if self.entry is not None:
-                raise PurgeError("purge by entry needs its partner")
-            raise PurgeError("say what to purge: partner (and entry), or prefix")
-        for kind, value in (("partner", self.partner), ("entry", self.entry)):
-            if value is not None and not valid_id(value):
-                raise PurgeError(f"malformed {kind} id {value[:40]!r}")
-        return urls.cache_prefix(self.partner, self.entry)
-
-    @property
-    def scope_partner(self) -> str:
-        """The one partner this purge touches (check the caller's admin rights against it)."""
-        return self.key_prefix().split("/")[2]
-
-    def to_dict(self) -> dict[str, str]:
-        return {k: v for k, v in (("partner", self.partner), ("entry", self.entry), ("prefix", self.prefix)) if v is not None}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PurgeRequest":
-        if not isinstance(data, Mapping):
-            raise PurgeError("a purge is a JSON object with partner, entry or prefix")
-        unknown = set(data) - {"partner", "entry", "prefix"}
-        if unknown:
-            raise PurgeError(f"unknown purge field(s) {sorted(unknown)}; known: partner, entry, prefix")
-        values = {k: data.get(k) for k in ("partner", "entry", "prefix")}
-        if not all(v is None or isinstance(v, str) for v in values.values()):
-            raise PurgeError("purge fields are strings")
-        request = cls(**values)
-        request.key_prefix()  # validate now
-        return request
-
-
-def purge_cache(cache: SegmentCache, request: PurgeRequest) -> int:
-    """Drop every object of ``request`` from a SegmentCache (memory and disk); returns how many.
-
-    Works for the edge role and the embedded one: both key objects by canonical path first.
-    """
-    return cache.purge_prefix(request.key_prefix())
-
-
-@dataclass(frozen=True)
-class PurgeResult:
-    removed: int  # objects dropped on this node
-    notified: int | None  # other nodes that received it over Redis (None: no bus)
-    bus_error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"removed": self.removed, "notified": self.notified, "bus_error": self.bus_error}
-
-
-class PurgeBusError(Exception):
-    """Redis could not carry a purge to the other nodes (this node's purge happened anyway)."""
-
-
-class PurgeBus:
-    """Purges to every node over a Redis pub/sub channel.
-
-    ``publish`` sends a purge; a background subscriber applies the purges of
-    other nodes with ``apply``. Pub/sub is at-most-once: a node that is
-    disconnected at that moment misses it (its ``ttl`` still bounds how long
-    it serves the old object before revalidating). The subscriber reconnects
-    with backoff and never stops the server.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        apply: Callable[[PurgeRequest], int],
-        *,
-        channel: str = "vodgate:purge",
-        node_id: str | None = None,
-    ) -> None:
-        self.url = url
-        self.apply = apply
-        self.channel = channel
-        self.node_id = node_id or uuid.uuid4().hex
-        self.received = 0
-        self._redis: Any = None
-        self._task: asyncio.Task | None = None
-        self._subscribed = asyncio.Event()
-
-    @property
-    def subscribed(self) -> bool:
-        return self._subscribed.is_set()
-
-    def _client(self) -> Any:
-        if self._redis is None:
-            import redis.asyncio as aioredis  # only nodes with [redis] configured need the package
-
-            self._redis = aioredis.Redis.from_url(self.url, socket_connect_timeout=2.0, socket_keepalive=True)
-        return self._redis
-
-    async def start(self, wait: float = 5.0) -> bool:
-        """Start the subscriber; wait up to ``wait`` s for the subscription (False: still retrying)."""
-        self._client()
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._subscribe_forever(), name="vodgate-purge-bus")
-        if wait <= 0:
-            return self.subscribed
-        try:
-            await asyncio.wait_for(self._subscribed.wait(), wait)
-        except asyncio.TimeoutError:
-            log.warning("purge bus: not subscribed to %s yet; purges from other nodes wait for Redis", self.channel)
-            return False
-        return True
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
-
-    async def publish(self, request: PurgeRequest) -> int:
-        """Send ``request`` to the other nodes; returns how many received it. PurgeBusError when Redis fails."""
-        message = json.dumps({"v": 1, "node": self.node_id, **request.to_dict()})
-        try:
-            receivers = int(await self._client().publish(self.channel, message))
-        except Exception as exc:  # redis.exceptions.* and OSError: report, never crash the purge route
-            raise PurgeBusError(f"Redis at {self._redacted_url()} did not take the purge: {exc}") from exc
-        return max(0, receivers - (1 if self.subscribed else 0))
-
-    def _redacted_url(self) -> str:
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
-
-    async def _subscribe_forever(self) -> None:
-        backoff = 0.5
-        while True:
-            pubsub = None
-            try:
-                pubsub = self._client().pubsub()
-                await pubsub.subscribe(self.channel)
-                async for message in pubsub.listen():
-                    kind = message.get("type")
-                    if kind == "subscribe":
-                        self._subscribed.set()
-                        backoff = 0.5
-                        log.info("purge bus: subscribed to %s", self.channel)
-                    elif kind == "message":
-                        self._handle(message.get("data"))
-                raise ConnectionError("subscription ended")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._subscribed.clear()
-                log.warning("purge bus: %s; reconnecting in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-            finally:
-                if pubsub is not None:
-                    try:
-                        await pubsub.aclose()
-                    except Exception:
-                        pass
-
-    def _handle(self, data: Any) -> None:
-        try:
-            payload = json.loads(data)
-            if payload.get("node") == self.node_id:
-                return  # our own purge: applied before publishing
-            request = PurgeRequest.from_dict({k: v for k, v in payload.items() if k in ("partner", "entry", "prefix")})
-        except (ValueError, TypeError, AttributeError) as exc:
-            log.warning("purge bus: ignoring malformed message: %s", exc)
-            return
-        self.received += 1
-        removed = self.apply(request)
-        log.info("purge bus: %s from another node removed %d objects", request.to_dict(), removed)
-
-
-class CachePurger:
-    """Purge for one node's SegmentCache, and (with Redis) for every node: what ``/admin/purge`` calls.
-
-    The edge role has one (``app.state.edge.purger``); the embedded role builds
-    one over its cache: ``CachePurger(app.state.cache, redis_url)``, started and
-    closed with the app (``await purger.start()`` / ``await purger.close()``).
-    """
-
-    def __init__(
-        self,
-        cache: SegmentCache,
-        redis_url: str | None = None,
-        *,
-        channel: str = "vodgate:purge",
-        on_purge: Callable[[], None] | None = None,
-    ) -> None:
-        self.cache = cache
-        self.on_purge = on_purge
-        self.bus = PurgeBus(redis_url, self.purge_local, channel=channel) if redis_url else None
-
-    def purge_local(self, request: PurgeRequest) -> int:
-        if self.on_purge is not None:
-            self.on_purge()
-        return purge_cache(self.cache, request)
-
-    async def purge(self, request: PurgeRequest) -> PurgeResult:
-        """Purge this node, then every node listening on the bus (if configured)."""
-        removed = self.purge_local(request)
-        if self.bus is None:
-            return PurgeResult(removed, None)
-        try:
-            return PurgeResult(removed, await self.bus.publish(request))
-        except PurgeBusError as exc:
-            log.warning("purge: %s", exc)
-            return PurgeResult(removed, None, str(exc))
-
-    async def start(self, wait: float = 5.0) -> None:
-        if self.bus is not None:
-            await self.bus.start(wait)
-
-    async def close(self) -> None:
-        if self.bus is not None:
-            await self.bus.close()
 
 
 # --------------------------------------------------------------------------- the proxy
@@ -787,7 +383,7 @@ class EdgeProxy:
             query = self.viewer_query_for(request)
             if query:
                 text = bytes(body).decode("utf-8", "surrogateescape")  # lossless round trip
-                body = add_query_to_playlist(text, query).encode("utf-8", "surrogateescape")
+                body = with_query(text, query).encode("utf-8", "surrogateescape")
                 headers["etag"] = strong_etag(stored.headers.get("etag", ""), query)
         else:
             headers["Accept-Ranges"] = "bytes"

@@ -352,7 +352,7 @@ def test_edges_serve_cached_and_stale_copies_when_the_origin_dies(media_library,
 
 def test_purge_bus_reaches_every_node_and_reports_redis_failures(redis_server):
     server = need_redis(redis_server)
-    from edge.proxy import PurgeBus, PurgeBusError, PurgeRequest
+    from edge.purge import PurgeBus, PurgeBusError, PurgeRequest
 
     async def main():
         seen: dict[str, list] = {"a": [], "b": [], "c": []}
@@ -377,7 +377,7 @@ def test_purge_bus_reaches_every_node_and_reports_redis_failures(redis_server):
 
 def test_purge_bus_resubscribes_after_redis_restarts(redis_server, tmp_path):
     need_redis(redis_server)
-    from edge.proxy import PurgeBus, PurgeRequest
+    from edge.purge import PurgeBus, PurgeRequest
 
     server = RedisServer(redis_server.exe, tmp_path)
 
@@ -421,7 +421,9 @@ def _launch(argv: list[str]) -> int:
     from starlette.routing import Route
 
     from config.settings import Settings
-    from edge.proxy import EdgeConfig, PurgeError, PurgeRequest, create_edge_app
+    from edge.edge_config import EdgeConfig
+    from edge.proxy import create_edge_app
+    from edge.purge import PurgeError, PurgeRequest
 
     parser = argparse.ArgumentParser(description="test launcher: a vodgate edge")
     parser.add_argument("--port", type=int, required=True)

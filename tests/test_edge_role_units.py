@@ -18,20 +18,10 @@ import pytest
 from config.settings import Settings
 from edge.app import create_app
 from edge.cache import COALESCED, HIT, MISS
-from edge.proxy import (
-    STALE,
-    EdgeConfig,
-    PurgeError,
-    PurgeRequest,
-    Stored,
-    add_query_to_playlist,
-    create_edge_app,
-    edge_config_from_table,
-    flavor_subset_query,
-    freshness,
-    parse_edge_section,
-    viewer_query,
-)
+from edge.edge_config import EdgeConfig, edge_config_from_table, parse_edge_section
+from edge.proxy import STALE, Stored, create_edge_app, flavor_subset_query, freshness, viewer_query
+from edge.purge import PurgeError, PurgeRequest
+from packager.hls.uris import with_query as add_query_to_playlist
 from edge.upstream import UpstreamPool, UpstreamUnavailable
 
 O1, O2 = "http://origin-1:8080", "http://origin-2:8080"

@@ -3,31 +3,49 @@
 Players do not copy a playlist's query string to the URIs inside it, so a
 token in ``master.m3u8?token=...`` must be written into each child URI.
 Playlists are cached token-free and this runs per response: it touches only
-URI lines and ``URI="..."`` attributes.
+URI lines and ``URI="..."`` attributes (EXT-X-MEDIA, EXT-X-I-FRAME-STREAM-INF,
+EXT-X-MAP, EXT-X-KEY...). A parameter of the same name already on a URI is
+replaced, never duplicated; ``data:``/``skd:`` URIs are left alone; line
+endings are kept.
 """
 
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote_plus
 
-_URI_ATTRIBUTE = re.compile(r'URI="([^"]*)"')
+_URI_ATTRIBUTE = re.compile(r'(URI=")([^"]*)(")')
 
 
 def with_query(playlist: str, query: str) -> str:
-    """Append ``query`` (already encoded, without ``?``) to every URI of ``playlist``."""
+    """Append ``query`` (already URL-encoded, without ``?``, e.g. ``token=abc``) to every URI of ``playlist``."""
     if not query:
         return playlist
-    lines = playlist.split("\n")
-    for i, line in enumerate(lines):
-        if not line:
-            continue
-        if line.startswith("#"):
-            if 'URI="' in line:
-                lines[i] = _URI_ATTRIBUTE.sub(lambda m: f'URI="{_append(m.group(1), query)}"', line)
+    names = _param_names(query)
+    out = []
+    for line in playlist.splitlines(keepends=True):
+        content = line.rstrip("\r\n")
+        ending = line[len(content) :]
+        stripped = content.strip()
+        if not stripped:
+            out.append(line)
+        elif stripped.startswith("#"):
+            if 'URI="' in content:
+                content = _URI_ATTRIBUTE.sub(lambda m: m[1] + _with_query(m[2], query, names) + m[3], content)
+            out.append(content + ending)
         else:
-            lines[i] = _append(line, query)
-    return "\n".join(lines)
+            out.append(_with_query(stripped, query, names) + ending)
+    return "".join(out)
 
 
-def _append(uri: str, query: str) -> str:
-    return f"{uri}{'&' if '?' in uri else '?'}{query}"
+def _param_names(query: str) -> set[str]:
+    return {unquote_plus(part.partition("=")[0]) for part in query.split("&") if part}
+
+
+def _with_query(uri: str, query: str, names: set[str]) -> str:
+    if not uri or uri.startswith(("data:", "skd:")):
+        return uri
+    base, hash_mark, fragment = uri.partition("#")
+    path, _, existing = base.partition("?")
+    kept = [p for p in existing.split("&") if p and unquote_plus(p.partition("=")[0]) not in names]
+    return f"{path}?{'&'.join([*kept, query])}{hash_mark}{fragment}"

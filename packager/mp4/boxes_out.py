@@ -21,7 +21,6 @@ from ..fmp4.boxes import (
     I32_MAX,
     I32_MIN,
     U32_MAX,
-    Box,
     ContainerBox,
     FullBox,
     pack_language,

@@ -1,0 +1,136 @@
+"""Edge role settings: the ``[edge]`` TOML table and ``--role`` / ``--upstream``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+
+
+from .upstream import normalize_upstream
+
+log = logging.getLogger("vodgate.edge.proxy")
+
+STALE = "STALE"
+MB = 1024 * 1024
+VIEWER_PARAMS = ("token", "hdnts", "playSessionId")
+PLAYLISTS = frozenset({"master", "index", "iframes"})
+NEGATIVE_STATUSES = frozenset({404, 410})
+IMMUTABLE_TTL = 10 * 365 * 86400.0  # progressive chunks: the ETag is in the key
+
+MB = 1024 * 1024
+VIEWER_PARAMS = ("token", "hdnts", "playSessionId")
+
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    upstreams: tuple[str, ...]
+    connect_timeout: float = 2.0  # seconds to open a connection to an upstream
+    read_timeout: float = 10.0  # seconds without a byte from an upstream
+    health_interval: float = 5.0  # /healthz probe period; 0 = no probes
+    down_seconds: float = 10.0  # a marked-down upstream is retried first after this (or its next good probe)
+    ttl: float = 60.0  # seconds an object is served without asking upstream, then revalidated
+    stale_if_error: float = 86400.0  # seconds past freshness a copy may be served while every upstream fails
+    negative_ttl: float = 10.0  # seconds a 404/410 is remembered
+    chunk_size: int = MB  # progressive MP4 cache granularity
+    upstream_headers: tuple[tuple[str, str], ...] = ()  # e.g. (("X-Origin-Shield", "secret"),)
+    viewer_params: tuple[str, ...] = VIEWER_PARAMS  # copied into a viewer's playlists; never in a key
+    max_connections: int = 100  # pooled keep-alive connections to all upstreams
+    pass_headers: tuple[str, ...] = ()  # more upstream response headers to keep (e.g. a custom surrogate header)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "upstreams", tuple(normalize_upstream(u) for u in self.upstreams))
+        if not self.upstreams:
+            raise ValueError("edge.upstreams: an edge needs at least one upstream URL")
+        if self.chunk_size < 64 * 1024:
+            raise ValueError("edge.chunk_size must be at least 64 KiB")
+
+
+EDGE_KEYS = {
+    "role", "upstreams", "connect_timeout", "read_timeout", "health_interval", "down_seconds", "ttl",
+    "stale_if_error", "negative_ttl", "chunk_kb", "upstream_headers", "viewer_params", "max_connections",
+}
+ROLES = ("all", "origin", "edge")
+
+
+def edge_config_from_table(table: Mapping[str, Any], source: str = "config", upstreams: Sequence[str] = ()) -> EdgeConfig:
+    """The ``[edge]`` TOML table (``role`` is validated, not kept) -> EdgeConfig; ConfigError names key and fix.
+
+    ``upstreams`` (e.g. from ``--upstream``) replace the table's list when given.
+    """
+    from config.settings import ConfigError
+
+    unknown = set(table) - EDGE_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) edge.{sorted(unknown)}; known: {sorted(EDGE_KEYS)}")
+    role = table.get("role", "all")
+    if role not in ROLES:
+        raise ConfigError(f"{source}: edge.role has value {role!r}; expected one of {', '.join(ROLES)}")
+
+    def number(key: str, default: float, minimum: float = 0.0) -> float:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+            raise ConfigError(f"{source}: edge.{key} has value {value!r}; expected a number of seconds >= {minimum:g}")
+        return float(value)
+
+    ups = list(upstreams) or table.get("upstreams", [])
+    if not isinstance(ups, list) or not all(isinstance(u, str) for u in ups):
+        raise ConfigError(f'{source}: edge.upstreams has value {ups!r}; expected a list like ["http://origin:8080"]')
+    headers = table.get("upstream_headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigError(f'{source}: edge.upstream_headers has value {headers!r}; expected a table like {{"X-Origin-Shield" = "secret"}}')
+    viewer = table.get("viewer_params", list(VIEWER_PARAMS))
+    if not isinstance(viewer, list) or not all(isinstance(v, str) and v for v in viewer):
+        raise ConfigError(f"{source}: edge.viewer_params has value {viewer!r}; expected a list of query parameter names")
+    chunk_kb = table.get("chunk_kb", 1024)
+    if isinstance(chunk_kb, bool) or not isinstance(chunk_kb, int) or not 64 <= chunk_kb <= 16384:
+        raise ConfigError(f"{source}: edge.chunk_kb has value {chunk_kb!r}; expected an integer between 64 and 16384")
+    max_connections = table.get("max_connections", 100)
+    if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
+        raise ConfigError(f"{source}: edge.max_connections has value {max_connections!r}; expected a positive integer")
+    try:
+        return EdgeConfig(
+            upstreams=tuple(ups),
+            connect_timeout=number("connect_timeout", 2.0, 0.1),
+            read_timeout=number("read_timeout", 10.0, 0.1),
+            health_interval=number("health_interval", 5.0),
+            down_seconds=number("down_seconds", 10.0),
+            ttl=number("ttl", 60.0),
+            stale_if_error=number("stale_if_error", 86400.0),
+            negative_ttl=number("negative_ttl", 10.0),
+            chunk_size=chunk_kb * 1024,
+            upstream_headers=tuple(headers.items()),
+            viewer_params=tuple(viewer),
+            max_connections=max_connections,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc} (set edge.upstreams or pass --upstream URL)") from None
+
+
+def parse_edge_section(
+    table: Mapping[str, Any], source: str = "config", *, role: str | None = None, upstreams: Sequence[str] = ()
+) -> tuple[str, EdgeConfig | None]:
+    """``[edge]`` + ``--role`` + ``--upstream`` -> (role, EdgeConfig when the role is edge, else None).
+
+    The table's keys are checked whatever the role, so a typo never waits for the day a node turns edge.
+    """
+    from config.settings import ConfigError
+
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{source}: 'edge' must be a table ([edge])")
+    unknown = set(table) - EDGE_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) edge.{sorted(unknown)}; known: {sorted(EDGE_KEYS)}")
+    chosen = role or table.get("role") or ("edge" if upstreams else "all")  # --upstream alone means an edge
+    if chosen not in ROLES:
+        where = "--role" if role else "edge.role"
+        raise ConfigError(f"{source}: {where} has value {chosen!r}; expected one of {', '.join(ROLES)}")
+    if chosen != "edge":
+        if upstreams:
+            raise ConfigError(f"{source}: --upstream is for the edge role, and the role is {chosen!r} (use --role edge)")
+        return chosen, None
+    return chosen, edge_config_from_table({**table, "role": chosen}, source, upstreams)
+
+
