@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--segment-duration", help="target segment duration in seconds (default 6)")
+    serve.add_argument("--role", choices=("all", "origin", "edge"), help="all (default): package and cache; edge: pull from --upstream")
+    serve.add_argument("--upstream", action="append", default=[], metavar="URL", help="an origin for the edge role (repeat for failover)")
+    serve.add_argument("--redis", metavar="URL", help="Redis for purges across nodes, e.g. redis://127.0.0.1:6379/0")
 
     check = commands.add_parser("check", help="validate a media library and report unplayable files")
     check.add_argument("dir", type=Path)
@@ -62,18 +65,27 @@ def _settings(ns: argparse.Namespace) -> Settings:
 def _serve(ns: argparse.Namespace) -> int:
     import uvicorn
 
-    from edge.app import create_app
+    from edge.app import create_app, create_edge
+    from edge.edge_config import parse_edge_section
+
     settings = _settings(ns)
-    if ns.config is None and ns.media is None:
-        settings = settings.with_overrides(media_root=_demo_library())
-    if not settings.media_root.is_dir():
-        raise ConfigError(f"media folder {settings.media_root} does not exist (set server.media_root or --media)")
+    role, edge_config = parse_edge_section(settings.edge_table, settings.source, role=ns.role, upstreams=ns.upstream)
+    redis_url = ns.redis or settings.redis_url
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
-    _print_urls(settings)
+    if role == "edge":
+        print(f"vodgate: edge on http://{settings.host}:{settings.port}, pulling from {', '.join(edge_config.upstreams)}")
+        app = create_edge(settings, edge_config, redis_url)
+    else:
+        if ns.config is None and ns.media is None:
+            settings = settings.with_overrides(media_root=_demo_library())
+        if not settings.media_root.is_dir():
+            raise ConfigError(f"media folder {settings.media_root} does not exist (set server.media_root or --media)")
+        _print_urls(settings)
+        app = create_app(settings, redis_url=redis_url)
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from any local peer;
     # vodgate applies its own trusted-proxy rule (server.trusted_proxies) in auth/client_ip.py
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=False)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=False)
     return 0
 
 

@@ -62,6 +62,9 @@ class Settings:
     stale_while_revalidate: int = 60
     stale_if_error: int = 86400
     access: Any = field(default=None, repr=False)  # config.partners.AccessConfig (partners, profiles, keys)
+    edge_table: dict = field(default_factory=dict, repr=False)  # raw [edge] table: edge/edge_config.py reads it
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
+    redis_channel: str = "vodgate:purge"
     source: str = "defaults"  # where the settings came from, for messages
 
     def with_overrides(self, **changes: Any) -> "Settings":
@@ -73,7 +76,8 @@ SERVER_KEYS = {
 }
 CACHE_KEYS = {"memory_mb", "disk_path", "disk_mb"}
 CDN_KEYS = {"shield_header", "shield_secrets", "surrogate_header", "s_maxage", "stale_while_revalidate", "stale_if_error"}
-SECTIONS = {"server", "cache", "cdn", "partners"}
+REDIS_KEYS = {"url", "channel"}
+SECTIONS = {"server", "cache", "cdn", "partners", "edge", "redis", "analytics"}
 
 
 def load_settings(path: Path) -> Settings:
@@ -96,6 +100,11 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
     server = _section(raw, "server", SERVER_KEYS | ACCESS_SERVER_KEYS, source)
     cache = _section(raw, "cache", CACHE_KEYS, source)
     cdn = _section(raw, "cdn", CDN_KEYS, source)
+    redis = _section(raw, "redis", REDIS_KEYS, source)
+    from edge.edge_config import parse_edge_section  # checks [edge] whatever the role: a typo never waits
+
+    edge_table = raw.get("edge", {})
+    parse_edge_section(edge_table, source)
     defaults = Settings()
     disk_path = _typed(cache, "disk_path", str, "", source, "cache")
     media_root = Path(_typed(server, "media_root", str, str(defaults.media_root), source))
@@ -117,6 +126,9 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         stale_while_revalidate=_seconds(cdn, "stale_while_revalidate", defaults.stale_while_revalidate, source),
         stale_if_error=_seconds(cdn, "stale_if_error", defaults.stale_if_error, source),
         access=parse_access(raw, source, base_dir),
+        edge_table=dict(edge_table),
+        redis_url=_typed(redis, "url", str, "", source, "redis") or None,
+        redis_channel=_typed(redis, "channel", str, "vodgate:purge", source, "redis"),
         source=source,
     )
 

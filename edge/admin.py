@@ -4,7 +4,8 @@
     PUT    /admin/partners/{partner}/profiles/{name}     create or replace (validated like the config file)
     DELETE /admin/partners/{partner}/profiles/{name}
     GET    /admin/partners/{partner}/explain?entry=&ip=&referrer=&ua=&at=&token=
-    POST   /admin/partners/{partner}/purge                {"entry": ...} or {"prefix": "/p/..."} or {} (whole partner)
+    POST   /admin/partners/{partner}/purge                {"entry": ...} or {"prefix": "/p/..."} or {} (whole partner);
+                                                          reaches every node when Redis is configured
 
 ``Authorization: Bearer <admin_secret>``, compared in constant time. Changes
 apply to the next request; they live in memory (the TOML file stays the
@@ -27,16 +28,16 @@ from config.settings import ConfigError
 from origin.catalog import valid_id
 
 from . import urls
-from .cache import SegmentCache
+from .purge import CachePurger, PurgeError, PurgeRequest
 from .errors import error_response
 
 log = logging.getLogger("vodgate.admin")
 
 
 class Admin:
-    def __init__(self, access: AccessControl, cache: SegmentCache) -> None:
+    def __init__(self, access: AccessControl, purger: CachePurger) -> None:
         self.access = access
-        self.cache = cache
+        self.purger = purger
 
     def routes(self) -> list[Route]:
         base = "/admin/partners/{partner}"
@@ -141,19 +142,22 @@ class Admin:
             body = json.loads(await request.body() or b"{}")
         except ValueError as exc:
             return error_response(400, "bad_json", f"request body is not JSON: {exc}", personal=True)
-        if "prefix" in body:
-            prefix = str(body["prefix"])
-            if not prefix.startswith(urls.cache_prefix(partner)):
-                return error_response(400, "bad_request", f"prefix must start with {urls.cache_prefix(partner)}", personal=True)
-        elif "entry" in body:
-            if not valid_id(str(body["entry"])):
-                return error_response(400, "bad_request", "entry must be an entry id", personal=True)
-            prefix = urls.cache_prefix(partner, str(body["entry"]))
-        else:
-            prefix = urls.cache_prefix(partner)
-        removed = self.cache.purge_prefix(prefix)
-        log.info("admin: partner %s purged %s (%d objects)", partner, prefix, removed)
-        return _json({"purged": prefix, "objects": removed})
+        if not isinstance(body, dict):
+            return error_response(400, "bad_request", 'send {"entry": "E"}, {"prefix": "/p/P/..."} or {}', personal=True)
+        try:
+            if "prefix" in body:
+                spec = PurgeRequest(prefix=str(body["prefix"]))
+                if spec.scope_partner != partner:
+                    raise PurgeError(f"prefix must start with {urls.cache_prefix(partner)}")
+            else:
+                entry = body.get("entry")
+                spec = PurgeRequest(partner=partner, entry=None if entry is None else str(entry))
+            spec.key_prefix()
+        except (PurgeError, ValueError) as exc:
+            return error_response(400, "bad_request", str(exc), personal=True)
+        result = await self.purger.purge(spec)  # this node, then every node on the Redis channel
+        log.info("admin: partner %s purged %s (%d objects here)", partner, spec.key_prefix(), result.removed)
+        return _json({"purged": spec.key_prefix(), **result.to_dict()})
 
 
 def _json(data: object) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import AsyncIterator
 
 from starlette.applications import Starlette
@@ -20,6 +21,9 @@ from origin.storage import LocalStorage, Storage
 
 from .admin import Admin
 from .cache import DiskTier, SegmentCache
+from .edge_config import EdgeConfig
+from .proxy import create_edge_app
+from .purge import CachePurger
 from .cdn import CdnPolicy, ShieldMiddleware
 from .cors import CorsMiddleware
 from .delivery import Delivery
@@ -29,7 +33,10 @@ from .errors import error_response
 MB = 1024 * 1024
 
 
-def create_app(settings: Settings, catalog: Catalog | None = None, storage: Storage | None = None) -> Starlette:
+def create_app(
+    settings: Settings, catalog: Catalog | None = None, storage: Storage | None = None, redis_url: str | None = None
+) -> Starlette:
+    """Roles all and origin: package from the catalog's files, cache, and serve."""
     catalog = catalog or FileCatalog(settings.media_root)
     storage = storage or LocalStorage(settings.media_root)
     media = MediaService(catalog, storage, settings.segment_duration, settings.index_cache_entries)
@@ -43,7 +50,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None, storage: Stor
     )
     access = AccessControl.from_config(settings.access or AccessConfig())
     delivery = Delivery(media, cache, cdn, access)
-    admin = Admin(access, cache)
+    purger = CachePurger(cache, redis_url or settings.redis_url, channel=settings.redis_channel)
+    admin = Admin(access, purger)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
@@ -56,8 +64,12 @@ def create_app(settings: Settings, catalog: Catalog | None = None, storage: Stor
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        access.close()
+        await purger.start()
+        try:
+            yield
+        finally:
+            await purger.close()
+            access.close()
 
     app = Starlette(
         routes=[
@@ -75,5 +87,20 @@ def create_app(settings: Settings, catalog: Catalog | None = None, storage: Stor
     app.state.media = media
     app.state.cache = cache
     app.state.access = access
+    app.state.purger = purger
     app.state.settings = settings
+    return app
+
+
+def create_edge(settings: Settings, edge: EdgeConfig, redis_url: str | None = None) -> Starlette:
+    """Role edge: the same URL scheme pulled from upstream origins, with access control decided here."""
+    access = AccessControl.from_config(settings.access or AccessConfig())
+    upstream_headers = dict(edge.upstream_headers)
+    if settings.shield_secrets:  # an edge of a shielded origin proves itself with the first secret
+        upstream_headers.setdefault(settings.shield_header, settings.shield_secrets[0])
+    edge = replace(edge, upstream_headers=tuple(upstream_headers.items()), pass_headers=(settings.surrogate_header,))
+    app = create_edge_app(settings, edge, redis_url=redis_url or settings.redis_url, redis_channel=settings.redis_channel, access=access)
+    admin = Admin(access, app.state.purger)
+    app.router.routes[1:1] = admin.routes()  # after /healthz, before the media catch-all
+    app.state.access = access
     return app

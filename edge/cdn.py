@@ -14,7 +14,10 @@ from typing import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .viewer import EDGE_CHECKED_HEADER, EDGE_CHECKED_SCOPE_KEY
+
 OPEN_PATHS = ("/healthz",)  # load balancers probe without the secret
+EDGE_CHECKED = EDGE_CHECKED_HEADER.lower().encode("latin-1")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class ShieldMiddleware:
         for secret in self.secrets:
             matched |= hmac.compare_digest(presented, secret)
         if matched:
+            # the shield secret proves the caller is our edge/CDN: only then may it vouch for a viewer
+            if any(name == EDGE_CHECKED and value == b"1" for name, value in scope["headers"]):
+                scope.setdefault("state", {})[EDGE_CHECKED_SCOPE_KEY] = True
             await self.app(scope, receive, send)
             return
         body = json.dumps({"error": "shield_required", "detail": "this origin serves its CDN only"}).encode()

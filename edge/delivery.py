@@ -44,7 +44,7 @@ from .http import http_date, is_not_modified, requested_range, strong_etag
 from .progressive import serve_progressive
 from .request_info import MediaInfo, attach
 from .urls import BadRequest, MediaRequest
-from .viewer import Denied, Grant, grant_for
+from .viewer import Denied, Grant, check_preview_marker, grant_for
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 PERSONAL_PLAYLIST_CACHE = "private, max-age=60"  # holds this viewer's token or decision
@@ -71,10 +71,11 @@ class Delivery:
             req = urls.parse_path(request.url.path)
             info = attach(request.scope, _info_for(req))
             grant, check = grant_for(request, urls.canonical_path(req), req.partner, req.entry, self.access, self.clock())
-            info.client_ip, info.country = str(check.facts.client_ip), check.facts.country
-            if check.token is not None and check.token.claims is not None:
-                info.session_id = check.token.claims.session_id
-            _check_preview_marker(req, grant)
+            if check is not None:
+                info.client_ip, info.country = str(check.facts.client_ip), check.facts.country
+                if check.token is not None and check.token.claims is not None:
+                    info.session_id = check.token.claims.session_id
+            check_preview_marker(req.preview, grant)
             if req.format == "mp4":
                 return await serve_progressive(request, req, self.media, self.cdn, grant)
             return await self._hls(request, req, FORMATS[req.format], info, grant)
@@ -154,12 +155,6 @@ class Delivery:
         etag = strong_etag(version, urls.canonical_path(req), str(self.media.target), *extra)
         headers = {"ETag": etag, "Last-Modified": http_date(em.last_modified_ns), **self.cdn.media_headers(req.partner, req.entry)}
         return headers, etag
-
-
-def _check_preview_marker(req: MediaRequest, grant: Grant) -> None:
-    """A -p{N} URL may ask for less than the grant, never more."""
-    if req.preview is not None and grant.preview is not None and req.preview > grant.preview:
-        raise Denied(403, PREVIEW_ONLY, f"this viewer may play the first {float(grant.preview):g} s only")
 
 
 def _granted_segment(rendition: Rendition, req: MediaRequest, preview: Fraction | None, grant: Grant) -> Segment:

@@ -46,6 +46,7 @@ pub/sub channel.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 import json
 import logging
 import struct
@@ -56,9 +57,10 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 from urllib.parse import unquote_plus
 
 import httpx
+
+from auth.access import AccessControl
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
@@ -67,9 +69,11 @@ from origin.catalog import valid_id
 from packager.hls.uris import with_query
 
 from . import urls
+from .cors import CorsMiddleware
 from .cache import COALESCED, HIT, MISS, DiskTier, SegmentCache
 from .errors import error_response, response_for
 from .http import ByteSpan, is_not_modified, requested_range, strong_etag
+from .viewer import EDGE_CHECKED_HEADER, check_preview_marker, grant_for
 from .request_info import MediaInfo, attach, media_info
 from .edge_config import MB, EdgeConfig
 from .purge import CachePurger, PurgeBus, PurgeRequest, PurgeResult
@@ -80,6 +84,7 @@ log = logging.getLogger("vodgate.edge.proxy")
 
 STALE = "STALE"
 PLAYLISTS = frozenset({"master", "index", "iframes"})
+FORWARDED_VIEWER_HEADERS = ("referer", "origin", "user-agent", "cookie", "range", "if-range", "if-none-match", "if-modified-since")
 NEGATIVE_STATUSES = frozenset({404, 410})
 IMMUTABLE_TTL = 10 * 365 * 86400.0  # progressive chunks: the ETag is in the key
 
@@ -274,8 +279,10 @@ class EdgeProxy:
         bus_channel: str = "vodgate:purge",
         clock: Callable[[], float] = time.time,
         viewer_query_for: Callable[[Request], str | None] | None = None,
+        access: AccessControl | None = None,
     ) -> None:
         self.config = config
+        self.access = access
         self._pass = tuple(h.lower() for h in config.pass_headers)
         # what to copy into a viewer's playlists: by default the viewer_params of the request's query;
         # access control can supply its own (e.g. auth.access's AccessCheck.propagate)
@@ -287,7 +294,7 @@ class EdgeProxy:
             read_timeout=config.read_timeout,
             health_interval=config.health_interval,
             down_seconds=config.down_seconds,
-            headers=dict(config.upstream_headers),
+            headers={**dict(config.upstream_headers), **({EDGE_CHECKED_HEADER: "1"} if access is not None else {})},
             max_connections=config.max_connections,
             client=client,
         )
@@ -337,6 +344,8 @@ class EdgeProxy:
             info = attach(request.scope, _media_info(req))
             if not self._started:
                 await self.start(bus_wait=0)  # the app runs without lifespan events: start, never stall
+            if self.access is not None and await self._personal(request, req):
+                return await self._pass_through(request, req, info)
             if req.format == "mp4":
                 try:
                     return await self._progressive(request, req, info)
@@ -350,6 +359,37 @@ class EdgeProxy:
                 info.cache = response.headers["X-Cache"]
                 info.error = getattr(exc, "code", None) or "error"
             return response
+
+    async def _personal(self, request: Request, req: MediaRequest) -> bool:
+        """Decide access here, before the shared cache; True when only the origin can answer this viewer.
+
+        Denials are answered at once (Denied). A full grant is served from the
+        cache. A preview or flavor limits need the media (which segment the
+        preview cuts, which flavor is how tall): those requests go to the origin
+        with the viewer's facts, uncached, except ``-p{N}`` URLs, whose bytes
+        depend on the URL alone and so are shared like any other object.
+        """
+        grant, _ = grant_for(request, urls.canonical_path(req), req.partner, req.entry, self.access, _utc_now())
+        check_preview_marker(req.preview, grant)
+        if grant.limits is not None:
+            return True
+        return grant.preview is not None and req.preview is None
+
+    async def _pass_through(self, request: Request, req: MediaRequest, info: MediaInfo) -> Response:
+        """Forward as the viewer (X-Forwarded-For, Referer, User-Agent, token) without the edge's vouching."""
+        headers = {name: request.headers[name] for name in FORWARDED_VIEWER_HEADERS if name in request.headers}
+        client = request.client.host if request.client else None
+        if client:
+            prior = request.headers.get("x-forwarded-for")
+            headers["x-forwarded-for"] = f"{prior}, {client}" if prior else client
+        headers[EDGE_CHECKED_HEADER] = "0"  # overrides the pool's default "1": this viewer the origin must decide
+        answer = await self.pool.fetch(urls.canonical_path(req), request.url.query, headers)
+        info.cache = MISS
+        kept = kept_headers(answer.headers, self._pass)
+        for name in ("content-range", "location", "accept-ranges"):
+            if name in answer.headers:
+                kept[name] = answer.headers[name]
+        return Response(answer.content, status_code=answer.status, headers={**kept, "X-Cache": MISS})
 
     def _error(self, exc: Exception) -> Response:
         if isinstance(exc, UpstreamUnavailable):
@@ -568,6 +608,10 @@ def _media_info(req: MediaRequest) -> MediaInfo:
 # --------------------------------------------------------------------------- the app
 
 
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def create_edge_app(
     settings: Any,
     edge: EdgeConfig,
@@ -579,6 +623,7 @@ def create_edge_app(
     middleware: Sequence[Middleware] = (),
     clock: Callable[[], float] = time.time,
     viewer_query_for: Callable[[Request], str | None] | None = None,
+    access: AccessControl | None = None,
 ) -> Starlette:
     """The edge's ASGI app: ``/healthz`` and the media routes, served from upstream through the cache.
 
@@ -593,7 +638,7 @@ def create_edge_app(
     disk = DiskTier(settings.cache_disk_path, settings.cache_disk_mb * MB) if settings.cache_disk_path else None
     cache = SegmentCache(settings.cache_memory_mb * MB, disk)
     proxy = EdgeProxy(edge, cache, client=client, bus_url=redis_url, bus_channel=redis_channel, clock=clock,
-                      viewer_query_for=viewer_query_for)
+                      viewer_query_for=viewer_query_for, access=access)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -630,14 +675,7 @@ def create_edge_app(
             Route("/p/{path:path}", proxy.handle, methods=["GET", "HEAD"]),
         ],
         middleware=[
-            Middleware(
-                CORSMiddleware,
-                allow_origins=list(settings.cors_origins),
-                allow_methods=["GET", "HEAD", "OPTIONS"],
-                allow_headers=["Range", "If-Range", "If-None-Match", "If-Modified-Since"],
-                expose_headers=["Content-Length", "Content-Range", "ETag", "Accept-Ranges", "X-Cache"],
-                max_age=86400,
-            ),
+            Middleware(CorsMiddleware, allow_origins=settings.cors_origins),
             *middleware,
         ],
         exception_handlers={404: not_found, 405: method_not_allowed},

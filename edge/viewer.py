@@ -15,7 +15,12 @@ from fractions import Fraction
 from starlette.requests import Request
 
 from auth.access import AccessCheck, AccessControl
-from auth.rules import FlavorLimits
+from auth.rules import PREVIEW_ONLY, FlavorLimits
+
+# An edge that has checked a viewer itself (and found a full grant) says so to its origin with this
+# header; the origin believes it only on requests that carry the origin-shield secret.
+EDGE_CHECKED_HEADER = "X-Vodgate-Edge-Checked"
+EDGE_CHECKED_SCOPE_KEY = "vodgate.edge_checked"
 
 # Forwarded into every URI of a playlist so players keep sending it; only a safe alphabet.
 SESSION_PARAMETER = "playSessionId"
@@ -42,7 +47,10 @@ class Grant:
         return self.limits is None or self.limits.allows(height, bitrate)
 
 
-def grant_for(request: Request, path: str, partner: str, entry: str, access: AccessControl, now: datetime) -> tuple[Grant, AccessCheck]:
+def grant_for(request: Request, path: str, partner: str, entry: str, access: AccessControl, now: datetime) -> tuple[Grant, AccessCheck | None]:
+    """The viewer's grant; (full grant, None) for a request an edge already checked (see EDGE_CHECKED_HEADER)."""
+    if request.scope.get("state", {}).get(EDGE_CHECKED_SCOPE_KEY):
+        return Grant(), None
     headers = request.headers
     check = access.check(
         partner,
@@ -64,6 +72,12 @@ def grant_for(request: Request, path: str, partner: str, entry: str, access: Acc
     query = "&".join(part for part in (check.propagate, _session_query(request)) if part)
     personal = bool(query) or decision.preview_seconds is not None or limits is not None or access.restricts(partner)
     return Grant(decision.preview_seconds, limits, query, personal), check
+
+
+def check_preview_marker(req_preview: Fraction | None, grant: Grant) -> None:
+    """A -p{N} URL may ask for less than the grant, never more."""
+    if req_preview is not None and grant.preview is not None and req_preview > grant.preview:
+        raise Denied(403, PREVIEW_ONLY, f"this viewer may play the first {float(grant.preview):g} s only")
 
 
 def _session_query(request: Request) -> str | None:
