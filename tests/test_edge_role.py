@@ -1,9 +1,8 @@
 """Edge role as separate processes on 127.0.0.1: an origin (`vodgate serve`), edges, Redis.
 
-The origin runs the real CLI; each edge runs this file as a launcher script
-(``python tests/test_edge_role.py --port P --upstream URL ...``: the edge app
-of edge/proxy.py on uvicorn, plus an unauthenticated test-only
-``POST /admin/purge``) until `vodgate serve --role edge --upstream URL` exists.
+Origin and edges run the real CLI (`vodgate serve --role edge --upstream URL
+--config edge.toml`); each edge's TOML carries its [edge] tuning and the
+partner's admin secret that /admin/partners/demo/purge requires.
 The origin's uvicorn access log is the request counter: it lists every
 request the origin saw.
 
@@ -81,11 +80,24 @@ def start_origin(media: Path, log_dir: Path) -> Process:
     return Process(cmd, port, log_dir / f"origin-{port}.log")
 
 
-def start_edge(upstreams: list[str], log_dir: Path, *extra: str) -> Process:
+ADMIN_SECRET = "edge-test-admin-secret"
+ADMIN = {"Authorization": f"Bearer {ADMIN_SECRET}"}
+
+
+def start_edge(upstreams: list[str], log_dir: Path, redis: str | None = None, **tuning: float) -> Process:
+    """`vodgate serve --role edge` with ``tuning`` as its [edge] table (ttl, chunk_kb, health_interval...)."""
     port = free_port()
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--port", str(port), *extra]
+    edge = {"down_seconds": max(1.0, 2 * tuning.get("health_interval", 5)), **tuning}
+    lines = ["[cache]", "memory_mb = 64", "[edge]", *(f"{k} = {v}" for k, v in edge.items()),
+             "[partners.demo]", f'admin_secret = "{ADMIN_SECRET}"']
+    config = log_dir / f"edge-{port}.toml"
+    config.write_text("\n".join(lines) + "\n")
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--role", "edge", "--config", str(config),
+           "--host", "127.0.0.1", "--port", str(port)]
     for url in upstreams:
         cmd += ["--upstream", url]
+    if redis:
+        cmd += ["--redis", redis]
     return Process(cmd, port, log_dir / f"edge-{port}.log")
 
 
@@ -184,13 +196,11 @@ def deployment(media_library, redis_server, tmp_path_factory):
     logs = tmp_path_factory.mktemp("edge-role")
     origin = start_origin(media_library, logs)
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    extra = ["--chunk-kb", "64", "--health-interval", "1"]
-    if redis_server is not None:
-        extra += ["--redis", redis_server.url]
+    redis = redis_server.url if redis_server is not None else None
     edges = []
     try:
-        edges.append(start_edge([dead, origin.base], logs, *extra))
-        edges.append(start_edge([origin.base], logs, *extra))
+        edges.append(start_edge([dead, origin.base], logs, redis, chunk_kb=64, health_interval=1))
+        edges.append(start_edge([origin.base], logs, redis, chunk_kb=64, health_interval=1))
         yield origin, edges[0], edges[1], dead
     finally:
         for proc in (*edges, origin):
@@ -291,9 +301,10 @@ def test_purge_on_one_edge_empties_both(deployment, redis_server):
             assert httpx.get(f"{edge.base}{path}", timeout=10).headers["x-cache"] == "HIT"
     before = {p: len(origin_requests(origin, p)) for p in paths}
     received = httpx.get(f"{edge_b.base}/healthz", timeout=5).json()["purge_bus"]["received"]
-    result = httpx.post(f"{edge_a.base}/admin/purge", json={"partner": "demo", "entry": "video_only"}, timeout=10)
+    assert httpx.post(f"{edge_a.base}/admin/partners/demo/purge", json={"entry": "video_only"}, timeout=10).status_code == 401
+    result = httpx.post(f"{edge_a.base}/admin/partners/demo/purge", json={"entry": "video_only"}, headers=ADMIN, timeout=10)
     assert result.status_code == 200, result.text
-    assert result.json() == {"removed": 2, "notified": 1, "bus_error": None}
+    assert result.json() == {"purged": "/p/demo/e/video_only/", "removed": 2, "notified": 1, "bus_error": None}
     wait_for(lambda: httpx.get(f"{edge_b.base}/healthz", timeout=5).json()["purge_bus"]["received"] > received,
              what="edge B to receive the purge")
     for edge in (edge_a, edge_b):
@@ -309,8 +320,7 @@ def test_edges_serve_cached_and_stale_copies_when_the_origin_dies(media_library,
     edges: list[Process] = []
     try:
         for _ in range(2):
-            edges.append(start_edge([origin.base], tmp_path, "--ttl", "2", "--stale-if-error", "600",
-                                    "--health-interval", "0.5", "--read-timeout", "2"))
+            edges.append(start_edge([origin.base], tmp_path, ttl=2, stale_if_error=600, health_interval=0.5, read_timeout=2))
         session = ["/p/demo/e/h264_baseline/hls/master.m3u8", "/p/demo/e/h264_baseline/hls/main/index.m3u8",
                    "/p/demo/e/h264_baseline/hls/main/seg-1.ts", "/p/demo/e/h264_baseline/hls/main/seg-2.ts",
                    "/p/demo/e/h264_baseline/hls/main/a1/index.m3u8", "/p/demo/e/h264_baseline/hls/main/a1/seg-1.ts",
@@ -410,51 +420,3 @@ def test_purge_bus_resubscribes_after_redis_restarts(redis_server, tmp_path):
 
 
 # --------------------------------------------------------------------------- the launcher
-
-
-def _launch(argv: list[str]) -> int:
-    import argparse
-
-    import uvicorn
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    from config.settings import Settings
-    from edge.edge_config import EdgeConfig
-    from edge.proxy import create_edge_app
-    from edge.purge import PurgeError, PurgeRequest
-
-    parser = argparse.ArgumentParser(description="test launcher: a vodgate edge")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", action="append", required=True)
-    parser.add_argument("--redis")
-    parser.add_argument("--ttl", type=float, default=60)
-    parser.add_argument("--stale-if-error", type=float, default=86400)
-    parser.add_argument("--negative-ttl", type=float, default=10)
-    parser.add_argument("--chunk-kb", type=int, default=1024)
-    parser.add_argument("--health-interval", type=float, default=5)
-    parser.add_argument("--read-timeout", type=float, default=10)
-    ns = parser.parse_args(argv)
-    config = EdgeConfig(
-        upstreams=tuple(ns.upstream), ttl=ns.ttl, stale_if_error=ns.stale_if_error, negative_ttl=ns.negative_ttl,
-        chunk_size=ns.chunk_kb * 1024, health_interval=ns.health_interval, read_timeout=ns.read_timeout,
-        down_seconds=max(1.0, ns.health_interval * 2),
-    )
-
-    async def purge(request: Request) -> JSONResponse:  # test only: the real route authenticates
-        try:
-            spec = PurgeRequest.from_dict(await request.json())
-        except (PurgeError, ValueError) as exc:
-            return JSONResponse({"error": "bad_request", "detail": str(exc)}, status_code=400)
-        result = await request.app.state.edge.purge(spec)
-        return JSONResponse(result.to_dict())
-
-    app = create_edge_app(Settings(cache_memory_mb=64), config, redis_url=ns.redis,
-                          routes=[Route("/admin/purge", purge, methods=["POST"])])
-    uvicorn.run(app, host="127.0.0.1", port=ns.port, log_level="info")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_launch(sys.argv[1:]))
