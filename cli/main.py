@@ -79,7 +79,7 @@ def _serve(ns: argparse.Namespace) -> int:
     else:
         if ns.config is None and ns.media is None:
             settings = settings.with_overrides(media_root=_demo_library())
-        if not settings.media_root.is_dir():
+        if settings.catalog is None and not settings.media_root.is_dir():
             raise ConfigError(f"media folder {settings.media_root} does not exist (set server.media_root or --media)")
         _print_urls(settings)
         app = create_app(settings, redis_url=redis_url)

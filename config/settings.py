@@ -65,6 +65,8 @@ class Settings:
     edge_table: dict = field(default_factory=dict, repr=False)  # raw [edge] table: edge/edge_config.py reads it
     redis_url: str | None = field(default=None, repr=False)  # may hold a password
     redis_channel: str = "vodgate:purge"
+    storage: Any = field(default=None, repr=False)  # config.storage.StorageConfig; None = the local media_root
+    catalog: Any = None  # list[origin.catalog.Entry] from [catalog]; None = list media_root's folders
     source: str = "defaults"  # where the settings came from, for messages
 
     def with_overrides(self, **changes: Any) -> "Settings":
@@ -77,7 +79,7 @@ SERVER_KEYS = {
 CACHE_KEYS = {"memory_mb", "disk_path", "disk_mb"}
 CDN_KEYS = {"shield_header", "shield_secrets", "surrogate_header", "s_maxage", "stale_while_revalidate", "stale_if_error"}
 REDIS_KEYS = {"url", "channel"}
-SECTIONS = {"server", "cache", "cdn", "partners", "edge", "redis", "analytics"}
+SECTIONS = {"server", "cache", "cdn", "partners", "edge", "redis", "analytics", "storage", "catalog"}
 
 
 def load_settings(path: Path) -> Settings:
@@ -102,6 +104,13 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
     cdn = _section(raw, "cdn", CDN_KEYS, source)
     redis = _section(raw, "redis", REDIS_KEYS, source)
     from edge.edge_config import parse_edge_section  # checks [edge] whatever the role: a typo never waits
+
+    from .storage import parse_catalog, parse_storage
+
+    storage = parse_storage(raw, source)
+    catalog = parse_catalog(raw, source)
+    if storage.type == "http" and catalog is None:
+        raise ConfigError(f"{source}: storage.type = \"http\" needs a [catalog] listing entries (remote storage cannot be listed)")
 
     edge_table = raw.get("edge", {})
     parse_edge_section(edge_table, source)
@@ -129,6 +138,8 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         edge_table=dict(edge_table),
         redis_url=_typed(redis, "url", str, "", source, "redis") or None,
         redis_channel=_typed(redis, "channel", str, "vodgate:purge", source, "redis"),
+        storage=storage,
+        catalog=catalog,
         source=source,
     )
 

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from auth.access import AccessControl
 from config.partners import AccessConfig
 from config.settings import Settings
-from origin.catalog import Catalog, FileCatalog
+from origin.catalog import Catalog, FileCatalog, StaticCatalog
 from origin.media import MediaService
 from origin.storage import LocalStorage, Storage
 
@@ -37,8 +37,8 @@ def create_app(
     settings: Settings, catalog: Catalog | None = None, storage: Storage | None = None, redis_url: str | None = None
 ) -> Starlette:
     """Roles all and origin: package from the catalog's files, cache, and serve."""
-    catalog = catalog or FileCatalog(settings.media_root)
-    storage = storage or LocalStorage(settings.media_root)
+    catalog = catalog or (StaticCatalog(settings.catalog) if settings.catalog is not None else FileCatalog(settings.media_root))
+    storage = storage or _storage(settings)
     media = MediaService(catalog, storage, settings.segment_duration, settings.index_cache_entries)
     disk = DiskTier(settings.cache_disk_path, settings.cache_disk_mb * MB) if settings.cache_disk_path else None
     cache = SegmentCache(settings.cache_memory_mb * MB, disk)
@@ -90,6 +90,18 @@ def create_app(
     app.state.purger = purger
     app.state.settings = settings
     return app
+
+
+def _storage(settings: Settings) -> Storage:
+    config = settings.storage
+    if config is None or config.type == "local":
+        return LocalStorage(settings.media_root)
+    import httpx
+
+    from origin.http_storage import HttpStorage
+
+    timeout = httpx.Timeout(config.read_timeout, connect=config.connect_timeout)
+    return HttpStorage(config.base_url, httpx.AsyncClient(timeout=timeout), headers=config.headers, stat_ttl=config.stat_ttl)
 
 
 def create_edge(settings: Settings, edge: EdgeConfig, redis_url: str | None = None) -> Starlette:

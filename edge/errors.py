@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 
 from origin.catalog import CatalogError
 from origin.media import FlavorError
+from origin.http_storage import StorageTimeout
 from origin.storage import StorageError
 from packager.errors import MediaError, NotFound, UnsupportedMedia
 from packager.preview import EmptyPreview
@@ -52,6 +53,9 @@ def response_for(exc: Exception) -> JSONResponse:
     if isinstance(exc, MediaError):
         log.warning("bad media: %s", exc)
         return error_response(500, exc.code, str(exc))
+    if isinstance(exc, StorageTimeout):
+        log.warning("storage timeout: %s", exc)
+        return error_response(504, "storage_timeout", str(exc))
     if isinstance(exc, StorageError):
         log.warning("storage error: %s", exc)
         return error_response(502, "storage_error", str(exc))

@@ -395,3 +395,24 @@ def test_origin_app_over_http_storage(range_server, media_library):
     assert master.status_code == 200 and "#EXT-X-STREAM-INF" in master.text
     assert down.status_code in (502, 504) and down.json()["error"].startswith("storage")
     assert range_server.base in down.json()["detail"]
+
+
+def test_vodgate_serve_from_remote_storage_decodes_bit_exactly(range_server, media_library, media_fixture_paths, tmp_path):
+    """The CLI with [storage] type = "http" and a [catalog]: ffmpeg plays the ladder from the remote objects."""
+    from conftest import ServerProcess
+    from oracle import video_hashes
+
+    config = tmp_path / "remote.toml"
+    config.write_text(
+        f'[server]\nsegment_duration = 4\n[storage]\ntype = "http"\nbase_url = "{range_server.base}"\n'
+        '[catalog.demo]\nladder = ["hi", "mid", "lo"]\n'
+    )
+    server = ServerProcess(["--config", str(config)], tmp_path / "server.log")
+    try:
+        for fmt in ("hls", "cmaf"):
+            url = f"{server.base}/p/demo/e/ladder/{fmt}/mid/index.m3u8"
+            assert video_hashes(url) == video_hashes(media_fixture_paths["ladder_mid"])
+        missing = httpx.get(f"{server.base}/p/demo/e/other/hls/master.m3u8")
+        assert missing.status_code == 404 and missing.json()["error"] == "unknown_entry"
+    finally:
+        server.stop()
