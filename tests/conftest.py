@@ -41,7 +41,6 @@ def media_library(tmp_path_factory, media_fixture_paths) -> Path:
 # ---------------------------------------------------------------------------
 # A real vodgate server on 127.0.0.1 (a subprocess running `vodgate serve`)
 # ---------------------------------------------------------------------------
-import os
 import socket
 import subprocess
 import sys

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 from datetime import datetime, timezone
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_address
 
 import pytest
 
