@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from fractions import Fraction
@@ -81,7 +80,7 @@ from auth.rules import (
     rule_problem,
 )
 from auth.tokens import KEY_ID, KeyRing
-from config.settings import ConfigError
+from config.settings import ConfigError, read_toml
 from origin.catalog import valid_id
 
 SECTION = "partners"
@@ -156,13 +155,7 @@ class AccessConfig:
 
 
 def load_access(path: Path) -> AccessConfig:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return parse_access(raw, source=str(path), base_dir=path.parent)
+    return parse_access(read_toml(path), source=str(path), base_dir=path.parent)
 
 
 def parse_access(raw: Mapping[str, Any], source: str = "config", base_dir: Path = Path(".")) -> AccessConfig:

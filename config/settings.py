@@ -82,14 +82,18 @@ REDIS_KEYS = {"url", "channel"}
 SECTIONS = {"server", "cache", "cdn", "partners", "edge", "redis", "analytics", "storage", "catalog"}
 
 
-def load_settings(path: Path) -> Settings:
+def read_toml(path: Path) -> dict[str, Any]:
+    """A config file's document; ConfigError naming the file when it is missing or not TOML."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return parse_settings(raw, source=str(path), base_dir=path.parent)
+
+
+def load_settings(path: Path) -> Settings:
+    return parse_settings(read_toml(path), source=str(path), base_dir=path.parent)
 
 
 def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path = Path(".")) -> Settings:

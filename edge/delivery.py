@@ -42,7 +42,7 @@ from .cdn import CdnPolicy
 from .errors import response_for
 from .http import http_date, is_not_modified, requested_range, strong_etag
 from .progressive import serve_progressive
-from .request_info import MediaInfo, attach
+from .request_info import MediaInfo, attach, info_for
 from .urls import BadRequest, MediaRequest
 from .viewer import Denied, Grant, check_preview_marker, grant_for
 
@@ -69,7 +69,7 @@ class Delivery:
         info: MediaInfo | None = None
         try:
             req = urls.parse_path(request.url.path)
-            info = attach(request.scope, _info_for(req))
+            info = attach(request.scope, info_for(req))
             grant, check = grant_for(request, urls.canonical_path(req), req.partner, req.entry, self.access, self.clock())
             if check is not None:
                 info.client_ip, info.country = str(check.facts.client_ip), check.facts.country
@@ -202,19 +202,6 @@ def _ranged(request: Request, body: bytes, media_type: str, headers: dict[str, s
         return Response(body, media_type=media_type, headers=headers)
     headers["Content-Range"] = span.content_range(len(body))
     return Response(body[span.start : span.end + 1], status_code=206, media_type=media_type, headers=headers)
-
-
-def _info_for(req: MediaRequest) -> MediaInfo:
-    rendition = req.rendition
-    return MediaInfo(
-        partner=req.partner,
-        entry=req.entry,
-        format=req.format,
-        resource=req.resource,
-        flavor=rendition.flavor if rendition else None,
-        audio=rendition.audio if rendition else None,
-        segment=req.number,
-    )
 
 
 def _flavor_subset(request: Request) -> frozenset[str] | None:

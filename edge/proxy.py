@@ -74,7 +74,7 @@ from .cache import COALESCED, HIT, MISS, DiskTier, SegmentCache
 from .errors import error_response, response_for
 from .http import ByteSpan, is_not_modified, requested_range, strong_etag
 from .viewer import EDGE_CHECKED_HEADER, check_preview_marker, grant_for
-from .request_info import MediaInfo, attach, media_info
+from .request_info import MediaInfo, attach, info_for, media_info
 from .edge_config import MB, EdgeConfig
 from .purge import CachePurger, PurgeBus, PurgeRequest, PurgeResult
 from .upstream import UpstreamPool, UpstreamResponse, UpstreamUnavailable
@@ -341,7 +341,7 @@ class EdgeProxy:
         info: MediaInfo | None = None
         try:
             req = urls.parse_path(request.url.path)
-            info = attach(request.scope, _media_info(req))
+            info = attach(request.scope, info_for(req))
             if not self._started:
                 await self.start(bus_wait=0)  # the app runs without lifespan events: start, never stall
             if self.access is not None and await self._personal(request, req):
@@ -590,19 +590,6 @@ class EdgeProxy:
 def _conditional(headers: Mapping[str, str]) -> dict[str, str]:
     keep = ("etag", "last-modified", "cache-control", "x-cache", "vary", "surrogate-key", "cache-tag")
     return {k: v for k, v in headers.items() if k.lower() in keep}
-
-
-def _media_info(req: MediaRequest) -> MediaInfo:
-    rendition = req.rendition
-    return MediaInfo(
-        partner=req.partner,
-        entry=req.entry,
-        format=req.format,
-        resource=req.resource,
-        flavor=rendition.flavor if rendition else None,
-        audio=rendition.audio if rendition else None,
-        segment=req.number,
-    )
 
 
 # --------------------------------------------------------------------------- the app

@@ -9,7 +9,10 @@ response.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, MutableMapping
+from typing import TYPE_CHECKING, Any, MutableMapping
+
+if TYPE_CHECKING:
+    from .urls import MediaRequest
 
 SCOPE_KEY = "vodgate.media"
 
@@ -32,6 +35,20 @@ class MediaInfo:
     session_id: str | None = None  # from a token, when it carries one
     client_ip: str | None = None  # as resolved by the trusted-proxy rule
     country: str | None = None
+
+
+def info_for(req: "MediaRequest") -> MediaInfo:
+    """What the URL alone tells about a request."""
+    rendition = req.rendition
+    return MediaInfo(
+        partner=req.partner,
+        entry=req.entry,
+        format=req.format,
+        resource=req.resource,
+        flavor=rendition.flavor if rendition else None,
+        audio=rendition.audio if rendition else None,
+        segment=req.number,
+    )
 
 
 def attach(scope: MutableMapping[str, Any], info: MediaInfo) -> MediaInfo:
