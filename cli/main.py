@@ -12,6 +12,7 @@ from config.settings import ConfigError, Settings, load_settings, segment_durati
 from . import access as access_cli
 
 DEMO_DIR = Path("demo-media")
+PASSTHROUGH = ("bench", "report", "aggregate")  # commands that parse their own options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("bench", help="cold packaging benchmark (see docs/PERFORMANCE.md; --help for its options)", add_help=False)
     access_cli.add_token_commands(commands)
     access_cli.add_access_commands(commands)
+    commands.add_parser("report", help="play analytics report (--help for its options)", add_help=False)
+    commands.add_parser("aggregate", help="consume the Redis event stream into aggregates (--help for options)", add_help=False)
 
     ns, rest = parser.parse_known_args(argv)
-    if rest and ns.command != "bench":
+    if rest and ns.command not in PASSTHROUGH:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if ns.command == "serve":
@@ -46,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
             return _check(ns)
         if ns.command in ("token", "access"):
             return access_cli.run(ns)
+        if ns.command == "report":
+            from analytics.report import main as report_main
+
+            return report_main(rest)
+        if ns.command == "aggregate":
+            from analytics.aggregator import main as aggregate_main
+
+            return aggregate_main(rest)
         from loadtests.bench import main as bench_main
 
         return bench_main(rest)
@@ -83,6 +94,9 @@ def _serve(ns: argparse.Namespace) -> int:
             raise ConfigError(f"media folder {settings.media_root} does not exist (set server.media_root or --media)")
         _print_urls(settings)
         app = create_app(settings, redis_url=redis_url)
+    from analytics.middleware import wrap
+
+    app = wrap(app, settings.analytics, settings.metrics)  # play events and /metrics, as configured
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from any local peer;
     # vodgate applies its own trusted-proxy rule (server.trusted_proxies) in auth/client_ip.py
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=False)

@@ -67,6 +67,8 @@ class Settings:
     redis_channel: str = "vodgate:purge"
     storage: Any = field(default=None, repr=False)  # config.storage.StorageConfig; None = the local media_root
     catalog: Any = None  # list[origin.catalog.Entry] from [catalog]; None = list media_root's folders
+    analytics: Any = None  # analytics.config.AnalyticsConfig ([analytics]: play events; off by default)
+    metrics: Any = None  # analytics.config.MetricsConfig ([metrics]: /metrics, on by default)
     source: str = "defaults"  # where the settings came from, for messages
 
     def with_overrides(self, **changes: Any) -> "Settings":
@@ -79,7 +81,7 @@ SERVER_KEYS = {
 CACHE_KEYS = {"memory_mb", "disk_path", "disk_mb"}
 CDN_KEYS = {"shield_header", "shield_secrets", "surrogate_header", "s_maxage", "stale_while_revalidate", "stale_if_error"}
 REDIS_KEYS = {"url", "channel"}
-SECTIONS = {"server", "cache", "cdn", "partners", "edge", "redis", "analytics", "storage", "catalog"}
+SECTIONS = {"server", "cache", "cdn", "partners", "edge", "redis", "analytics", "metrics", "storage", "catalog"}
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -108,6 +110,8 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
     cdn = _section(raw, "cdn", CDN_KEYS, source)
     redis = _section(raw, "redis", REDIS_KEYS, source)
     from edge.edge_config import parse_edge_section  # checks [edge] whatever the role: a typo never waits
+
+    from analytics.config import parse_analytics, parse_metrics
 
     from .storage import parse_catalog, parse_storage
 
@@ -144,6 +148,8 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         redis_channel=_typed(redis, "channel", str, "vodgate:purge", source, "redis"),
         storage=storage,
         catalog=catalog,
+        analytics=parse_analytics(raw.get("analytics"), source, base_dir),
+        metrics=parse_metrics(raw.get("metrics"), source),
         source=source,
     )
 

@@ -1,0 +1,151 @@
+"""What one event adds to the report: the one counting rule shared by the JSONL report and the aggregator.
+
+:func:`contribution` turns an event into named counters (``"plays|demo|ladder"``
++1, ``"ms|demo|ladder"`` +4000, ...), the play session it belongs to and the
+decile of the entry that event shows the session reached. The JSONL report
+sums contributions over the events in range; the Redis aggregator sums the
+same contributions into hourly hashes. Both then go through
+:func:`analytics.report.summarize`, so the two sources give the same numbers
+for the same events.
+
+Counter fields (``p`` partner, ``e`` entry; ``-`` when unknown):
+
+==========================  ===========================================================
+plays|p|e                   play_requested events
+ms|p|e                      media milliseconds delivered: 200 segments of a flavor's
+                            main rendition (not its a{k} audio renditions, which play
+                            alongside) + progressive ranges with a known media time
+sw|p|e                      flavor_switch events
+bytes|p|e|flavor            body bytes of segment_served + progressive_range
+country|p|e|CC              plays by country (``unknown`` without GeoIP)
+ref|p|e|domain              plays by referrer domain (``(none)`` without Referer)
+ua|p|e|family               plays by user-agent family
+denied|p|e|reason           denied events
+error|p|e|status|code       error events
+reach|p|e|d                 sessions that reached d tenths of the entry (d = 0..10;
+                            d = 0 counts every play session of the entry). Derived from
+                            sessions by the JSONL report, counted by the aggregator.
+==========================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .classify import field_part
+from .events import (
+    DENIED, ERROR, FLAVOR_SWITCH, PLAY_REQUESTED, PROGRESSIVE_RANGE, SEGMENT_SERVED, decile, media_ms,
+)
+
+TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):\d{2}:\d{2}(?:\.\d+)?Z")
+NO_COUNTRY = "unknown"
+NO_REFERRER = "(none)"
+
+
+class Malformed(ValueError):
+    """An event that cannot be counted (wrong shape or types)."""
+
+
+@dataclass
+class Contribution:
+    hour: str  # "YYYYMMDDHH", UTC
+    pe: str = "-|-"  # "partner|entry"
+    fields: list[tuple[str, int]] = field(default_factory=list)
+    session: str | None = None  # "p|e|session" for play-session events (population of the drop-off curve)
+    decile: int = 0  # tenths of the entry this event shows the session reached
+
+
+def hour_of(t: Any) -> str:
+    if not isinstance(t, str):
+        raise Malformed("t is not a string")
+    m = TIME.fullmatch(t)
+    if m is None:
+        raise Malformed(f"t {t[:40]!r} is not YYYY-MM-DDTHH:MM:SS[.mmm]Z")
+    return "".join(m.groups())
+
+
+def _str(event: dict, key: str) -> str | None:
+    value = event.get(key)
+    if value is not None and not isinstance(value, str):
+        raise Malformed(f"{key} is not a string")
+    return value
+
+
+def _num(event: dict, key: str) -> float | None:
+    value = event.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+        raise Malformed(f"{key} is not a non-negative number")
+    return float(value)
+
+
+def _int(event: dict, key: str) -> int:
+    value = event.get(key, 0)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Malformed(f"{key} is not a non-negative integer")
+    return value
+
+
+def contribution(event: Any) -> Contribution | None:
+    """The counters one event adds; None for kinds the report does not count (milestones, unknown kinds)."""
+    if not isinstance(event, dict):
+        raise Malformed("not a JSON object")
+    kind = event.get("kind")
+    if not isinstance(kind, str):
+        raise Malformed("no kind")
+    hour = hour_of(event.get("t"))
+    pe = f"{field_part(_str(event, 'partner'))}|{field_part(_str(event, 'entry'))}"
+    c = Contribution(hour, pe)
+    session = _str(event, "session")
+    if kind == PLAY_REQUESTED:
+        country = _str(event, "country") or NO_COUNTRY
+        referrer = _str(event, "referrer") or NO_REFERRER
+        c.fields += [
+            (f"plays|{pe}", 1), (f"country|{pe}|{field_part(country)}", 1), (f"ref|{pe}|{field_part(referrer)}", 1),
+            (f"ua|{pe}|{field_part(_str(event, 'ua') or 'other')}", 1),
+        ]
+        c.session = f"{pe}|{field_part(session)}"
+    elif kind == SEGMENT_SERVED:
+        nbytes = _int(event, "bytes")
+        status = _int(event, "status")
+        start, duration, total = _num(event, "media_start"), _num(event, "media_duration"), _num(event, "entry_duration")
+        audio = event.get("audio")
+        if nbytes:
+            c.fields.append((f"bytes|{pe}|{field_part(_str(event, 'flavor'))}", nbytes))
+        if status == 200 and start is not None and duration is not None:
+            if audio is None:
+                c.fields.append((f"ms|{pe}", media_ms(duration)))
+            c.decile = decile(start + duration, total)
+        c.session = f"{pe}|{field_part(session)}"
+    elif kind == PROGRESSIVE_RANGE:
+        nbytes = _int(event, "bytes")
+        start, duration, total = _num(event, "media_start"), _num(event, "media_duration"), _num(event, "entry_duration")
+        if nbytes:
+            c.fields.append((f"bytes|{pe}|{field_part(_str(event, 'flavor'))}", nbytes))
+        if start is not None and duration is not None:
+            c.fields.append((f"ms|{pe}", media_ms(duration)))
+            c.decile = decile(start + duration, total)
+        c.session = f"{pe}|{field_part(session)}"
+    elif kind == FLAVOR_SWITCH:
+        c.fields.append((f"sw|{pe}", 1))
+    elif kind == DENIED:
+        c.fields.append((f"denied|{pe}|{field_part(_str(event, 'reason') or 'denied')}", 1))
+    elif kind == ERROR:
+        status = _int(event, "status")
+        c.fields.append((f"error|{pe}|{status}|{field_part(_str(event, 'code') or 'error')}", 1))
+    else:
+        return None  # reached_*, and kinds added later: not counted, not malformed
+    if c.session is not None and session is None:
+        c.session = None  # an event without a session id cannot join a session
+    return c
+
+
+def reach_fields(session: str, top: int) -> list[tuple[str, int]]:
+    """``reach|p|e|0..top`` +1 for a session ``p|e|s`` that reached ``top`` tenths."""
+    partner, entry, _ = session.split("|", 2)
+    return [(f"reach|{partner}|{entry}|{d}", 1) for d in range(top + 1)]

@@ -1,0 +1,78 @@
+"""A vodgate server with analytics wired exactly as ``vodgate serve`` will wire it.
+
+Used by the analytics tests (a real server subprocess: SIGTERM drills) and by
+loadtests/bench_analytics.py until the ``[analytics]`` config section is wired
+into ``vodgate serve``; it is also the reference for that wiring:
+
+    app = wrap(create_app(settings), analytics_config, metrics_config)
+    uvicorn.run(app, host=..., port=..., log_level=...)
+
+    python -m analytics.devserver --media DIR --port 8080 --events jsonl:/tmp/ev [--redis URL ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from config.settings import Settings, segment_duration
+
+from .config import AnalyticsConfig, MetricsConfig
+from .middleware import wrap
+
+
+def build(media: Path, seg: str = "6", analytics: AnalyticsConfig | None = None, metrics: MetricsConfig | None = None,
+          sink_delay: float = 0.0, cache_memory_mb: int = 256):
+    from edge.app import create_app
+
+    settings = Settings(media_root=media, segment_duration=segment_duration(seg, "--segment-duration"),
+                        cache_memory_mb=cache_memory_mb)
+    return wrap(create_app(settings), analytics, metrics, sink_delay=sink_delay)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analytics.devserver")
+    p.add_argument("--media", type=Path, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--segment-duration", default="6")
+    p.add_argument("--events", default="off", help="off | jsonl:DIR | redis:URL | jsonl:DIR,redis:URL")
+    p.add_argument("--stream", default="vodgate:events")
+    p.add_argument("--metrics", choices=("on", "off"), default="on")
+    p.add_argument("--node-id", default="dev")
+    p.add_argument("--queue-size", type=int, default=20_000)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--flush-interval", type=float, default=1.0)
+    p.add_argument("--sink-delay", type=float, default=0.0, help="seconds each sink write waits (shutdown drills)")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--access-log", choices=("on", "off"), default="on")
+    ns = p.parse_args(argv)
+
+    cfg = AnalyticsConfig(node_id=ns.node_id, queue_size=ns.queue_size, batch_size=ns.batch_size,
+                          flush_interval=ns.flush_interval, stream=ns.stream)
+    if ns.events != "off":
+        sinks = []
+        for spec in ns.events.split(","):
+            kind, _, target = spec.partition(":")
+            if kind == "jsonl":
+                cfg = replace(cfg, path=Path(target))
+            elif kind == "redis":
+                cfg = replace(cfg, redis_url=target)
+            else:
+                p.error(f"--events: unknown sink {spec!r}")
+            sinks.append(kind)
+        cfg = replace(cfg, enabled=True, sinks=tuple(sinks))
+    logging.basicConfig(level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = build(ns.media, ns.segment_duration, cfg, MetricsConfig(enabled=ns.metrics == "on"), ns.sink_delay)
+
+    import uvicorn
+
+    uvicorn.run(app, host=ns.host, port=ns.port, log_level=ns.log_level, access_log=ns.access_log == "on")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
