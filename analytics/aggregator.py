@@ -232,8 +232,9 @@ class Aggregator:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="vodgate aggregate", description="Count the play-event stream into Redis aggregates.")
-    ap.add_argument("--redis", required=True, help="redis://host:port/db")
-    ap.add_argument("--stream", default="vodgate:events")
+    ap.add_argument("--redis", help="redis://host:port/db (default: [analytics] redis_url of --config)")
+    ap.add_argument("--config", help="vodgate TOML whose [analytics] section gives redis_url and stream")
+    ap.add_argument("--stream", help="stream key (default: from --config, else vodgate:events)")
     ap.add_argument("--group", default="vodgate-agg")
     ap.add_argument("--consumer", default=socket.gethostname(), help="stable name of this aggregator (default: host name)")
     ap.add_argument("--prefix", default=DEFAULT_PREFIX)
@@ -243,6 +244,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exit-when-idle", type=float, help="exit after this many seconds without new events (catch-up runs)")
     ap.add_argument("--log-level", default="info")
     ns = ap.parse_args(argv)
+    if ns.config:
+        from pathlib import Path
+
+        from config.settings import load_settings
+
+        from .config import AnalyticsConfig
+
+        cfg = load_settings(Path(ns.config)).analytics or AnalyticsConfig()
+        ns.redis = ns.redis or cfg.redis_url
+        ns.stream = ns.stream or cfg.stream
+    if not ns.redis:
+        ap.error("--redis URL (or --config FILE) is required")
+    ns.stream = ns.stream or "vodgate:events"
     logging.basicConfig(level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import redis

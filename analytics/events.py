@@ -61,7 +61,8 @@ MILESTONES = (25, 50, 75, 100)
 REACHED = {pct: f"reached_{pct}" for pct in MILESTONES}
 KINDS = (PLAY_REQUESTED, SEGMENT_SERVED, *REACHED.values(), FLAVOR_SWITCH, PROGRESSIVE_RANGE, DENIED, ERROR)
 
-RESOLVE_KEY = "_resolve"  # progressive events waiting for their media time (filled off the request path)
+RESOLVE_KEY = "_resolve"
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1001))  # 1001: a float's fraction can round up to 1000  # progressive events waiting for their media time (filled off the request path)
 
 
 # --------------------------------------------------------------------------- progress rule
@@ -198,7 +199,7 @@ class SessionIds:
         self.bucket = bucket_seconds
         self.salt = salt[:64] or os.urandom(32)
         self.capacity = capacity
-        self._affinity: OrderedDict[tuple, list] = OrderedDict()  # (ip, ua, partner, entry) -> [sid, last seen]
+        self._affinity: dict[tuple, list] = {}  # (ip, ua, partner, entry) -> [sid, last seen]
         self._aliases: OrderedDict[str, str] = OrderedDict()  # token session -> playSessionId
 
     def resolve(self, param: str | None, token_sid: str | None, ip: str | None, ua: bytes | str | None,
@@ -219,11 +220,12 @@ class SessionIds:
             if sid is not None:
                 slot[0] = sid
             slot[1] = now
-            self._affinity.move_to_end(key)
             return slot[0]
         if sid is None:
             sid = self.hashed(key, now)
-        self._remember(self._affinity, key, [sid, now])
+        self._affinity[key] = [sid, now]
+        if len(self._affinity) > self.capacity:
+            _prune(self._affinity, self.capacity)
         return sid
 
     def hashed(self, key: tuple, now: float) -> str:
@@ -241,9 +243,10 @@ class SessionIds:
 
 
 class _Session:
-    __slots__ = ("flavor", "max_end", "milestones", "progressive_play")
+    __slots__ = ("flavor", "max_end", "milestones", "progressive_play", "seen")
 
     def __init__(self) -> None:
+        self.seen = 0
         self.flavor: str | None = None
         self.max_end = 0.0
         self.milestones = 0  # how many of MILESTONES were emitted
@@ -253,27 +256,39 @@ class _Session:
 class SessionTracker:
     """Per-session state on this node: current main flavor, largest media end, milestones emitted.
 
-    Bounded LRU: the least recently active sessions are forgotten first (a
-    forgotten session that comes back starts over: it may emit a milestone
-    again, which the report does not use for its numbers).
+    Bounded: past ``capacity`` sessions, the least recently active tenth is
+    forgotten (a forgotten session that comes back starts over: it may emit a
+    milestone again, which the report does not use for its numbers).
     """
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
-        self._sessions: OrderedDict[tuple[str, str, str], _Session] = OrderedDict()
+        self._sessions: dict[tuple[str, str, str], _Session] = {}
+        self._tick = 0
 
     def get(self, key: tuple[str, str, str]) -> _Session:
+        self._tick += 1
         state = self._sessions.get(key)
         if state is None:
             state = self._sessions[key] = _Session()
             if len(self._sessions) > self.capacity:
-                self._sessions.popitem(last=False)
-        else:
-            self._sessions.move_to_end(key)
+                _prune(self._sessions, self.capacity)
+        state.seen = self._tick
         return state
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+
+def _prune(table: dict, capacity: int) -> None:
+    """Drop the least recently seen entries (``.seen``, or ``[1]`` of a list) down to 90 % of capacity."""
+    def seen(item):
+        value = item[1]
+        return value[1] if isinstance(value, list) else value.seen
+
+    keep = sorted(table.items(), key=seen)[len(table) - capacity * 9 // 10:]
+    table.clear()
+    table.update(keep)
 
 
 # --------------------------------------------------------------------------- builder
@@ -302,7 +317,7 @@ class EventBuilder:
         if sec != self._iso_second:
             self._iso_second = sec
             self._iso_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self._iso_prefix}.{int((ts - sec) * 1000):03d}Z"
+        return self._iso_prefix + _MILLIS[int((ts - sec) * 1000)]
 
     def _family(self, ua: bytes | None) -> str:
         family = self._ua.get(ua)
@@ -323,18 +338,30 @@ class EventBuilder:
 
     def _event(self, kind: str, obs: Observation, info: Any, session: str | None, flavor: str | None,
                ua: bytes | None, ref: bytes | None, ip: str | None) -> dict[str, Any]:
+        if info is None:
+            return self._bare_event(kind, obs, ua, ref, ip)
         event = {
             "v": SCHEMA_VERSION,
             "kind": kind,
             "t": self.iso(obs.wall),
             "node": self.node,
-            "partner": info.partner if info is not None else None,
-            "entry": info.entry if info is not None else None,
+            "partner": info.partner,
+            "entry": info.entry,
             "flavor": flavor,
             "session": session,
-            "format": info.format if info is not None else None,
-            "country": info.country if info is not None else None,
+            "format": info.format,
+            "country": info.country,
             "referrer": self._domain(ref),
+            "ua": self._family(ua),
+        }
+        if self.store_ip:
+            event["ip"] = ip
+        return event
+
+    def _bare_event(self, kind: str, obs: Observation, ua: bytes | None, ref: bytes | None, ip: str | None) -> dict[str, Any]:
+        event = {
+            "v": SCHEMA_VERSION, "kind": kind, "t": self.iso(obs.wall), "node": self.node, "partner": None, "entry": None,
+            "flavor": None, "session": None, "format": None, "country": None, "referrer": self._domain(ref),
             "ua": self._family(ua),
         }
         if self.store_ip:
@@ -396,7 +423,7 @@ class EventBuilder:
             event["media_duration"] = duration = info.media_duration
             event["entry_duration"] = info.entry_duration
             event["bytes"] = obs.bytes_sent
-            event["ttfb_ms"] = round(obs.ttfb * 1000, 3) if obs.ttfb is not None else None
+            event["ttfb_ms"] = int(obs.ttfb * 1_000_000) / 1000 if obs.ttfb is not None else None
             event["cache"] = info.cache
             event["status"] = status
             out = [event]
@@ -426,7 +453,7 @@ class EventBuilder:
             event.update(
                 range_start=first, range_end=first + obs.bytes_sent - 1, bytes=obs.bytes_sent,
                 media_start=None, media_duration=None, entry_duration=None,
-                ttfb_ms=round(obs.ttfb * 1000, 3) if obs.ttfb is not None else None, status=status,
+                ttfb_ms=int(obs.ttfb * 1_000_000) / 1000 if obs.ttfb is not None else None, status=status,
             )
             event[RESOLVE_KEY] = True
             out.append(event)

@@ -160,7 +160,10 @@ class Metrics:
                 _count(self.denials, str(denied)[:64])
             elif status >= 400 or info.error:
                 _count(self.errors, str(info.error or status)[:64])
-            seconds = getattr(info, "package_seconds", None)
+            try:  # a MediaInfo field the lead may add; a plain attribute until then (getattr(.., None) is slow)
+                seconds = info.__dict__.get("package_seconds")
+            except AttributeError:
+                seconds = getattr(info, "package_seconds", None)
             if seconds is not None:
                 self.observe_packaging(info.format, seconds)
 

@@ -22,14 +22,13 @@ import argparse
 import csv
 import io
 import json
-import math
 import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from .counts import Malformed, contribution, reach_fields
 
@@ -460,6 +459,16 @@ def run(source: str, q: Query = Query(), prefix: str = DEFAULT_PREFIX) -> dict[s
     return summarize(read_jsonl(Path(source), q), q)
 
 
+def source_from_config(path: Path) -> str:
+    """The report source an ``[analytics]`` section implies: its JSONL folder, else its Redis aggregates."""
+    from config.settings import load_settings
+
+    from .config import AnalyticsConfig
+
+    cfg = load_settings(path).analytics or AnalyticsConfig()
+    return f"jsonl:{cfg.path}" if "jsonl" in cfg.sinks else f"redis:{cfg.redis_url}"
+
+
 def main(argv: list[str] | None = None, default_source: str = "jsonl:analytics") -> int:
     p = argparse.ArgumentParser(prog="vodgate report", description="Play-event report over JSONL files or Redis aggregates.")
     p.add_argument("--from", dest="start", help="inclusive: 2025-01-31, 2025-01-31T12:00Z, -24h, -7d")
@@ -467,12 +476,21 @@ def main(argv: list[str] | None = None, default_source: str = "jsonl:analytics")
     p.add_argument("--partner")
     p.add_argument("--entry")
     p.add_argument("--format", choices=sorted(RENDERERS), default="table")
-    p.add_argument("--source", default=default_source, help=f"jsonl:DIR (or FILE) | redis:URL (default {default_source})")
+    p.add_argument("--source", help=f"jsonl:DIR (or FILE) | redis:URL (default: from --config, else {default_source})")
+    p.add_argument("--config", type=Path, help="vodgate TOML: the source is its [analytics] JSONL folder (or Redis)")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help="Redis key prefix of the aggregates")
     p.add_argument("--top", type=int, default=10)
     p.add_argument("--plot", type=Path, help="also draw the drop-off curves and plays over time to this PNG")
     p.add_argument("--output", type=Path, help="write the report here instead of stdout")
     ns = p.parse_args(argv)
+    if ns.source is None:
+        from config.settings import ConfigError
+
+        try:
+            ns.source = source_from_config(ns.config) if ns.config else default_source
+        except ConfigError as exc:
+            print(f"vodgate report: configuration error: {exc}", file=sys.stderr)
+            return 2
     try:
         q = Query(parse_when(ns.start) if ns.start else None, parse_when(ns.end) if ns.end else None, ns.partner, ns.entry, ns.top)
     except ValueError as exc:

@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--workload", choices=[*sorted(WORKLOADS), "both"], default="both")
     p.add_argument("--json", type=Path, help="also write every figure here")
+    p.add_argument("--control", action="store_true",
+                   help="A/A control: both servers run with analytics off (shows the method's own noise and bias)")
     ns = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="vodgate-bench-analytics-") as tmp:
@@ -200,9 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         events_dir = tmp_path / "events"
         servers = {
             "off": Server("off", media, ["--events", "off", "--metrics", "off"], tmp_path / "off.log"),
-            "on": Server("on", media, ["--events", f"jsonl:{events_dir}", "--metrics", "on"], tmp_path / "on.log"),
+            "on": Server("on", media, ["--events", "off", "--metrics", "off"] if ns.control else
+                         ["--events", f"jsonl:{events_dir}", "--metrics", "on"], tmp_path / "on.log"),
         }
-        results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+        results: dict = {"control": ns.control, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                      "load_before": os.getloadavg()}, "workloads": {}}
         try:
             workloads = sorted(WORKLOADS) if ns.workload == "both" else [ns.workload]

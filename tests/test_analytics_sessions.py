@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from fractions import Fraction
 from pathlib import Path
 
@@ -36,6 +37,30 @@ from analytics.report import Query, read_jsonl, run as run_report, summarize  # 
 from analytics.sinks import JsonlSink, MultiSink  # noqa: E402
 
 LADDER = "/p/demo/e/ladder"
+ACCESS = """
+[server]
+media_root = "{library}"
+segment_duration = 4
+
+[partners.demo]
+default_profile = "open"
+token_keys = {{ k1 = "00112233445566778899aabbccddeeff" }}
+
+[partners.demo.profiles.tokens]
+rules = [ {{ unless = {{ authenticated = true }}, then = ["block"] }} ]
+
+[partners.demo.profiles.referrer]
+rules = [
+  {{ if = {{ referrer = ["*.example.com"] }}, then = ["allow"] }},
+  {{ then = [ {{ block = "referrer_blocked" }} ] }},
+]
+
+[partners.demo.entries.hevc]
+profile = "tokens"
+
+[partners.demo.entries.video_only]
+profile = "referrer"
+"""
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 SAFARI = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15"
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
@@ -196,8 +221,11 @@ class Script:
         self.get(f"{LADDER}/hls/hi/seg-9.ts?playSessionId=F", expect=404)
         self.get(f"{LADDER}/hls/zz/index.m3u8?playSessionId=F", expect=404)
         self.get("/p/demo/e/bad..id/hls/master.m3u8", expect=400)
-        # G: denied. TODO(lead): access control is not wired into the edge yet (no route sets
-        # MediaInfo.denied); add a blocked request here once it is (expect denials_by_reason).
+        # G: denied by access control (not play sessions): a token-only entry without a token, and a
+        # referrer-restricted entry from another site
+        self.get("/p/demo/e/hevc/hls/master.m3u8?playSessionId=G", ua=CHROME, expect=403)
+        self.get("/p/demo/e/video_only/hls/master.m3u8?playSessionId=G", ua=CHROME, expect=403,
+                 Referer="https://elsewhere.example.org/")
 
     def expected(self) -> dict:
         return {
@@ -215,7 +243,7 @@ class Script:
             "plays_by_referrer": {"(none)": 4, "blog.example.org": 1, "news.example.com": 1},
             "plays_by_player": {"applecoremedia": 1, "chrome": 1, "curl": 1, "exoplayer": 1, "firefox": 1, "safari": 1},
             "bytes_by_flavor": dict(sorted(self.bytes_by_flavor.items(), key=lambda kv: (-kv[1], kv[0]))),
-            "denials_by_reason": {},
+            "denials_by_reason": {"referrer_blocked": 1, "token_required": 1},
             "errors_by_code": {"400 bad_request": 1, "404 segment_not_found": 1, "404 unknown_flavor": 1},
         }
 
@@ -229,10 +257,11 @@ def scripted(media_library, redis_server, tmp_path_factory):
         from analytics.sinks import RedisStreamSink
 
         sinks.append(RedisStreamSink(redis_server.url, "vodgate:events", maxlen=100_000))
-    from config.settings import Settings
+    from config.settings import parse_settings
     from edge.app import create_app
 
-    app = wrap(create_app(Settings(media_root=media_library, segment_duration=Fraction(4))), cfg, MetricsConfig(), sink=MultiSink(sinks))
+    settings = parse_settings(tomllib.loads(ACCESS.format(library=media_library)), "test")
+    app = wrap(create_app(settings), cfg, MetricsConfig(), sink=MultiSink(sinks))
     server = ThreadServer(app)
     try:
         script = Script(server.base)
@@ -262,13 +291,13 @@ def test_events_are_complete_and_carry_no_secrets(scripted):
     files = sorted(scripted["dir"].glob("*.jsonl"))
     text = "".join(f.read_text() for f in files)
     events = [json.loads(line) for line in text.splitlines()]
-    assert "SECRET" not in text and "token" not in text and "127.0.0.1" not in text and "story" not in text
+    assert "SECRET" not in text and "token=" not in text and "127.0.0.1" not in text and "story" not in text
     kinds: dict[str, int] = {}
     for e in events:
         kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
         assert e["node"] == "test-node" and e["v"] == 1
     assert kinds == {
-        "play_requested": 6, "segment_served": 12, "progressive_range": 2, "flavor_switch": 2, "error": 3,
+        "play_requested": 6, "segment_served": 12, "progressive_range": 2, "flavor_switch": 2, "error": 3, "denied": 2,
         # A, C, E1 reach all four; B, D reach 25 %; E2 reaches 25 and 50 %
         "reached_25": 6, "reached_50": 4, "reached_75": 3, "reached_100": 3,
     }
@@ -294,6 +323,7 @@ def test_metrics_endpoint_exports_server_counters(scripted):
     assert 'vodgate_http_requests_total{route="segment",status="304"} 1.0' in text
     assert 'vodgate_http_requests_total{route="progressive",status="206"} 1.0' in text
     assert 'vodgate_media_errors_total{code="segment_not_found"} 1.0' in text
+    assert 'vodgate_denials_total{reason="token_required"} 1.0' in text
     assert 'vodgate_index_cache_misses_total 3.0' in text  # hi, mid, lo parsed once each
     assert 'vodgate_segment_cache_lookups_total{result="MISS"}' in text
     assert 'vodgate_http_request_duration_seconds_count{class="segment"}' in text

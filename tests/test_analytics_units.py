@@ -511,3 +511,57 @@ def test_middleware_observes_then_reraises_app_exceptions():
     asyncio.run(go())
     assert [(e["kind"], e["status"], e["code"]) for e in sink.events] == [("error", 500, "internal_error")]
     assert 'vodgate_http_requests_total{route="segment",status="500"} 1.0' in mw.metrics.render()[0].decode()
+
+
+def test_session_state_stays_bounded_and_keeps_the_recent():
+    from analytics.events import SessionIds, SessionTracker
+
+    tracker = SessionTracker(capacity=10)
+    for i in range(25):
+        tracker.get(("p", "e", f"s{i}"))
+        tracker.get(("p", "e", "always"))  # the session that stays active
+    assert len(tracker) <= 10 and ("p", "e", "always") in tracker._sessions and ("p", "e", "s24") in tracker._sessions
+    ids = SessionIds(capacity=10, salt=b"k")
+    first = ids.resolve(None, None, "192.0.2.1", b"ua", "p", "e", 1000.0)
+    for i in range(30):
+        ids.resolve(None, None, f"192.0.2.{i + 2}", b"ua", "p", "e", 1000.0 + i)
+        assert ids.resolve(None, None, "192.0.2.1", b"ua", "p", "e", 1000.0 + i) == first
+    assert len(ids._affinity) <= 10
+
+
+def test_admin_report_routes(tmp_path):
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from analytics.report import report_routes
+
+    events = [_event("play_requested", country="FR"), _segment(1), _event("play_requested", entry="e2", session="s9")]
+    (tmp_path / "e.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events) + "{torn\n")
+    app = Starlette(routes=[Mount("/admin/reports", routes=report_routes(f"jsonl:{tmp_path}"))])
+
+    async def scenario():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            r = await client.get("/admin/reports/summary")
+            assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+            body = r.json()
+            assert (body["plays"], body["unique_sessions"], body["malformed"]["count"]) == (2, 2, 1)
+            assert (await client.get("/admin/reports/summary", params={"entry": "e2"})).json()["plays"] == 1
+            assert (await client.get("/admin/reports/summary", params={"format": "csv"})).text.startswith("section,key,value")
+            assert "Drop-off" in (await client.get("/admin/reports/summary", params={"format": "table"})).text
+            bad = await client.get("/admin/reports/summary", params={"from": "soon"})
+            assert bad.status_code == 400 and bad.json()["error"] == "bad_request"
+            assert (await client.get("/admin/reports/summary", params={"format": "xml"})).status_code == 400
+            png = await client.get("/admin/reports/plot.png")
+            assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+
+    asyncio.run(scenario())
+
+
+def test_report_finds_the_sink_from_the_server_config(tmp_path, capsys):
+    (tmp_path / "events").mkdir()
+    (tmp_path / "events" / "a.jsonl").write_text(json.dumps(_event("play_requested")) + "\n")
+    (tmp_path / "vodgate.toml").write_text('[analytics]\nenabled = true\npath = "events"\n')
+    assert report_main(["--config", str(tmp_path / "vodgate.toml"), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["plays"] == 1
+    assert report_main(["--config", str(tmp_path / "missing.toml")]) == 2
