@@ -4,6 +4,7 @@
     PUT    /admin/partners/{partner}/profiles/{name}     create or replace (validated like the config file)
     DELETE /admin/partners/{partner}/profiles/{name}
     GET    /admin/partners/{partner}/explain?entry=&ip=&referrer=&ua=&at=&token=
+    GET    /admin/partners/{partner}/reports/summary?from=&to=&entry=&format=json|csv|table, reports/plot.png
     POST   /admin/partners/{partner}/purge                {"entry": ...} or {"prefix": "/p/..."} or {} (whole partner);
                                                           reaches every node when Redis is configured
 
@@ -17,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timezone
+from typing import Sequence
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -35,9 +38,11 @@ log = logging.getLogger("vodgate.admin")
 
 
 class Admin:
-    def __init__(self, access: AccessControl, purger: CachePurger) -> None:
+    def __init__(self, access: AccessControl, purger: CachePurger, reports: Sequence[Route] = ()) -> None:
         self.access = access
         self.purger = purger
+        # analytics report endpoints by name ("summary", "plot.png"), served per partner below
+        self.reports = {route.path.lstrip("/"): route.endpoint for route in reports}
 
     def routes(self) -> list[Route]:
         base = "/admin/partners/{partner}"
@@ -47,6 +52,7 @@ class Admin:
             Route(f"{base}/profiles/{{name}}", self.delete_profile, methods=["DELETE"]),
             Route(f"{base}/explain", self.explain, methods=["GET"]),
             Route(f"{base}/purge", self.purge, methods=["POST"]),
+            Route(f"{base}/reports/{{name}}", self.report, methods=["GET"]),
         ]
 
     def _authorize(self, request: Request) -> tuple[str, Response | None]:
@@ -158,6 +164,20 @@ class Admin:
         result = await self.purger.purge(spec)  # this node, then every node on the Redis channel
         log.info("admin: partner %s purged %s (%d objects here)", partner, spec.key_prefix(), result.removed)
         return _json({"purged": spec.key_prefix(), **result.to_dict()})
+
+
+    async def report(self, request: Request) -> Response:
+        """Play analytics of this partner only: the partner filter is forced, whatever the query says."""
+        partner, denied = self._authorize(request)
+        if denied:
+            return denied
+        endpoint = self.reports.get(request.path_params["name"])
+        if endpoint is None:
+            known = ", ".join(sorted(self.reports)) or "none: analytics is off ([analytics] enabled = false)"
+            return error_response(404, "not_found", f"reports: {known}", personal=True)
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "partner"] + [("partner", partner)]
+        request.scope["query_string"] = urlencode(query).encode()
+        return await endpoint(Request(request.scope, request.receive))
 
 
 def _json(data: object) -> JSONResponse:

@@ -51,7 +51,7 @@ def create_app(
     access = AccessControl.from_config(settings.access or AccessConfig())
     delivery = Delivery(media, cache, cdn, access)
     purger = CachePurger(cache, redis_url or settings.redis_url, channel=settings.redis_channel)
-    admin = Admin(access, purger)
+    admin = Admin(access, purger, _report_routes(settings))
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
@@ -90,6 +90,17 @@ def create_app(
     app.state.purger = purger
     app.state.settings = settings
     return app
+
+
+def _report_routes(settings: Settings) -> list[Route]:
+    """The analytics report endpoints over the configured event sink (none when analytics is off)."""
+    config = settings.analytics
+    if config is None or not config.enabled:
+        return []
+    from analytics.report import report_routes
+
+    source = f"jsonl:{config.path}" if "jsonl" in config.sinks else f"redis:{config.redis_url}"
+    return report_routes(source)
 
 
 def _storage(settings: Settings) -> Storage:

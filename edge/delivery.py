@@ -14,6 +14,7 @@ answers 403 ``preview_only`` before a byte of media is read.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -120,7 +121,10 @@ class Delivery:
 
         async def package() -> bytes:
             batch = await self.media.batch(em.entry, rendition, segment)
-            return await run_in_threadpool(fmt.mux, batch)
+            started = time.perf_counter()
+            body = await run_in_threadpool(fmt.mux, batch)
+            info.package_seconds = time.perf_counter() - started
+            return body
 
         body, info.cache = await self.cache.get_or_make(key, package)
         return _ranged(request, body, fmt.content_type, {**headers, "X-Cache": info.cache})

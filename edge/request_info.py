@@ -35,6 +35,7 @@ class MediaInfo:
     session_id: str | None = None  # from a token, when it carries one
     client_ip: str | None = None  # as resolved by the trusted-proxy rule
     country: str | None = None
+    package_seconds: float | None = None  # time spent muxing this segment (a cache miss)
 
 
 def info_for(req: "MediaRequest") -> MediaInfo:
