@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from config.settings import ConfigError
+from config.settings import ConfigError, check_table
 
 SINKS = ("jsonl", "redis")
 
@@ -77,7 +77,7 @@ class MetricsConfig:
 
 def parse_analytics(table: dict[str, Any] | None, source: str = "config", base_dir: Path = Path(".")) -> AnalyticsConfig:
     """``[analytics]`` -> AnalyticsConfig (the lead calls this from config.settings.parse_settings)."""
-    t = _table(table, "analytics", ANALYTICS_KEYS, source)
+    t = check_table(table, "analytics", ANALYTICS_KEYS, source)
     d = AnalyticsConfig()
     sinks = t.get("sinks", list(d.sinks))
     if isinstance(sinks, str):
@@ -109,23 +109,12 @@ def parse_analytics(table: dict[str, Any] | None, source: str = "config", base_d
 
 
 def parse_metrics(table: dict[str, Any] | None, source: str = "config") -> MetricsConfig:
-    t = _table(table, "metrics", METRICS_KEYS, source)
+    t = check_table(table, "metrics", METRICS_KEYS, source)
     d = MetricsConfig()
     path = _get(t, "path", str, d.path, source, "metrics")
     if not path.startswith("/") or path.startswith("/p/"):
         raise ConfigError(f"{source}: metrics.path has value {path!r}; expected an absolute path outside /p/, e.g. /metrics")
     return MetricsConfig(enabled=_get(t, "enabled", bool, d.enabled, source, "metrics"), path=path)
-
-
-def _table(table: Any, name: str, known: set[str], source: str) -> dict[str, Any]:
-    if table is None:
-        return {}
-    if not isinstance(table, dict):
-        raise ConfigError(f"{source}: '{name}' must be a table ([{name}])")
-    unknown = set(table) - known
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {name}.{sorted(unknown)}; known: {sorted(known)}")
-    return table
 
 
 def _get(t: dict[str, Any], key: str, kind: type, default: Any, source: str, section: str = "analytics") -> Any:

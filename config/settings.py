@@ -178,7 +178,13 @@ def _seconds(table: dict[str, Any], key: str, default: int, source: str) -> int:
 
 
 def _section(raw: dict[str, Any], name: str, known: set[str], source: str) -> dict[str, Any]:
-    table = raw.get(name, {})
+    return check_table(raw.get(name), name, known, source)
+
+
+def check_table(table: Any, name: str, known: set[str], source: str) -> dict[str, Any]:
+    """A config section: {} when absent; ConfigError for a non-table or an unknown key (naming the known ones)."""
+    if table is None:
+        return {}
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: '{name}' must be a table ([{name}])")
     unknown = set(table) - known
