@@ -99,6 +99,8 @@ def _report_routes(settings: Settings) -> list[Route]:
         return []
     from analytics.report import report_routes
 
+    if "jsonl" in config.sinks:
+        config.path.mkdir(parents=True, exist_ok=True)  # before the first flush, a report is empty, not an error
     source = f"jsonl:{config.path}" if "jsonl" in config.sinks else f"redis:{config.redis_url}"
     return report_routes(source)
 

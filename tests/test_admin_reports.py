@@ -27,6 +27,12 @@ def srv(media_library, tmp_path_factory):
     proc.stop()
 
 
+def test_a_report_before_any_event_is_empty_not_an_error(srv):
+    report = httpx.get(f"{srv.base}/admin/partners/demo/reports/summary", headers=ADMIN)
+    assert report.status_code == 200, report.text
+    assert report.json()["plays"] == 0
+
+
 def test_reports_count_this_partners_plays_only(srv):
     for entry in ("ladder", "video_only"):
         assert httpx.get(f"{srv.base}/p/demo/e/{entry}/hls/master.m3u8").status_code == 200
