@@ -153,14 +153,22 @@ class MovieBox(ContainerBox):
 
 @dataclass(frozen=True)
 class MovieHeaderBox(FullBox):
+    """mvhd; version 1 (64-bit times) only when the duration needs it. Fragmented files leave it 0."""
+
     FOURCC = b"mvhd"
     timescale: int
     next_track_id: int
-    duration: int = 0  # unknown/fragmented
+    duration: int = 0  # 0: unknown/fragmented
+
+    def version(self) -> int:
+        return 0 if self.duration <= U32_MAX else 1
 
     def payload(self):
-        # creation_time, modification_time, timescale, duration (version 0: 32-bit)
-        yield struct.pack(">4I", 0, 0, self.timescale, self.duration)
+        # creation_time, modification_time, timescale, duration
+        if self.version():
+            yield struct.pack(">QQIQ", 0, 0, self.timescale, self.duration)
+        else:
+            yield struct.pack(">4I", 0, 0, self.timescale, self.duration)
         yield struct.pack(">iH10x", 0x00010000, 0x0100)  # rate 1.0, volume 1.0, reserved
         yield _UNITY_MATRIX
         yield bytes(24)  # pre_defined[6]
@@ -183,16 +191,24 @@ class TrackHeaderBox(FullBox):
     width: int = 0  # pixels; written as 16.16 fixed point
     height: int = 0
     volume: int = 0  # 8.8 fixed point: 0x0100 for audio, 0 for video
-    duration: int = 0
+    duration: int = 0  # movie timescale, edits included; 0 in fragmented files
+    enabled: bool = True
+    alternate_group: int = 0  # tracks of one group are alternatives (e.g. audio languages)
+
+    def version(self) -> int:
+        return 0 if self.duration <= U32_MAX else 1
 
     def flags(self) -> int:
-        return self.TRACK_ENABLED | self.TRACK_IN_MOVIE
+        return (self.TRACK_ENABLED if self.enabled else 0) | self.TRACK_IN_MOVIE
 
     def payload(self):
         # creation_time, modification_time, track_ID, reserved, duration
-        yield struct.pack(">5I", 0, 0, self.track_id, 0, self.duration)
+        if self.version():
+            yield struct.pack(">QQIIQ", 0, 0, self.track_id, 0, self.duration)
+        else:
+            yield struct.pack(">5I", 0, 0, self.track_id, 0, self.duration)
         # reserved[2], layer, alternate_group, volume, reserved
-        yield struct.pack(">8xhhHH", 0, 0, self.volume, 0)
+        yield struct.pack(">8xhhHH", 0, self.alternate_group, self.volume, 0)
         yield _UNITY_MATRIX
         yield struct.pack(">II", self.width << 16, self.height << 16)
 
@@ -214,10 +230,17 @@ class MediaHeaderBox(FullBox):
     FOURCC = b"mdhd"
     timescale: int
     language: str = "und"
-    duration: int = 0
+    duration: int = 0  # track timescale; 0 in fragmented files
+
+    def version(self) -> int:
+        return 0 if self.duration <= U32_MAX else 1
 
     def payload(self):
-        yield struct.pack(">4IHH", 0, 0, self.timescale, self.duration, pack_language(self.language), 0)
+        if self.version():
+            yield struct.pack(">QQIQ", 0, 0, self.timescale, self.duration)
+        else:
+            yield struct.pack(">4I", 0, 0, self.timescale, self.duration)
+        yield struct.pack(">HH", pack_language(self.language), 0)
 
 
 @dataclass(frozen=True)

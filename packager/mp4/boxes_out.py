@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
@@ -23,12 +22,10 @@ from ..fmp4.boxes import (
     U32_MAX,
     ContainerBox,
     FullBox,
-    pack_language,
     u32,
 )
 
 U64_MAX = 2**64 - 1
-_UNITY_MATRIX = struct.pack(">9I", 0x00010000, 0, 0, 0, 0x00010000, 0, 0, 0, 0x40000000)
 
 
 def _fits_u32(*values: int) -> bool:
@@ -61,58 +58,6 @@ def runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class MovieHeaderBox(FullBox):
-    FOURCC = b"mvhd"
-    timescale: int
-    duration: int
-    next_track_id: int
-
-    def version(self) -> int:
-        return 0 if _fits_u32(self.duration) else 1
-
-    def payload(self):
-        if self.version():
-            yield struct.pack(">QQIQ", 0, 0, self.timescale, self.duration)
-        else:
-            yield struct.pack(">4I", 0, 0, self.timescale, self.duration)
-        yield struct.pack(">iH10x", 0x00010000, 0x0100)  # rate 1.0, volume 1.0, reserved
-        yield _UNITY_MATRIX
-        yield bytes(24)  # pre_defined[6]
-        yield u32(self.next_track_id)
-
-
-@dataclass(frozen=True)
-class TrackHeaderBox(FullBox):
-    FOURCC = b"tkhd"
-    ENABLED: ClassVar[int] = 0x000001
-    IN_MOVIE: ClassVar[int] = 0x000002
-
-    track_id: int
-    duration: int  # movie timescale, edits included
-    enabled: bool = True
-    alternate_group: int = 0
-    volume: int = 0  # 8.8 fixed point: 0x0100 for audio
-    width: int = 0
-    height: int = 0
-
-    def version(self) -> int:
-        return 0 if _fits_u32(self.duration) else 1
-
-    def flags(self) -> int:
-        return (self.ENABLED if self.enabled else 0) | self.IN_MOVIE
-
-    def payload(self):
-        if self.version():
-            yield struct.pack(">QQIIQ", 0, 0, self.track_id, 0, self.duration)
-        else:
-            yield struct.pack(">5I", 0, 0, self.track_id, 0, self.duration)
-        # reserved[2], layer, alternate_group, volume, reserved
-        yield struct.pack(">8xhhHH", 0, self.alternate_group, self.volume, 0)
-        yield _UNITY_MATRIX
-        yield struct.pack(">II", self.width << 16, self.height << 16)
-
-
-@dataclass(frozen=True)
 class EditBox(ContainerBox):
     FOURCC = b"edts"
 
@@ -133,24 +78,6 @@ class EditListBox(FullBox):
         row = ">Qqhh" if self.version() else ">Iihh"
         for duration, media_time in self.entries:
             yield struct.pack(row, duration, media_time, 1, 0)
-
-
-@dataclass(frozen=True)
-class MediaHeaderBox(FullBox):
-    FOURCC = b"mdhd"
-    timescale: int
-    duration: int
-    language: str = "und"
-
-    def version(self) -> int:
-        return 0 if _fits_u32(self.duration) else 1
-
-    def payload(self):
-        if self.version():
-            yield struct.pack(">QQIQ", 0, 0, self.timescale, self.duration)
-        else:
-            yield struct.pack(">4I", 0, 0, self.timescale, self.duration)
-        yield struct.pack(">HH", pack_language(self.language), 0)
 
 
 # --------------------------------------------------------------------------- sample tables

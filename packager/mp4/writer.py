@@ -46,12 +46,15 @@ from ..fmp4.boxes import (
     FileTypeBox,
     HandlerBox,
     MediaBox,
+    MediaHeaderBox,
     MediaInformationBox,
     MovieBox,
+    MovieHeaderBox,
     SampleDescriptionBox,
     SampleTableBox,
     SoundMediaHeaderBox,
     TrackBox,
+    TrackHeaderBox,
     VideoMediaHeaderBox,
 )
 from ..media import ByteRange, MediaIndex, rescale
@@ -62,13 +65,10 @@ from .boxes_out import (
     CompositionOffsetBox,
     EditBox,
     EditListBox,
-    MediaHeaderBox,
-    MovieHeaderBox,
     SampleSizeBox,
     SampleToChunkBox,
     SyncSampleBox,
     TimeToSampleBox,
-    TrackHeaderBox,
     mdat_header,
 )
 
@@ -269,11 +269,15 @@ def _trak(plan: _TrackPlan, chunk_counts: np.ndarray, chunk_offsets: np.ndarray,
     track, k = plan.clip.track, plan.clip.count
     if track.kind == "video":
         width, height = (track.video.width, track.video.height) if track.video else (0, 0)
-        header = TrackHeaderBox(track.track_id, plan.movie_duration, enabled, group, width=width, height=height)
+        header = TrackHeaderBox(
+            track.track_id, width=width, height=height, duration=plan.movie_duration, enabled=enabled, alternate_group=group
+        )
         handler = HandlerBox(HandlerBox.VIDEO, "VideoHandler")
         media_header = VideoMediaHeaderBox()
     else:
-        header = TrackHeaderBox(track.track_id, plan.movie_duration, enabled, group, volume=0x0100)
+        header = TrackHeaderBox(
+            track.track_id, volume=0x0100, duration=plan.movie_duration, enabled=enabled, alternate_group=group
+        )
         handler = HandlerBox(HandlerBox.SOUND, "SoundHandler")
         media_header = SoundMediaHeaderBox()
     tables = [SampleDescriptionBox((bytes(track.sample_entry),)), TimeToSampleBox.from_durations(track.durations[:k])]
@@ -288,7 +292,7 @@ def _trak(plan: _TrackPlan, chunk_counts: np.ndarray, chunk_offsets: np.ndarray,
     tables.append((ChunkLargeOffsetBox if large else ChunkOffsetBox).from_offsets(chunk_offsets))
     media = MediaBox(
         (
-            MediaHeaderBox(track.timescale, plan.media_duration, track.language),
+            MediaHeaderBox(track.timescale, track.language, duration=plan.media_duration),
             handler,
             MediaInformationBox(
                 (
@@ -321,8 +325,8 @@ def _moov(index: MediaIndex, plans: Sequence[_TrackPlan], layout: _Layout, data_
         seen.add(kind)
     header = MovieHeaderBox(
         index.movie_timescale,
-        max(p.movie_duration for p in plans),
-        max(p.clip.track.track_id for p in plans) + 1,
+        next_track_id=max(p.clip.track.track_id for p in plans) + 1,
+        duration=max(p.movie_duration for p in plans),
     )
     return bytes(MovieBox((header, *traks)))
 
