@@ -22,10 +22,12 @@ same AAC audio track, so they form a valid adaptive ladder.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -126,6 +128,23 @@ def ffmpeg_version() -> str:
     return (out.stdout.splitlines() or ["unknown"])[0].strip()
 
 
+# exec() of a healthy binary can fail transiently when many processes start at
+# once on a loaded sandbox (EFAULT was seen in CI, EAGAIN/ENOMEM/ETXTBSY are the
+# classic ones).  Nothing ran yet when these are raised, so a retry is safe.
+_TRANSIENT_SPAWN_ERRORS = {errno.EFAULT, errno.EAGAIN, errno.ENOMEM, errno.ETXTBSY}
+
+
+def _run_retrying_spawn(cmd: list[str], attempts: int = 4, **kwargs) -> subprocess.CompletedProcess:
+    for attempt in range(attempts):
+        try:
+            return subprocess.run(cmd, **kwargs)
+        except OSError as exc:
+            if exc.errno not in _TRANSIENT_SPAWN_ERRORS or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def run_ffmpeg(args: Sequence[str], *, timeout: float = 300, check: bool = True,
                capture_stdout: bool = True, text: bool = True,
                ) -> subprocess.CompletedProcess:
@@ -136,7 +155,7 @@ def run_ffmpeg(args: Sequence[str], *, timeout: float = 300, check: bool = True,
     """
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *map(str, args)]
     try:
-        proc = subprocess.run(
+        proc = _run_retrying_spawn(
             cmd, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
             stderr=subprocess.PIPE, timeout=timeout,
