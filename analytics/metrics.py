@@ -23,6 +23,9 @@ vodgate_index_cache_{hits,misses}_total        MediaService.indexes (parsed moov
 vodgate_media_set_cache_{hits,misses}_total    MediaService.media_sets counters
 vodgate_segment_cache_lookups_total{result}    SegmentCache.stats: HIT, MISS, COALESCED
 vodgate_segment_cache_memory_bytes / _items    the memory tier's size
+vodgate_hot_lane_answers_total                 segment cache hits answered by the hot lane (edge/hot.py; also
+                                               counted in vodgate_segment_cache_lookups_total{result="HIT"})
+vodgate_hot_lane_paths                         request paths the hot lane currently answers
 vodgate_analytics_events_queued                events waiting in memory
 vodgate_analytics_events_{accepted,dropped,written,lost}_total, vodgate_analytics_sink_errors_total
 vodgate_analytics_internal_errors_total        observer failures (swallowed: requests never fail for them)
@@ -113,8 +116,10 @@ class Metrics:
         self.state = _StateCollector(self)
         self.registry.register(self.state)
 
-    def bind(self, media: Any = None, cache: Any = None, queue: Any = None) -> "Metrics":
-        """Objects whose counters are read at scrape time (app.state.media, app.state.cache, the event queue)."""
+    def bind(self, media: Any = None, cache: Any = None, queue: Any = None, hot: Any = None) -> "Metrics":
+        """Objects whose counters are read at scrape time (app.state.media, .cache, .hot, the event queue)."""
+        if hot is not None:
+            self.state.hot = hot
         if media is not None:
             self.state.media = media
         if cache is not None:
@@ -206,6 +211,7 @@ class _StateCollector:
         self.media: Any = None
         self.cache: Any = None
         self.queue: Any = None
+        self.hot: Any = None
 
     def describe(self) -> list:
         return []
@@ -264,6 +270,10 @@ class _StateCollector:
             disk = getattr(cache, "disk", None)
             if disk is not None:
                 yield GaugeMetricFamily("vodgate_segment_cache_disk_bytes", "Bytes in the disk tier", value=disk.size)
+        hot = self.hot
+        if hot is not None:
+            yield _counter("vodgate_hot_lane_answers", "Segment cache hits answered by the hot lane", hot.served)
+            yield GaugeMetricFamily("vodgate_hot_lane_paths", "Request paths the hot lane answers", value=len(hot))
         queue = self.queue
         if queue is not None:
             yield GaugeMetricFamily("vodgate_analytics_events_queued", "Play events waiting in memory", value=queue.size)

@@ -54,7 +54,8 @@ class AnalyticsMiddleware:
         if analytics is not None and analytics.media is None and media is not None:
             analytics.bind(media)
         if metrics is not None:
-            metrics.bind(media=media, cache=getattr(state, "cache", None), queue=analytics.queue if analytics else None)
+            metrics.bind(media=media, cache=getattr(state, "cache", None), queue=analytics.queue if analytics else None,
+                         hot=getattr(state, "hot", None))
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

@@ -95,11 +95,13 @@ def _serve(ns: argparse.Namespace) -> int:
         _print_urls(settings)
         app = create_app(settings, redis_url=redis_url)
     from analytics.middleware import wrap
+    from edge.app import with_hot_lane
 
-    app = wrap(app, settings.analytics, settings.metrics)  # play events and /metrics, as configured
+    served, http = with_hot_lane(app, wrap(app, settings.analytics, settings.metrics))  # events, /metrics, hot lane
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from any local peer;
     # vodgate applies its own trusted-proxy rule (server.trusted_proxies) in auth/client_ip.py
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=False)
+    uvicorn.run(served, host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=False,
+                http=http or "auto")
     return 0
 
 

@@ -16,6 +16,7 @@ nothing here uses ``assert``, which vanishes under ``python -O``.
     memory_mb = 256               # packaged segments and playlists kept in memory
     disk_path = ""                # optional disk tier (survives restarts); "" = off
     disk_mb = 2048
+    hot_lane = true               # answer warm shareable segments before any ASGI work (edge/hot.py)
 
     [cdn]
     shield_header = "X-Vodgate-Shield"
@@ -55,6 +56,7 @@ class Settings:
     cache_memory_mb: int = 256
     cache_disk_path: Path | None = None
     cache_disk_mb: int = 2048
+    hot_lane: bool = True
     shield_header: str = "X-Vodgate-Shield"
     shield_secrets: tuple[str, ...] = field(default=(), repr=False)  # never printed
     surrogate_header: str = "Surrogate-Key"
@@ -78,7 +80,7 @@ class Settings:
 SERVER_KEYS = {
     "host", "port", "media_root", "segment_duration", "cors_origins", "index_cache_entries", "log_level",
 }
-CACHE_KEYS = {"memory_mb", "disk_path", "disk_mb"}
+CACHE_KEYS = {"memory_mb", "disk_path", "disk_mb", "hot_lane"}
 CDN_KEYS = {"shield_header", "shield_secrets", "surrogate_header", "s_maxage", "stale_while_revalidate", "stale_if_error"}
 REDIS_KEYS = {"url", "channel"}
 SECTIONS = {"server", "cache", "cdn", "partners", "edge", "redis", "analytics", "metrics", "storage", "catalog"}
@@ -136,6 +138,7 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         cache_memory_mb=_positive(_typed(cache, "memory_mb", int, defaults.cache_memory_mb, source, "cache"), "cache.memory_mb", source),
         cache_disk_path=(base_dir / disk_path) if disk_path else None,
         cache_disk_mb=_positive(_typed(cache, "disk_mb", int, defaults.cache_disk_mb, source, "cache"), "cache.disk_mb", source),
+        hot_lane=_typed(cache, "hot_lane", bool, defaults.hot_lane, source, "cache"),
         shield_header=_header_name(_typed(cdn, "shield_header", str, defaults.shield_header, source, "cdn"), "cdn.shield_header", source),
         shield_secrets=tuple(_secrets(cdn, source)),
         surrogate_header=_header_name(_typed(cdn, "surrogate_header", str, defaults.surrogate_header, source, "cdn"), "cdn.surrogate_header", source),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import replace
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -28,6 +29,8 @@ from .cdn import CdnPolicy, ShieldMiddleware
 from .cors import CorsMiddleware
 from .delivery import Delivery
 from .errors import error_response
+from .hot import HotPaths, HotRecorder
+from .hot_protocol import hot_protocol
 
 
 MB = 1024 * 1024
@@ -50,6 +53,7 @@ def create_app(
     )
     access = AccessControl.from_config(settings.access or AccessConfig())
     delivery = Delivery(media, cache, cdn, access)
+    hot = HotPaths(cache, access.restricts, settings.shield_header, settings.shield_secrets, ttl=media.stat_ttl) if settings.hot_lane else None
     purger = CachePurger(cache, redis_url or settings.redis_url, channel=settings.redis_channel)
     admin = Admin(access, purger, _report_routes(settings))
 
@@ -86,10 +90,26 @@ def create_app(
     )
     app.state.media = media
     app.state.cache = cache
+    app.state.hot = hot
     app.state.access = access
     app.state.purger = purger
     app.state.settings = settings
     return app
+
+
+def with_hot_lane(app: Starlette, served: Any) -> tuple[Any, type[asyncio.Protocol] | None]:
+    """What to run: ``served`` (the app as wrapped for serving) and uvicorn's protocol class.
+
+    The hot lane (edge/hot.py) goes in front when ``app`` has one (roles all and origin, ``cache.hot_lane``)
+    and play events are off: every segment request is an event, and events need the full path.
+    """
+    hot = getattr(app.state, "hot", None)
+    if hot is None or getattr(served, "analytics", None) is not None:
+        return served, None
+    protocol = hot_protocol(hot, getattr(served, "metrics", None))
+    if protocol is None:
+        return served, None
+    return HotRecorder(served, hot), protocol
 
 
 def _report_routes(settings: Settings) -> list[Route]:

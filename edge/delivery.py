@@ -41,6 +41,7 @@ from . import urls
 from .cache import SegmentCache
 from .cdn import CdnPolicy
 from .errors import response_for
+from .hot import mark_shareable
 from .http import http_date, is_not_modified, requested_range, strong_etag
 from .progressive import serve_progressive
 from .request_info import MediaInfo, attach, info_for
@@ -110,6 +111,8 @@ class Delivery:
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
             return Response(status_code=304, headers=headers)
         key = f"{urls.canonical_path(req)}|{etag}"  # the parsed path, never the raw URL
+        if self._shareable(req, grant):
+            mark_shareable(request.scope, key)
         if req.resource == "init":
             body, info.cache = await self.cache.get_or_make(key, lambda: run_in_threadpool(init_segment, rendition.track))
             return _ranged(request, body, "video/mp4", {**headers, "X-Cache": info.cache})
@@ -154,6 +157,10 @@ class Delivery:
         body, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(lambda: render().encode()))
         text = with_query(body.decode(), grant.query) if grant.query else body
         return Response(text, media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
+
+    def _shareable(self, req: MediaRequest, grant: Grant) -> bool:
+        """The same bytes for every viewer: no rule of the partner can tell viewers apart (edge/hot.py)."""
+        return grant.preview is None and grant.limits is None and not self.access.restricts(req.partner)
 
     def _headers(self, req: MediaRequest, em: EntryMedia, version: str, *extra: str) -> tuple[dict[str, str], str]:
         etag = strong_etag(version, urls.canonical_path(req), str(self.media.target), *extra)

@@ -41,7 +41,7 @@ import httpx
 
 from packager.media import ByteRange
 
-from .storage import STREAM_CHUNK, ObjectStat, StorageError
+from .storage import STREAM_CHUNK, ObjectStat, StorageChanged, StorageError
 
 log = logging.getLogger("vodgate.storage.http")
 
@@ -60,10 +60,6 @@ class StorageTimeout(StorageUnavailable):
 
 class StorageNotFound(StorageError):
     """The storage has no such object (404/410), though the catalog lists it: 502."""
-
-
-class StorageChanged(StorageError):
-    """The object changed between its stat and a read (412 / new ETag): 502, a retry sees the new one."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from packager.preview import clip_media_set
 from packager.samples import byte_ranges, make_batch
 
 from .catalog import Catalog, Entry, Flavor
-from .storage import ObjectStat, Storage
+from .storage import ObjectStat, Storage, StorageChanged
 
 log = logging.getLogger("vodgate.origin")
 
@@ -194,5 +194,9 @@ class MediaService:
     async def batch(self, entry: Entry, rendition: Rendition, segment: Segment) -> SampleBatch:
         flavor = entry.flavor(rendition.id.flavor)
         ranges = byte_ranges(rendition.track, segment.span)
-        chunks = await self.storage.read(flavor.key, ranges)
+        try:
+            chunks = await self.storage.read(flavor.key, ranges)
+        except StorageChanged:
+            self._stats.pop(flavor.key, None)  # the next request indexes the new file instead of failing for STAT_TTL
+            raise
         return make_batch(rendition.track, segment.span, chunks, sequence_number=segment.number)

@@ -26,6 +26,10 @@ class StorageError(Exception):
     """The storage could not deliver bytes (missing file, I/O error, remote failure)."""
 
 
+class StorageChanged(StorageError):
+    """The object changed between its stat and a read: nothing read may be mixed with the old index (502)."""
+
+
 @dataclass(frozen=True)
 class ObjectStat:
     size: int
@@ -55,6 +59,7 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self._paths: dict[str, Path] = {}
+        self._stats: dict[str, ObjectStat] = {}  # the last stat of each key: what its index was built from
 
     def path(self, key: str) -> Path:
         """The file of ``key``, refusing anything that resolves outside the root (symlinks included).
@@ -77,7 +82,8 @@ class LocalStorage:
             info = os.stat(self.path(key))
         except OSError as exc:
             raise StorageError(f"{key}: {exc.strerror}") from None
-        return ObjectStat(info.st_size, info.st_mtime_ns)
+        stat = self._stats[key] = ObjectStat(info.st_size, info.st_mtime_ns)
+        return stat
 
     async def stat(self, key: str) -> ObjectStat:
         return self.stat_sync(key)  # a stat is a cached metadata lookup: not worth a thread hop
@@ -88,6 +94,7 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"{key}: {exc.strerror}") from None
         try:
+            self._check_unchanged(key, fd)
             chunks = []
             for r in ranges:
                 data = os.pread(fd, r.size, r.offset)
@@ -100,6 +107,15 @@ class LocalStorage:
 
     async def read(self, key: str, ranges: Sequence[ByteRange]) -> list[bytes]:
         return await asyncio.to_thread(self.read_sync, key, ranges)
+
+    def _check_unchanged(self, key: str, fd: int) -> None:
+        """A file replaced since its last stat must not be read with the old index: its bytes are elsewhere."""
+        expected = self._stats.get(key)
+        if expected is None:
+            return
+        info = os.fstat(fd)
+        if (info.st_size, info.st_mtime_ns) != (expected.size, expected.mtime_ns):
+            raise StorageChanged(f"{key}: the file changed since it was indexed; a retry uses the new one")
 
     async def stream(self, key: str, start: int, length: int) -> AsyncIterator[bytes]:
         async with aiofiles.open(self.path(key), "rb") as fh:

@@ -1,0 +1,171 @@
+"""The hot lane: cached segments answered before any ASGI work.
+
+A warm segment is the same bytes for every viewer when its partner has no
+access rule: then the only per-request work left is HTTP framing, and in
+Python the ASGI machinery (scope, task, middleware, routing, Response)
+costs several times the bytes' own copy. So:
+
+1. :class:`HotRecorder` (outermost ASGI middleware) watches responses the
+   routes mark shareable (:func:`mark_shareable`): a 200 segment or init
+   segment, whole, for an unrestricted partner, asked for by a *plain*
+   request (GET, no query, no conditional/range/Origin/Cookie header). It
+   remembers the response headers exactly as the app sent them.
+2. The server's protocol (edge/hot_protocol.py) asks :meth:`HotPaths.answer`
+   with the raw request path and headers before building an ASGI request.
+   An answer is the remembered headers plus the body *from the segment
+   cache*, so a purge, an eviction or a profile change makes the next
+   request take the full path again.
+
+What keeps it equal to the full path: answers expire after ``ttl`` (the
+origin's own media freshness window, ``origin.media.STAT_TTL``), so the full
+path re-validates the file at least as often as it would alone; the
+partner's restrictions and the origin shield are checked on every answer;
+anything unusual in a request falls through to the full path.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterable, MutableMapping, Sequence
+
+from .cache import HIT, SegmentCache
+from .cdn import shield_passes
+from .request_info import SCOPE_KEY, MediaInfo
+
+MARK_SCOPE_KEY = "vodgate.shareable"  # value: the segment cache key of the body
+
+# A request with any of these may get a different answer than the remembered one.
+_DIFFERENT_ANSWER = frozenset({
+    b"range", b"if-range", b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since",
+    b"origin",  # CORS headers depend on it
+    b"cookie", b"authorization",  # credentials are the full path's business
+    b"content-length", b"transfer-encoding", b"expect",  # a GET with a body is unusual enough
+})
+
+
+def mark_shareable(scope: MutableMapping[str, Any], cache_key: str) -> None:
+    """A route's statement: this response is the same bytes for anyone who sends this plain request."""
+    scope.setdefault("state", {})[MARK_SCOPE_KEY] = cache_key
+
+
+@dataclass(frozen=True, slots=True)
+class HotAnswer:
+    header_lines: bytes  # b"name: value\r\n" for each header the app sent, in its order
+    cache_key: str
+    length: int
+    partner: str
+    path: str
+    info: MediaInfo | None  # what observers (metrics) see for every answer
+    expires: float
+
+
+class HotPaths:
+    """Remembered answers by raw request path, bounded in number; bodies stay in the segment cache."""
+
+    def __init__(
+        self,
+        cache: SegmentCache,
+        restricts: Callable[[str], bool],
+        shield_header: str = "",
+        shield_secrets: Sequence[str] = (),
+        ttl: float = 1.0,
+        max_paths: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cache = cache
+        self.restricts = restricts
+        self.shield_header = shield_header.lower().encode("latin-1")
+        self.shield_secrets = [s.encode() for s in shield_secrets]
+        self.ttl = ttl
+        self.max_paths = max_paths
+        self.clock = clock
+        self.served = 0
+        self._answers: dict[bytes, HotAnswer] = {}
+
+    def answer(self, raw_path: bytes, headers: Iterable[tuple[bytes, bytes]]) -> tuple[HotAnswer, bytes] | None:
+        """The remembered answer and its body for a plain GET of ``raw_path``, or None (take the full path)."""
+        hot = self._answers.get(raw_path)
+        if hot is None:
+            return None
+        if self.clock() >= hot.expires or self.restricts(hot.partner):
+            del self._answers[raw_path]
+            return None
+        if not self._plain(headers):
+            return None
+        body = self.cache.memory.get(hot.cache_key)
+        if body is None or len(body) != hot.length:
+            del self._answers[raw_path]
+            return None
+        self.served += 1
+        self.cache.stats[HIT] += 1
+        return hot, body
+
+    def remember(self, raw_path: bytes, headers: Iterable[tuple[bytes, bytes]], body: bytes, cache_key: str,
+                 info: MediaInfo | None) -> None:
+        cached = self.cache.memory.get(cache_key)
+        if info is None or cached is None or (cached is not body and cached != body):
+            return  # only what the cache holds, byte for byte, can be answered from it
+        lines = []
+        for name, value in headers:
+            if name.lower() == b"x-cache":
+                value = HIT.encode()
+            lines.append(b"%s: %s\r\n" % (name, value))
+        if len(self._answers) >= self.max_paths and raw_path not in self._answers:
+            self._drop_expired()
+            if len(self._answers) >= self.max_paths:
+                self._answers.pop(next(iter(self._answers)))  # the oldest remembered
+        self._answers[raw_path] = HotAnswer(
+            b"".join(lines), cache_key, len(body), info.partner, raw_path.decode("latin-1"),
+            replace(info, cache=HIT, package_seconds=None), self.clock() + self.ttl,
+        )
+
+    def forget(self) -> None:
+        self._answers.clear()
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def plain_request(self, method: str, query: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+        return method == "GET" and not query and self._plain(headers)
+
+    def _plain(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+        presented = b""
+        for name, value in headers:
+            if name in _DIFFERENT_ANSWER:
+                return False
+            if name == self.shield_header:
+                presented = value
+        return not self.shield_secrets or shield_passes(presented, self.shield_secrets)
+
+    def _drop_expired(self) -> None:
+        now = self.clock()
+        for path in [p for p, a in self._answers.items() if now >= a.expires]:
+            del self._answers[path]
+
+
+class HotRecorder:
+    """Outermost ASGI middleware: remembers shareable answers to plain requests for the hot lane."""
+
+    def __init__(self, app: Any, hot: HotPaths) -> None:
+        self.app = app
+        self.hot = hot
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.hot.plain_request(scope["method"], scope["query_string"], scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        sent: list[dict] = []
+
+        def keep(message: dict) -> Any:
+            sent.append(message)
+            return send(message)
+
+        await self.app(scope, receive, keep)
+        state = scope.get("state") or {}
+        cache_key = state.get(MARK_SCOPE_KEY)
+        if cache_key is None or len(sent) != 2:
+            return
+        start, body = sent
+        if start.get("status") == 200 and not body.get("more_body", False):
+            self.hot.remember(scope["raw_path"], start.get("headers", ()), body.get("body", b""), cache_key, state.get(SCOPE_KEY))
