@@ -1,22 +1,28 @@
 """uvicorn's httptools protocol with the hot lane in front (see edge/hot.py).
 
 uvicorn accepts a protocol class (``uvicorn.run(app, http=cls)``). This one
-overrides a single parser callback, ``on_headers_complete``: when the request
-is a plain keep-alive GET that :class:`~edge.hot.HotPaths` can answer, it
-writes the status line, uvicorn's default headers (Date, Server), the
-remembered headers and the body straight to the transport, and reports the
-request to the observers (metrics, access log) as uvicorn's own cycle would.
-Anything else goes to ``super()``, i.e. to the ASGI app, unchanged.
+answers a plain keep-alive GET that :class:`~edge.hot.HotPaths` knows by
+writing the status line, uvicorn's default headers (Date, Server), the
+remembered headers and the body straight to the transport, and reports it to
+the observers (metrics, access log) as uvicorn's own cycle would. Anything
+else goes to ``super()``, i.e. to httptools and the ASGI app, unchanged.
 
-This leans on three uvicorn internals, all exercised by tests/test_hot_lane.py:
-``self.cycle`` (``response_complete``), ``on_response_complete()`` (keep-alive
-timer, pipelined requests) and ``self.flow.write_paused``.
+Two entrances: ``data_received`` recognises the common shape (one whole
+request in one read, between requests) with one regular expression and skips
+the parser callbacks; ``on_headers_complete`` catches the rest (a request in
+pieces, or pipelined) once httptools has parsed it.
+
+This leans on uvicorn internals, all exercised by tests/test_hot_lane.py:
+``self.cycle`` (``response_complete``), ``self.pipeline``, ``self.flow.write_paused``,
+``on_response_complete()`` (keep-alive timer, pipelined requests) and
+``_unset_keepalive_if_required()``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any
 
@@ -25,6 +31,12 @@ from .hot import HotPaths
 log = logging.getLogger("vodgate.hot")
 
 _OK = b"HTTP/1.1 200 OK\r\n"
+
+# One plain GET as players and CDNs send it on a keep-alive connection, whole in one read: origin-form
+# target without a query, HTTP/1.1, token header names, printable ASCII values. Anything else (a partial
+# or pipelined request, a body, obs-text, a query) is fed to httptools exactly as it came.
+_PLAIN_GET = re.compile(rb"GET (/[!->@-~]*) HTTP/1\.1\r\n((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t -~]*\r\n)*)\r\n")
+_CONNECTION_MANAGEMENT = frozenset({b"connection", b"upgrade", b"te", b"keep-alive"})
 
 
 class _Answered:
@@ -53,6 +65,73 @@ def hot_protocol(hot: HotPaths, metrics: Any = None) -> type[asyncio.Protocol] |
 
     class HotLaneProtocol(HttpToolsProtocol):
         _defaults: tuple[Any, bytes] = (None, b"")  # uvicorn's default headers (Date changes each second), rendered
+        _between_requests = True  # httptools holds no part of a request: a whole one may bypass it
+
+        def data_received(self, data: bytes) -> None:
+            if self._between_requests and self._may_answer_now():
+                request = _PLAIN_GET.fullmatch(data)
+                if request is not None and self._answer_plain(request.group(1), request.group(2)):
+                    return
+            super().data_received(data)
+
+        def on_message_begin(self) -> None:
+            self._between_requests = False
+            super().on_message_begin()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._between_requests = True
+
+        def on_headers_complete(self) -> None:
+            if not self._answer_parsed():
+                super().on_headers_complete()
+
+        def _may_answer_now(self) -> bool:
+            """Not behind a request still running (order), nor onto a slow reader's full buffer (flow)."""
+            cycle = self.cycle
+            return (cycle is None or cycle.response_complete) and not self.pipeline and not self.flow.write_paused
+
+        def _answer_plain(self, path: bytes, header_block: bytes) -> bool:
+            """A whole plain GET read in one piece, parsed by _PLAIN_GET: the common case, no parser callbacks."""
+            headers = []
+            for line in header_block.split(b"\r\n")[:-1]:
+                name, _, value = line.partition(b":")
+                name = name.lower()
+                if name in _CONNECTION_MANAGEMENT:
+                    return False  # close/upgrade: uvicorn's own handling
+                headers.append((name, value.strip(b" \t")))
+            self._unset_keepalive_if_required()
+            return self._answer(path, headers)
+
+        def _answer_parsed(self) -> bool:
+            """The same, for a request httptools parsed (it came in pieces, or behind another one)."""
+            if not self._may_answer_now():
+                return False
+            parser = self.parser
+            if parser.get_method() != b"GET" or parser.get_http_version() != "1.1" or not parser.should_keep_alive():
+                return False
+            if b"?" in self.url or parser.should_upgrade():
+                return False
+            if self._answer(self.url, self.headers):
+                self.cycle = _ANSWERED  # type: ignore[assignment]  # on_body/on_message_complete see it finished
+                return True
+            return False
+
+        def _answer(self, path: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+            started = time.perf_counter()
+            found = hot.answer(path, headers)
+            if found is None:
+                return False
+            answer, body = found
+            self.transport.writelines((b"".join((self._status_and_defaults(), answer.header_lines, b"\r\n")), body))
+            if self.access_log:
+                client = "%s:%d" % self.client if self.client else "-"  # uvicorn's AccessFormatter wants these 5 args
+                self.access_logger.info('%s - "%s %s HTTP/%s" %d', client, "GET", answer.path, "1.1", 200)
+            if metrics is not None:
+                seconds = time.perf_counter() - started
+                metrics.record(answer.path, 200, seconds, seconds, len(body), answer.info)
+            self.on_response_complete()  # keep-alive timer, pipelined requests: as after uvicorn's own answers
+            return True
 
         def _status_and_defaults(self) -> bytes:
             current = self.server_state.default_headers
@@ -60,34 +139,5 @@ def hot_protocol(hot: HotPaths, metrics: Any = None) -> type[asyncio.Protocol] |
                 rendered = b"".join([_OK, *(b"%s: %s\r\n" % pair for pair in current)])
                 HotLaneProtocol._defaults = (current, rendered)
             return HotLaneProtocol._defaults[1]
-
-        def on_headers_complete(self) -> None:
-            if not self._answer_hot():
-                super().on_headers_complete()
-
-        def _answer_hot(self) -> bool:
-            cycle = self.cycle
-            if (cycle is not None and not cycle.response_complete) or self.flow.write_paused:
-                return False  # pipelined behind a running request, or a slow reader: keep uvicorn's order and flow
-            parser = self.parser
-            if parser.get_method() != b"GET" or parser.get_http_version() != "1.1" or not parser.should_keep_alive():
-                return False
-            if b"?" in self.url or parser.should_upgrade():
-                return False
-            started = time.perf_counter()
-            found = hot.answer(self.url, self.headers)
-            if found is None:
-                return False
-            answer, body = found
-            self.transport.writelines((b"".join((self._status_and_defaults(), answer.header_lines, b"\r\n")), body))
-            self.cycle = _ANSWERED  # type: ignore[assignment]  # on_body/on_message_complete see a finished request
-            if self.access_log:
-                client = "%s:%d" % self.client if self.client else "-"  # uvicorn's AccessFormatter wants these 5 args
-                self.access_logger.info('%s - "%s %s HTTP/%s" %d', client, "GET", answer.path, "1.1", 200)
-            if metrics is not None:
-                seconds = time.perf_counter() - started
-                metrics.record(answer.path, 200, seconds, seconds, len(body), answer.info)
-            self.on_response_complete()
-            return True
 
     return HotLaneProtocol
