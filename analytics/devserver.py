@@ -4,8 +4,9 @@ Used by the analytics tests (a real server subprocess: SIGTERM drills) and by
 loadtests/bench_analytics.py until the ``[analytics]`` config section is wired
 into ``vodgate serve``; it is also the reference for that wiring:
 
-    app = wrap(create_app(settings), analytics_config, metrics_config)
-    uvicorn.run(app, host=..., port=..., log_level=...)
+    app = create_app(settings)
+    served, http = with_hot_lane(app, wrap(app, analytics_config, metrics_config))
+    uvicorn.run(served, host=..., port=..., log_level=..., http=http or "auto")
 
     python -m analytics.devserver --media DIR --port 8080 --events jsonl:/tmp/ev [--redis URL ...]
 """
@@ -24,15 +25,6 @@ from .config import AnalyticsConfig, MetricsConfig
 from .middleware import wrap
 
 
-def build(media: Path, seg: str = "6", analytics: AnalyticsConfig | None = None, metrics: MetricsConfig | None = None,
-          sink_delay: float = 0.0, cache_memory_mb: int = 256):
-    from edge.app import create_app
-
-    settings = Settings(media_root=media, segment_duration=segment_duration(seg, "--segment-duration"),
-                        cache_memory_mb=cache_memory_mb)
-    return wrap(create_app(settings), analytics, metrics, sink_delay=sink_delay)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m analytics.devserver")
     p.add_argument("--media", type=Path, required=True)
@@ -49,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sink-delay", type=float, default=0.0, help="seconds each sink write waits (shutdown drills)")
     p.add_argument("--log-level", default="info")
     p.add_argument("--access-log", choices=("on", "off"), default="on")
+    p.add_argument("--hot-lane", choices=("on", "off"), default="on", help="as [cache] hot_lane (default on, as serve)")
     ns = p.parse_args(argv)
 
     cfg = AnalyticsConfig(node_id=ns.node_id, queue_size=ns.queue_size, batch_size=ns.batch_size,
@@ -66,11 +59,17 @@ def main(argv: list[str] | None = None) -> int:
             sinks.append(kind)
         cfg = replace(cfg, enabled=True, sinks=tuple(sinks))
     logging.basicConfig(level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = build(ns.media, ns.segment_duration, cfg, MetricsConfig(enabled=ns.metrics == "on"), ns.sink_delay)
+    from edge.app import create_app, with_hot_lane
+
+    settings = Settings(media_root=ns.media, segment_duration=segment_duration(ns.segment_duration, "--segment-duration"),
+                        hot_lane=ns.hot_lane == "on")
+    app = create_app(settings)
+    served, http = with_hot_lane(app, wrap(app, cfg, MetricsConfig(enabled=ns.metrics == "on"), sink_delay=ns.sink_delay))
 
     import uvicorn
 
-    uvicorn.run(app, host=ns.host, port=ns.port, log_level=ns.log_level, access_log=ns.access_log == "on")
+    uvicorn.run(served, host=ns.host, port=ns.port, log_level=ns.log_level, access_log=ns.access_log == "on",
+                http=http or "auto")
     return 0
 
 

@@ -80,7 +80,7 @@ class AccessControl:
         now: datetime,
     ) -> AccessCheck:
         """The decision for one request. A partner without a [partners.<id>] table is open."""
-        ip = client_ip(peer, forwarded_for, self.config.trusted_proxies)
+        ip = self.viewer_ip(peer, forwarded_for)
         partner = self._partners.get(partner_id)
         found = extract_token(query or {}, cookies or {})
         profile = partner.profile_for(entry) if partner is not None else OPEN_PROFILE
@@ -98,6 +98,10 @@ class AccessControl:
         window = partner.entry_window(entry) if partner is not None else None
         decision = decide(profile, facts, now, window)
         return AccessCheck(decision, facts, found.source if found else None, propagation_query(found))
+
+    def viewer_ip(self, peer: str | None, forwarded_for: str | None) -> IPAddress:
+        """The client address by the trusted-proxy rule (X-Forwarded-For only from server.trusted_proxies)."""
+        return client_ip(peer, forwarded_for, self.config.trusted_proxies)
 
     def config_partner(self, partner_id: str) -> Partner:
         """The partner's current configuration (admin API); ConfigError when it has none."""

@@ -100,13 +100,15 @@ def create_app(
 def with_hot_lane(app: Starlette, served: Any) -> tuple[Any, type[asyncio.Protocol] | None]:
     """What to run: ``served`` (the app as wrapped for serving) and uvicorn's protocol class.
 
-    The hot lane (edge/hot.py) goes in front when ``app`` has one (roles all and origin, ``cache.hot_lane``)
-    and play events are off: every segment request is an event, and events need the full path.
+    The hot lane (edge/hot.py) goes in front when ``app`` has one (roles all and origin, ``cache.hot_lane``);
+    it reports its answers to the same metrics and play events as the middleware in ``served`` does.
     """
     hot = getattr(app.state, "hot", None)
-    if hot is None or getattr(served, "analytics", None) is not None:
+    if hot is None:
         return served, None
-    protocol = hot_protocol(hot, getattr(served, "metrics", None))
+    access = app.state.access
+    viewer_ip = access.viewer_ip if access.config.trusted_proxies else None  # else the peer, as events assume
+    protocol = hot_protocol(hot, getattr(served, "metrics", None), getattr(served, "analytics", None), viewer_ip)
     if protocol is None:
         return served, None
     return HotRecorder(served, hot), protocol

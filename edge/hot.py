@@ -8,8 +8,10 @@ costs several times the bytes' own copy. So:
 1. :class:`HotRecorder` (outermost ASGI middleware) watches responses the
    routes mark shareable (:func:`mark_shareable`): a 200 segment or init
    segment, whole, for an unrestricted partner, asked for by a *plain*
-   request (GET, no query, no conditional/range/Origin/Cookie header). It
-   remembers the response headers exactly as the app sent them.
+   request (GET, no conditional/range/Origin/Cookie header). It remembers
+   the response headers exactly as the app sent them, by path: a query
+   string (``playSessionId``, a token nobody asks for) does not change a
+   segment of an unrestricted partner, only what play events record.
 2. The server's protocol (edge/hot_protocol.py) asks :meth:`HotPaths.answer`
    with the raw request path and headers before building an ASGI request.
    An answer is the remembered headers plus the body *from the segment
@@ -117,7 +119,9 @@ class HotPaths:
                 self._answers.pop(next(iter(self._answers)))  # the oldest remembered
         self._answers[raw_path] = HotAnswer(
             b"".join(lines), cache_key, len(body), info.partner, raw_path.decode("latin-1"),
-            replace(info, cache=HIT, package_seconds=None), self.clock() + self.ttl,
+            # what observers see for every answer: nothing of the viewer who happened to be recorded
+            replace(info, cache=HIT, package_seconds=None, client_ip=None, country=None, session_id=None),
+            self.clock() + self.ttl,
         )
 
     def forget(self) -> None:
@@ -126,8 +130,8 @@ class HotPaths:
     def __len__(self) -> int:
         return len(self._answers)
 
-    def plain_request(self, method: str, query: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bool:
-        return method == "GET" and not query and self._plain(headers)
+    def plain_request(self, method: str, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+        return method == "GET" and self._plain(headers)
 
     def _plain(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
         presented = b""
@@ -152,7 +156,7 @@ class HotRecorder:
         self.hot = hot
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not self.hot.plain_request(scope["method"], scope["query_string"], scope["headers"]):
+        if scope["type"] != "http" or not self.hot.plain_request(scope["method"], scope["headers"]):
             await self.app(scope, receive, send)
             return
         sent: list[dict] = []

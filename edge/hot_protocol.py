@@ -24,18 +24,21 @@ import asyncio
 import logging
 import re
 import time
-from typing import Any
+from dataclasses import replace
+from typing import Any, Callable
 
-from .hot import HotPaths
+from .hot import HotAnswer, HotPaths
 
 log = logging.getLogger("vodgate.hot")
 
 _OK = b"HTTP/1.1 200 OK\r\n"
 
 # One plain GET as players and CDNs send it on a keep-alive connection, whole in one read: origin-form
-# target without a query, HTTP/1.1, token header names, printable ASCII values. Anything else (a partial
-# or pipelined request, a body, obs-text, a query) is fed to httptools exactly as it came.
-_PLAIN_GET = re.compile(rb"GET (/[!->@-~]*) HTTP/1\.1\r\n((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t -~]*\r\n)*)\r\n")
+# target (path, optional query), HTTP/1.1, token header names, printable ASCII values. Anything else (a
+# partial or pipelined request, a body, obs-text) is fed to httptools exactly as it came.
+_PLAIN_GET = re.compile(
+    rb"GET (/[!->@-~]*)(?:\?([!-~]*))? HTTP/1\.1\r\n((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t -~]*\r\n)*)\r\n"
+)
 _CONNECTION_MANAGEMENT = frozenset({b"connection", b"upgrade", b"te", b"keep-alive"})
 
 
@@ -55,8 +58,14 @@ class _Answered:
 _ANSWERED = _Answered()
 
 
-def hot_protocol(hot: HotPaths, metrics: Any = None) -> type[asyncio.Protocol] | None:
-    """The protocol class for ``uvicorn.run(http=...)``, or None where httptools is missing (plain uvicorn)."""
+def hot_protocol(
+    hot: HotPaths, metrics: Any = None, analytics: Any = None, viewer_ip: Callable[[str | None, str | None], Any] | None = None,
+) -> type[asyncio.Protocol] | None:
+    """The protocol class for ``uvicorn.run(http=...)``, or None where httptools is missing (plain uvicorn).
+
+    ``metrics`` and ``analytics`` observe hot answers as analytics/middleware.py observes the others;
+    ``viewer_ip`` (peer, X-Forwarded-For) -> address, when trusted proxies make it differ from the peer.
+    """
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:  # uvicorn without [standard]: serve everything the ordinary way
@@ -70,7 +79,7 @@ def hot_protocol(hot: HotPaths, metrics: Any = None) -> type[asyncio.Protocol] |
         def data_received(self, data: bytes) -> None:
             if self._between_requests and self._may_answer_now():
                 request = _PLAIN_GET.fullmatch(data)
-                if request is not None and self._answer_plain(request.group(1), request.group(2)):
+                if request is not None and self._answer_plain(request.group(1), request.group(2) or b"", request.group(3)):
                     return
             super().data_received(data)
 
@@ -91,7 +100,7 @@ def hot_protocol(hot: HotPaths, metrics: Any = None) -> type[asyncio.Protocol] |
             cycle = self.cycle
             return (cycle is None or cycle.response_complete) and not self.pipeline and not self.flow.write_paused
 
-        def _answer_plain(self, path: bytes, header_block: bytes) -> bool:
+        def _answer_plain(self, path: bytes, query: bytes, header_block: bytes) -> bool:
             """A whole plain GET read in one piece, parsed by _PLAIN_GET: the common case, no parser callbacks."""
             headers = []
             for line in header_block.split(b"\r\n")[:-1]:
@@ -101,7 +110,7 @@ def hot_protocol(hot: HotPaths, metrics: Any = None) -> type[asyncio.Protocol] |
                     return False  # close/upgrade: uvicorn's own handling
                 headers.append((name, value.strip(b" \t")))
             self._unset_keepalive_if_required()
-            return self._answer(path, headers)
+            return self._answer(path, query, headers)
 
         def _answer_parsed(self) -> bool:
             """The same, for a request httptools parsed (it came in pieces, or behind another one)."""
@@ -110,28 +119,43 @@ def hot_protocol(hot: HotPaths, metrics: Any = None) -> type[asyncio.Protocol] |
             parser = self.parser
             if parser.get_method() != b"GET" or parser.get_http_version() != "1.1" or not parser.should_keep_alive():
                 return False
-            if b"?" in self.url or parser.should_upgrade():
+            if parser.should_upgrade():
                 return False
-            if self._answer(self.url, self.headers):
+            path, _, query = self.url.partition(b"?")
+            if self._answer(path, query, self.headers):
                 self.cycle = _ANSWERED  # type: ignore[assignment]  # on_body/on_message_complete see it finished
                 return True
             return False
 
-        def _answer(self, path: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+        def _answer(self, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
             started = time.perf_counter()
             found = hot.answer(path, headers)
             if found is None:
                 return False
             answer, body = found
             self.transport.writelines((b"".join((self._status_and_defaults(), answer.header_lines, b"\r\n")), body))
-            if self.access_log:
+            if self.access_log and self.access_logger.isEnabledFor(logging.INFO):
                 client = "%s:%d" % self.client if self.client else "-"  # uvicorn's AccessFormatter wants these 5 args
-                self.access_logger.info('%s - "%s %s HTTP/%s" %d', client, "GET", answer.path, "1.1", 200)
+                target = f"{answer.path}?{query.decode('latin-1')}" if query else answer.path  # tokens: cli RedactTokens
+                self.access_logger.info('%s - "%s %s HTTP/%s" %d', client, "GET", target, "1.1", 200)
+            seconds = time.perf_counter() - started
             if metrics is not None:
-                seconds = time.perf_counter() - started
                 metrics.record(answer.path, 200, seconds, seconds, len(body), answer.info)
+            if analytics is not None:
+                self._play_event(answer, query, headers, len(body), seconds)
             self.on_response_complete()  # keep-alive timer, pipelined requests: as after uvicorn's own answers
             return True
+
+        def _play_event(self, answer: HotAnswer, query: bytes, headers: list[tuple[bytes, bytes]], nbytes: int,
+                        seconds: float) -> None:
+            """The observation analytics/middleware.py would have queued for this request (same tuple)."""
+            peer = self.client[0] if self.client else None
+            info = answer.info
+            if viewer_ip is not None:
+                forwarded = ",".join(v.decode("latin-1") for n, v in headers if n == b"x-forwarded-for") or None
+                info = replace(info, client_ip=str(viewer_ip(peer, forwarded)))
+            analytics.capture((time.time() - seconds, "GET", answer.path, query, headers, peer, 200, nbytes, seconds, seconds,
+                               None, None, info))
 
         def _status_and_defaults(self) -> bytes:
             current = self.server_state.default_headers

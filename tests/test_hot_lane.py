@@ -132,9 +132,21 @@ def test_conditional_range_and_head_requests_take_the_full_path(http):
     assert head.status_code == 200 and head.headers["content-length"] == str(len(full.content))
     cors = http.get(url, headers={"Origin": "https://player.example"})
     assert cors.headers["access-control-allow-origin"] == "*" and cors.content == full.content
-    query = http.get(url, params={"playSessionId": "abc"})
-    assert query.content == full.content
     assert hot_answers(http) == before, "none of these may be answered by the hot lane"
+
+
+def test_a_query_string_does_not_change_a_segment_and_is_logged_redacted(http, hot_server):
+    url = segment_urls(http)[0]
+    full = http.get(url)
+    http.get(url)
+    before = hot_answers(http)
+    tagged = http.get(url, params={"playSessionId": "abc", "token": "vg1.secret-token-value"})
+    assert hot_answers(http) == before + 1
+    assert tagged.content == full.content
+    time.sleep(0.2)
+    log = hot_server.log()
+    assert "secret-token-value" not in log
+    assert f"{url}?playSessionId=abc" in log
 
 
 def test_purge_empties_the_hot_lane(http):
@@ -264,3 +276,29 @@ def test_hot_lane_can_be_turned_off(tmp_path_factory, media_fixture_paths):
             assert "vodgate_hot_lane_answers_total" not in c.get("/metrics").text
     finally:
         proc.stop()
+
+
+def test_hot_answers_are_play_events_like_any_other(tmp_path_factory, media_fixture_paths):
+    import json
+
+    events_dir = tmp_path_factory.mktemp("events")
+    extra = f'\n[analytics]\nenabled = true\nsinks = ["jsonl"]\npath = "{events_dir}"\n'
+    proc = _start(tmp_path_factory, media_fixture_paths, "events", extra)
+    try:
+        with httpx.Client(base_url=proc.base, timeout=30) as c:
+            url = segment_urls(c)[1]
+            ua = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0", "Referer": "https://news.example.com/a"}
+            for _ in range(3):
+                assert c.get(url, headers=ua, params={"playSessionId": "viewer-7"}).status_code == 200
+            assert hot_answers(c) == 2
+    finally:
+        proc.stop()  # SIGTERM: every queued event is flushed
+    events = [json.loads(line) for f in sorted(events_dir.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    served = [e for e in events if e["kind"] == "segment_served"]
+    assert [e["cache"] for e in served] == ["MISS", "HIT", "HIT"]
+    first, hot = served[0], served[1:]
+    for e in hot:  # the same viewer, segment and media time as the full path recorded
+        for field in ("partner", "entry", "flavor", "session", "segment", "media_start", "referrer", "ua"):
+            assert e[field] == first[field], field
+        assert e["session"] == "viewer-7"
+        assert e["bytes"] == first["bytes"]
