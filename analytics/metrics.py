@@ -85,6 +85,10 @@ class _Histogram:
         self.counts[bisect_left(LATENCY_BUCKETS, value)] += 1
         self.sum += value
 
+    def merge(self, other: "_Histogram") -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
+        self.sum += other.sum
+
     def buckets(self) -> list[tuple[str, int]]:
         total, out = 0, []
         for bound, count in zip((*(repr(b) for b in LATENCY_BUCKETS), "+Inf"), self.counts):
@@ -113,6 +117,7 @@ class Metrics:
         self.errors: dict[str, int] = {}
         self.internal_errors = 0
         self.pending: list[tuple] = []
+        self.repeats: dict[int, list] = {}  # id(info) -> [info, count, bytes, _Histogram]: see record_repeat
         self.state = _StateCollector(self)
         self.registry.register(self.state)
 
@@ -136,11 +141,37 @@ class Metrics:
         if len(pending) >= FOLD_EVERY:
             self.fold()
 
+    def record_repeat(self, info: Any, duration: float, nbytes: int) -> None:
+        """A 200 that repeats an earlier answer described by the same ``info`` object (the hot lane): summed
+        per object, a third of the cost of :meth:`record`. Time to first byte is counted as ``duration``."""
+        totals = self.repeats.get(id(info))  # the entry holds ``info``, so its id is not reused while pending
+        if totals is None:
+            if len(self.repeats) >= FOLD_EVERY:
+                self.fold()
+            totals = self.repeats[id(info)] = [info, 0, 0, _Histogram()]
+        totals[1] += 1
+        totals[2] += nbytes
+        totals[3].observe(duration)
+
     def fold(self) -> None:
         pending, self.pending = self.pending, []
         observe = self.observe
         for path, status, duration, ttfb, nbytes, info in pending:
             observe(route_of(path, info), status, duration, ttfb, nbytes, info)
+        repeats, self.repeats = self.repeats, {}
+        for info, count, nbytes, hist in repeats.values():
+            self._fold_repeats(route_of("", info), count, nbytes, hist)
+
+    def _fold_repeats(self, route: str, count: int, nbytes: int, hist: "_Histogram") -> None:
+        key = (route, 200)
+        if key in self.requests or len(self.requests) < MAX_SERIES:
+            self.requests[key] = self.requests.get(key, 0) + count
+        cls = CLASS_OF_ROUTE.get(route, "other")
+        if cls not in self.latency:
+            self.latency[cls], self.ttfb[cls], self.bytes_out[cls] = _Histogram(), _Histogram(), 0
+        self.latency[cls].merge(hist)
+        self.ttfb[cls].merge(hist)
+        self.bytes_out[cls] += nbytes
 
     def observe(self, route: str, status: int, duration: float, ttfb: float | None, nbytes: int, info: Any = None) -> None:
         key = (route, status)

@@ -12,10 +12,15 @@ request in one read, between requests) with one regular expression and skips
 the parser callbacks; ``on_headers_complete`` catches the rest (a request in
 pieces, or pipelined) once httptools has parsed it.
 
-This leans on uvicorn internals, all exercised by tests/test_hot_lane.py:
-``self.cycle`` (``response_complete``), ``self.pipeline``, ``self.flow.write_paused``,
-``on_response_complete()`` (keep-alive timer, pipelined requests) and
-``_unset_keepalive_if_required()``.
+After a hot answer the keep-alive timer is not re-created (uvicorn cancels and
+re-arms one per request, a third of the hot lane's Python time): one timer per
+connection stays armed and re-arms itself for the rest of the idle time.
+
+This leans on uvicorn internals (uvicorn 0.54), all exercised by
+tests/test_hot_lane.py: ``self.cycle`` (``response_complete``), ``self.pipeline``,
+``self.flow.write_paused``, ``self.timeout_keep_alive_task`` and its handler,
+``self.server_state`` (``default_headers``, ``total_requests``) and
+``self.headers``/``self.url`` as the parser callbacks fill them.
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ def hot_protocol(
     class HotLaneProtocol(HttpToolsProtocol):
         _defaults: tuple[Any, bytes] = (None, b"")  # uvicorn's default headers (Date changes each second), rendered
         _between_requests = True  # httptools holds no part of a request: a whole one may bypass it
+        _answered_at = float("-inf")  # loop time of the last hot answer (keep-alive idle time counts from it)
 
         def data_received(self, data: bytes) -> None:
             if self._between_requests and self._may_answer_now():
@@ -109,8 +115,7 @@ def hot_protocol(
                 if name in _CONNECTION_MANAGEMENT:
                     return False  # close/upgrade: uvicorn's own handling
                 headers.append((name, value.strip(b" \t")))
-            self._unset_keepalive_if_required()
-            return self._answer(path, query, headers)
+            return self._answer(path, query, headers)  # the keep-alive timer stays armed: see _keep_alive
 
         def _answer_parsed(self) -> bool:
             """The same, for a request httptools parsed (it came in pieces, or behind another one)."""
@@ -140,11 +145,26 @@ def hot_protocol(
                 self.access_logger.info('%s - "%s %s HTTP/%s" %d', client, "GET", target, "1.1", 200)
             seconds = time.perf_counter() - started
             if metrics is not None:
-                metrics.record(answer.path, 200, seconds, seconds, len(body), answer.info)
+                metrics.record_repeat(answer.info, seconds, len(body))
             if analytics is not None:
                 self._play_event(answer, query, headers, len(body), seconds)
-            self.on_response_complete()  # keep-alive timer, pipelined requests: as after uvicorn's own answers
+            self._keep_alive()
             return True
+
+        def _keep_alive(self) -> None:
+            """uvicorn's on_response_complete for an answer with nothing pipelined behind it, without a timer
+            per request: one timer stays armed and, when it fires, re-arms for what is left of the idle time."""
+            self.server_state.total_requests += 1
+            self._answered_at = self.loop.time()
+            if self.timeout_keep_alive_task is None:
+                self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+        def timeout_keep_alive_handler(self) -> None:
+            idle = self.loop.time() - self._answered_at
+            if idle < self.timeout_keep_alive:
+                self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive - idle, self.timeout_keep_alive_handler)
+                return
+            super().timeout_keep_alive_handler()
 
         def _play_event(self, answer: HotAnswer, query: bytes, headers: list[tuple[bytes, bytes]], nbytes: int,
                         seconds: float) -> None:

@@ -565,3 +565,19 @@ def test_report_finds_the_sink_from_the_server_config(tmp_path, capsys):
     assert report_main(["--config", str(tmp_path / "vodgate.toml"), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["plays"] == 1
     assert report_main(["--config", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_repeated_answers_fold_into_the_same_series_as_single_records():
+    one, bulk = Metrics(), Metrics()
+    info = MediaInfo(partner="p", entry="e", format="hls", resource="segment", cache="HIT")
+    for seconds in (0.0001, 0.0002, 0.003):
+        one.record("/p/p/e/e/hls/f/seg-1.ts", 200, seconds, seconds, 1000, info)
+        bulk.record_repeat(info, seconds, 1000)
+    one.fold()
+    bulk.fold()
+    assert bulk.requests == one.requests == {("segment", 200): 3}
+    assert bulk.bytes_out == one.bytes_out
+    for cls in one.latency:
+        assert bulk.latency[cls].counts == one.latency[cls].counts and bulk.latency[cls].sum == pytest.approx(one.latency[cls].sum)
+        assert bulk.ttfb[cls].counts == one.ttfb[cls].counts
+    assert bulk.repeats == {}

@@ -302,3 +302,43 @@ def test_hot_answers_are_play_events_like_any_other(tmp_path_factory, media_fixt
             assert e[field] == first[field], field
         assert e["session"] == "viewer-7"
         assert e["bytes"] == first["bytes"]
+
+
+def test_keep_alive_idle_timeout_counts_from_the_last_hot_answer(http, hot_server):
+    """uvicorn closes a connection idle for 5 s; the hot lane keeps one timer per connection, re-armed lazily."""
+    url = segment_urls(http)[0]
+    body = http.get(url).content
+    http.get(url)
+    with socket.create_connection(("127.0.0.1", hot_server.port), timeout=15) as s:
+        f = s.makefile("rb")
+        for pause in (0, 3.5, 3.5):  # busy past the first 5 s: must stay open
+            time.sleep(pause)
+            http.get(url)  # (re)remembered on another connection: this connection's request is a hot answer
+            before = hot_answers(http)
+            s.sendall(f"GET {url} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert _read_response(f)[2] == body
+            assert hot_answers(http) == before + 1
+        started = time.monotonic()
+        assert f.read() == b"", "an idle connection must be closed"
+        assert 4 <= time.monotonic() - started <= 8
+
+
+def _metric(text: str, name: str, labels: str) -> float:
+    m = re.search(rf"^{name}\{{{labels}\}} (\S+)$", text, re.MULTILINE)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_hot_answers_count_in_the_request_metrics(http):
+    url = segment_urls(http)[2]
+    size = len(http.get(url).content)
+    http.get(url)
+    text = http.get("/metrics").text
+    requests = _metric(text, "vodgate_http_requests_total", 'route="segment",status="200"')
+    sent = _metric(text, "vodgate_http_response_bytes_total", 'class="segment"')
+    hot = hot_answers(http)
+    for _ in range(5):
+        http.get(url)
+    text = http.get("/metrics").text
+    assert hot_answers(http) - hot >= 4  # one may fall on a re-validation second
+    assert _metric(text, "vodgate_http_requests_total", 'route="segment",status="200"') == requests + 5
+    assert _metric(text, "vodgate_http_response_bytes_total", 'class="segment"') == sent + 5 * size
