@@ -161,7 +161,7 @@ def hot_protocol(
 
         def timeout_keep_alive_handler(self) -> None:
             idle = self.loop.time() - self._answered_at
-            if idle < self.timeout_keep_alive:
+            if idle < self.timeout_keep_alive and not self.transport.is_closing():
                 self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive - idle, self.timeout_keep_alive_handler)
                 return
             super().timeout_keep_alive_handler()
