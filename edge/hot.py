@@ -3,7 +3,7 @@
 A warm segment is the same bytes for every viewer when its partner has no
 access rule: then the only per-request work left is HTTP framing, and in
 Python the ASGI machinery (scope, task, middleware, routing, Response)
-costs several times the bytes' own copy. So:
+costs more than copying the bytes does. So:
 
 1. :class:`HotRecorder` (outermost ASGI middleware) watches responses the
    routes mark shareable (:func:`mark_shareable`): a 200 segment or init
@@ -58,7 +58,7 @@ class HotAnswer:
     length: int
     partner: str
     path: str
-    info: MediaInfo | None  # what observers (metrics) see for every answer
+    info: MediaInfo  # what observers (metrics, play events) see for every answer
     expires: float
 
 
