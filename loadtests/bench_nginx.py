@@ -1,6 +1,6 @@
 """Warm-cache segment throughput of vodgate against nginx serving the same bytes as static files.
 
-    .venv/bin/python -m loadtests.bench_nginx [--seconds 10] [--connections 16] [--threads 2] [--rounds 3]
+    .venv/bin/python -m loadtests.bench_nginx [--seconds 3] [--connections 16] [--threads 2] [--rounds 15]
         [--media DIR] [--locust-seconds 20] [--locust-users 40] [--no-locust] [--json out.json]
 
 What one run does:
@@ -394,10 +394,10 @@ def locust_savings(media: Path, tmp: Path, ns: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_nginx", description=__doc__.split("\n\n")[0])
     p.add_argument("--media", type=Path, default=REPO / ".fixtures" / "bench-nginx-lib")
-    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--seconds", type=float, default=3, help="per measurement (default 3: short rounds pair the two servers closely in time)")
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--nginx-workers", default="2", help="nginx worker_processes (default 2)")
     p.add_argument("--locust-users", type=int, default=40)
     p.add_argument("--locust-seconds", type=int, default=20)
