@@ -100,7 +100,7 @@ def create_app(
 def with_hot_lane(app: Starlette, served: Any) -> tuple[Any, type[asyncio.Protocol] | None]:
     """What to run: ``served`` (the app as wrapped for serving) and uvicorn's protocol class.
 
-    The hot lane (edge/hot.py) goes in front when ``app`` has one (roles all and origin, ``cache.hot_lane``);
+    The hot lane (edge/hot.py) goes in front when ``app`` has one (every role, unless ``cache.hot_lane = false``);
     it reports its answers to the same metrics and play events as the middleware in ``served`` does.
     """
     hot = getattr(app.state, "hot", None)
@@ -150,4 +150,5 @@ def create_edge(settings: Settings, edge: EdgeConfig, redis_url: str | None = No
     admin = Admin(access, app.state.purger)
     app.router.routes[1:1] = admin.routes()  # after /healthz, before the media catch-all
     app.state.access = access
+    app.state.hot = HotPaths(app.state.cache, access.restricts) if settings.hot_lane else None
     return app

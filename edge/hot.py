@@ -6,8 +6,9 @@ Python the ASGI machinery (scope, task, middleware, routing, Response)
 costs more than copying the bytes does. So:
 
 1. :class:`HotRecorder` (outermost ASGI middleware) watches responses the
-   routes mark shareable (:func:`mark_shareable`): a 200 segment or init
-   segment, whole, for an unrestricted partner, asked for by a *plain*
+   routes mark shareable (:func:`mark_shareable`; the origin's Delivery and
+   the edge's EdgeProxy): a 200 segment or init segment, whole, for an
+   unrestricted partner, asked for by a *plain*
    request (GET, no conditional/range/Origin/Cookie header). It remembers
    the response headers exactly as the app sent them, by path: a query
    string (``playSessionId``, a token nobody asks for) does not change a
@@ -46,16 +47,23 @@ _DIFFERENT_ANSWER = frozenset({
 })
 
 
-def mark_shareable(scope: MutableMapping[str, Any], cache_key: str) -> None:
+@dataclass(frozen=True, slots=True)
+class Shareable:
+    cache_key: str  # the segment cache holds the body under it: whole, or as its tail (the edge's records)
+    fresh_for: float | None = None  # seconds the cached copy stays fresh, when it can go stale (edge role)
+
+
+def mark_shareable(scope: MutableMapping[str, Any], cache_key: str, fresh_for: float | None = None) -> None:
     """A route's statement: this response is the same bytes for anyone who sends this plain request."""
-    scope.setdefault("state", {})[MARK_SCOPE_KEY] = cache_key
+    scope.setdefault("state", {})[MARK_SCOPE_KEY] = Shareable(cache_key, fresh_for)
 
 
 @dataclass(frozen=True, slots=True)
 class HotAnswer:
     header_lines: bytes  # b"name: value\r\n" for each header the app sent, in its order
     cache_key: str
-    length: int
+    cached: bytes  # the very object the cache held: a replaced or purged one ends the answer
+    offset: int  # where the body starts in it
     partner: str
     path: str
     info: MediaInfo  # what observers (metrics, play events) see for every answer
@@ -83,6 +91,7 @@ class HotPaths:
         self.max_paths = max_paths
         self.clock = clock
         self.served = 0
+        self._remembered = 0
         self._answers: dict[bytes, HotAnswer] = {}
 
     def answer(self, raw_path: bytes, headers: Iterable[tuple[bytes, bytes]]) -> tuple[HotAnswer, bytes] | None:
@@ -95,33 +104,37 @@ class HotPaths:
             return None
         if not self._plain(headers):
             return None
-        body = self.cache.memory.get(hot.cache_key)
-        if body is None or len(body) != hot.length:
+        cached = self.cache.memory.get(hot.cache_key)
+        if cached is not hot.cached:
             del self._answers[raw_path]
             return None
         self.served += 1
         self.cache.stats[HIT] += 1
-        return hot, body
+        return hot, (cached if not hot.offset else memoryview(cached)[hot.offset :])
 
-    def remember(self, raw_path: bytes, headers: Iterable[tuple[bytes, bytes]], body: bytes, cache_key: str,
-                 info: MediaInfo | None) -> None:
-        cached = self.cache.memory.get(cache_key)
-        if info is None or cached is None or (cached is not body and cached != body):
+    def remember(self, raw_path: bytes, headers: Iterable[tuple[bytes, bytes]], body: bytes | memoryview,
+                 mark: Shareable, info: MediaInfo | None) -> None:
+        cached = self.cache.memory.get(mark.cache_key)
+        if info is None or cached is None or not _ends_with(cached, body):
             return  # only what the cache holds, byte for byte, can be answered from it
+        lifetime = self.ttl if mark.fresh_for is None else min(self.ttl, mark.fresh_for)
+        if lifetime <= 0:
+            return
         lines = []
         for name, value in headers:
             if name.lower() == b"x-cache":
                 value = HIT.encode()
             lines.append(b"%s: %s\r\n" % (name, value))
+        self._remembered += 1
+        if self._remembered % 256 == 0 or (len(self._answers) >= self.max_paths and raw_path not in self._answers):
+            self._drop_expired()  # also lets go of cached objects the cache itself no longer holds
         if len(self._answers) >= self.max_paths and raw_path not in self._answers:
-            self._drop_expired()
-            if len(self._answers) >= self.max_paths:
-                self._answers.pop(next(iter(self._answers)))  # the oldest remembered
+            self._answers.pop(next(iter(self._answers)))  # the oldest remembered
         self._answers[raw_path] = HotAnswer(
-            b"".join(lines), cache_key, len(body), info.partner, raw_path.decode("latin-1"),
+            b"".join(lines), mark.cache_key, cached, len(cached) - len(body), info.partner, raw_path.decode("latin-1"),
             # what observers see for every answer: nothing of the viewer who happened to be recorded
             replace(info, cache=HIT, package_seconds=None, client_ip=None, country=None, session_id=None),
-            self.clock() + self.ttl,
+            self.clock() + lifetime,
         )
 
     def forget(self) -> None:
@@ -148,6 +161,20 @@ class HotPaths:
             del self._answers[path]
 
 
+def _ends_with(cached: bytes, body: bytes | memoryview) -> bool:
+    """Whether ``body`` is the tail of ``cached`` (memcmp speed: memoryview == compares item by item)."""
+    if cached is body:
+        return True
+    size = len(body)
+    if not 0 < size <= len(cached):
+        return False
+    if isinstance(body, memoryview):
+        if body.obj is cached:  # a view into the cached record (the edge's Stored.decode): check its end
+            return cached.endswith(body[-64:].tobytes())
+        body = body.tobytes()
+    return cached.endswith(body)
+
+
 class HotRecorder:
     """Outermost ASGI middleware: remembers shareable answers to plain requests for the hot lane."""
 
@@ -167,9 +194,9 @@ class HotRecorder:
 
         await self.app(scope, receive, keep)
         state = scope.get("state") or {}
-        cache_key = state.get(MARK_SCOPE_KEY)
-        if cache_key is None or len(sent) != 2:
+        mark = state.get(MARK_SCOPE_KEY)
+        if mark is None or len(sent) != 2:
             return
         start, body = sent
         if start.get("status") == 200 and not body.get("more_body", False):
-            self.hot.remember(scope["raw_path"], start.get("headers", ()), body.get("body", b""), cache_key, state.get(SCOPE_KEY))
+            self.hot.remember(scope["raw_path"], start.get("headers", ()), body.get("body", b""), mark, state.get(SCOPE_KEY))

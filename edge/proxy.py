@@ -72,6 +72,7 @@ from . import urls
 from .cors import CorsMiddleware
 from .cache import COALESCED, HIT, MISS, DiskTier, SegmentCache
 from .errors import error_response, response_for
+from .hot import mark_shareable
 from .http import ByteSpan, is_not_modified, requested_range, strong_etag
 from .viewer import EDGE_CHECKED_HEADER, check_preview_marker, grant_for
 from .request_info import MediaInfo, attach, info_for, media_info
@@ -435,7 +436,13 @@ class EdgeProxy:
         if span is not None:
             headers["Content-Range"] = span.content_range(len(body))
             body, code = body[span.start : span.end + 1], 206
+        elif not playlist and status != STALE and self._shareable(req):
+            mark_shareable(request.scope, key, fresh_for=stored.fetched + stored.ttl - self.store.clock())
         return self._body(request, body, code, headers)
+
+    def _shareable(self, req: MediaRequest) -> bool:
+        """The same bytes for every viewer (edge/hot.py): no rule of the partner can tell viewers apart."""
+        return self.access is None or not self.access.restricts(req.partner)
 
     def _body(self, request: Request, body: bytes | memoryview, status: int, headers: dict[str, str]) -> Response:
         if request.method == "HEAD":

@@ -420,3 +420,36 @@ def test_purge_bus_resubscribes_after_redis_restarts(redis_server, tmp_path):
 
 
 # --------------------------------------------------------------------------- the launcher
+
+
+def _hot_answers(base: str) -> int:
+    m = re.search(r"^vodgate_hot_lane_answers_total (\S+)$", httpx.get(f"{base}/metrics", timeout=5).text, re.MULTILINE)
+    assert m, "the edge exports no hot lane counter"
+    return int(float(m.group(1)))
+
+
+def test_an_edge_answers_warm_segments_from_its_hot_lane(deployment):
+    origin, _, edge_b, _ = deployment
+    path = "/p/demo/e/h264_2997/hls/main/seg-2.ts"
+    source = httpx.get(f"{origin.base}{path}", timeout=10).content
+    first = httpx.get(f"{edge_b.base}{path}", timeout=10)
+    for _ in range(2):  # a remembered answer lives 1 s: the retry is fresh when one lapsed in between
+        before = _hot_answers(edge_b.base)
+        hot = httpx.get(f"{edge_b.base}{path}", timeout=10)
+        if _hot_answers(edge_b.base) == before + 1:
+            break
+    else:
+        raise AssertionError("the edge never answered from its hot lane")
+    assert hot.content == first.content == source
+    assert hot.headers["x-cache"] == "HIT" and hot.headers["etag"] == first.headers["etag"]
+    # once the partner has any rule, every request is decided again (here: by a profile no entry uses yet)
+    put = httpx.put(f"{edge_b.base}/admin/partners/demo/profiles/strict", headers=ADMIN, timeout=10,
+                    json={"rules": [{"then": [{"block": "maintenance"}]}]})
+    assert put.status_code == 200, put.text
+    try:
+        before = _hot_answers(edge_b.base)
+        decided = httpx.get(f"{edge_b.base}{path}", timeout=10)
+        assert decided.status_code == 200 and decided.content == source
+        assert _hot_answers(edge_b.base) == before, "a partner with rules must not be answered by the hot lane"
+    finally:
+        assert httpx.delete(f"{edge_b.base}/admin/partners/demo/profiles/strict", headers=ADMIN, timeout=10).status_code == 204

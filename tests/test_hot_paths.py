@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge.cache import SegmentCache
-from edge.hot import HotPaths
+from edge.hot import HotPaths, Shareable
 from edge.request_info import MediaInfo
 
 PATH = b"/p/demo/e/clip/hls/main/seg-1.ts"
@@ -32,7 +32,7 @@ def make(clock: Clock, restricted: set[str] | None = None, **kwargs) -> tuple[Ho
     body = b"\x47" * 376
     cache.memory.put(KEY, body)
     hot = HotPaths(cache, lambda p: p in (restricted or set()), clock=clock, **kwargs)
-    hot.remember(PATH, HEADERS, body, KEY, INFO)
+    hot.remember(PATH, HEADERS, body, Shareable(KEY), INFO)
     return hot, cache, body
 
 
@@ -78,17 +78,45 @@ def test_purged_or_evicted_bodies_end_the_answer(clock):
 
 def test_only_bodies_the_cache_holds_are_remembered(clock):
     hot, cache, _ = make(clock)
-    other = b"\x47" * 188
-    hot.remember(b"/other", HEADERS, other, "not-cached", INFO)
-    hot.remember(b"/changed", HEADERS, other, KEY, INFO)  # the cache holds different bytes under that key
-    hot.remember(b"/no-info", HEADERS, cache.memory.get(KEY), KEY, None)
+    other = b"\x00" * 188
+    hot.remember(b"/other", HEADERS, other, Shareable("not-cached"), INFO)
+    hot.remember(b"/changed", HEADERS, other, Shareable(KEY), INFO)  # the cache holds different bytes under that key
+    hot.remember(b"/no-info", HEADERS, cache.memory.get(KEY), Shareable(KEY), None)
     assert len(hot) == 1
+
+
+def test_a_body_may_be_the_tail_of_the_cached_record(clock):
+    cache = SegmentCache(1 << 20)
+    record = b"META" + b"\x47" * 376  # the edge keeps its metadata in front of the body
+    cache.memory.put(KEY, record)
+    hot = HotPaths(cache, lambda p: False, clock=clock)
+    hot.remember(PATH, HEADERS, memoryview(record)[4:], Shareable(KEY), INFO)
+    _, body = hot.answer(PATH, [])
+    assert bytes(body) == b"\x47" * 376
+
+
+def test_a_replaced_cache_object_ends_the_answer_even_with_the_same_bytes(clock):
+    hot, cache, body = make(clock)
+    cache.memory.put(KEY, bytes(bytearray(body)))  # e.g. an edge revalidation stores a new record
+    assert hot.answer(PATH, []) is None
+
+
+def test_an_answer_lives_no_longer_than_its_freshness(clock):
+    cache = SegmentCache(1 << 20)
+    body = b"\x47" * 376
+    cache.memory.put(KEY, body)
+    hot = HotPaths(cache, lambda p: False, ttl=1.0, clock=clock)
+    hot.remember(PATH, HEADERS, body, Shareable(KEY, fresh_for=0.25), INFO)
+    clock.now += 0.3
+    assert hot.answer(PATH, []) is None
+    hot.remember(PATH, HEADERS, body, Shareable(KEY, fresh_for=0), INFO)  # already stale: not remembered
+    assert len(hot) == 0
 
 
 def test_bounded_in_paths(clock):
     hot, cache, body = make(clock, max_paths=3)
     for i in range(10):
-        hot.remember(b"/p/%d" % i, HEADERS, body, KEY, INFO)
+        hot.remember(b"/p/%d" % i, HEADERS, body, Shareable(KEY), INFO)
     assert len(hot) == 3
     assert hot.answer(b"/p/9", []) is not None and hot.answer(PATH, []) is None
 
