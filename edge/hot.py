@@ -8,22 +8,23 @@ costs more than copying the bytes does. So:
 1. :class:`HotRecorder` (outermost ASGI middleware) watches responses the
    routes mark shareable (:func:`mark_shareable`; the origin's Delivery and
    the edge's EdgeProxy): a 200 segment or init segment, whole, for an
-   unrestricted partner, asked for by a *plain*
-   request (GET, no conditional/range/Origin/Cookie header). It remembers
+   unrestricted partner, asked for by a *plain* request (GET, no
+   conditional/range/Origin/Cookie header). It remembers
    the response headers exactly as the app sent them, by path: a query
    string (``playSessionId``, a token nobody asks for) does not change a
    segment of an unrestricted partner, only what play events record.
 2. The server's protocol (edge/hot_protocol.py) asks :meth:`HotPaths.answer`
    with the raw request path and headers before building an ASGI request.
-   An answer is the remembered headers plus the body *from the segment
-   cache*, so a purge, an eviction or a profile change makes the next
-   request take the full path again.
+   An answer is the remembered headers plus the body taken from the very
+   cache object it was recorded from, so a purge, an eviction, a refreshed
+   edge copy or a profile change makes the next request take the full path.
 
 What keeps it equal to the full path: answers expire after ``ttl`` (the
-origin's own media freshness window, ``origin.media.STAT_TTL``), so the full
-path re-validates the file at least as often as it would alone; the
-partner's restrictions and the origin shield are checked on every answer;
-anything unusual in a request falls through to the full path.
+origin's own media freshness window, ``origin.media.STAT_TTL``; on an edge,
+sooner if the cached copy goes stale), so the full path re-validates at
+least as often as it would alone; the partner's restrictions and the origin
+shield are checked on every answer; anything unusual in a request falls
+through to the full path.
 """
 
 from __future__ import annotations
