@@ -72,16 +72,6 @@ def init_boxes(track: Track) -> tuple[FileTypeBox, MovieBox]:
         raise MalformedMedia(f"track {track.track_id}: timescale {track.timescale}")
     entry = _check_sample_entry(track)
 
-    if track.kind == "video":
-        width, height = (track.video.width, track.video.height) if track.video else (0, 0)
-        header = TrackHeaderBox(track.track_id, width=width, height=height)
-        handler = HandlerBox(HandlerBox.VIDEO, "VideoHandler")
-        media_header = VideoMediaHeaderBox()
-    else:
-        header = TrackHeaderBox(track.track_id, volume=0x0100)
-        handler = HandlerBox(HandlerBox.SOUND, "SoundHandler")
-        media_header = SoundMediaHeaderBox()
-
     sample_table = SampleTableBox(
         (
             SampleDescriptionBox((entry,)),
@@ -91,9 +81,39 @@ def init_boxes(track: Track) -> tuple[FileTypeBox, MovieBox]:
             ChunkOffsetBox(),
         )
     )
+    header, media = track_header_and_media(track, sample_table)
+    movie = MovieBox(
+        (
+            MovieHeaderBox(MOVIE_TIMESCALE, next_track_id=track.track_id + 1),
+            TrackBox((header, media)),
+            MovieExtendsBox((TrackExtendsBox(track.track_id),)),
+        )
+    )
+    return INIT_FILE_TYPE, movie
+
+
+def track_header_and_media(
+    track: Track, sample_table: SampleTableBox, *, duration: int = 0, media_duration: int = 0,
+    enabled: bool = True, alternate_group: int = 0,
+) -> tuple[TrackHeaderBox, MediaBox]:
+    """tkhd and mdia (mdhd, hdlr, minf with vmhd/smhd, dinf, the given stbl) of a video or audio track.
+
+    Shared by the init segment (durations 0: fragmented) and the clipped progressive MP4 (packager.mp4.writer).
+    """
+    if track.kind == "video":
+        width, height = (track.video.width, track.video.height) if track.video else (0, 0)
+        header = TrackHeaderBox(track.track_id, width=width, height=height, duration=duration, enabled=enabled,
+                                alternate_group=alternate_group)
+        handler = HandlerBox(HandlerBox.VIDEO, "VideoHandler")
+        media_header: VideoMediaHeaderBox | SoundMediaHeaderBox = VideoMediaHeaderBox()
+    else:
+        header = TrackHeaderBox(track.track_id, volume=0x0100, duration=duration, enabled=enabled,
+                                alternate_group=alternate_group)
+        handler = HandlerBox(HandlerBox.SOUND, "SoundHandler")
+        media_header = SoundMediaHeaderBox()
     media = MediaBox(
         (
-            MediaHeaderBox(track.timescale, track.language),
+            MediaHeaderBox(track.timescale, track.language, duration=media_duration),
             handler,
             MediaInformationBox(
                 (
@@ -104,14 +124,7 @@ def init_boxes(track: Track) -> tuple[FileTypeBox, MovieBox]:
             ),
         )
     )
-    movie = MovieBox(
-        (
-            MovieHeaderBox(MOVIE_TIMESCALE, next_track_id=track.track_id + 1),
-            TrackBox((header, media)),
-            MovieExtendsBox((TrackExtendsBox(track.track_id),)),
-        )
-    )
-    return INIT_FILE_TYPE, movie
+    return header, media
 
 
 def init_segment(track: Track) -> bytes:

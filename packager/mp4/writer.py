@@ -40,23 +40,14 @@ import numpy as np
 from ..errors import MalformedMedia
 from ..fmp4.boxes import (
     U32_MAX,
-    DataEntryUrlBox,
-    DataInformationBox,
-    DataReferenceBox,
     FileTypeBox,
-    HandlerBox,
-    MediaBox,
-    MediaHeaderBox,
-    MediaInformationBox,
     MovieBox,
     MovieHeaderBox,
     SampleDescriptionBox,
     SampleTableBox,
-    SoundMediaHeaderBox,
     TrackBox,
-    TrackHeaderBox,
-    VideoMediaHeaderBox,
 )
+from ..fmp4.init import track_header_and_media
 from ..media import ByteRange, MediaIndex, rescale
 from ..preview import EmptyPreview, Seconds, TrackClip, clip_index
 from .boxes_out import (
@@ -267,19 +258,6 @@ def _edit_plan(clip: TrackClip, movie_timescale: int) -> _TrackPlan:
 
 def _trak(plan: _TrackPlan, chunk_counts: np.ndarray, chunk_offsets: np.ndarray, large: bool, enabled: bool, group: int):
     track, k = plan.clip.track, plan.clip.count
-    if track.kind == "video":
-        width, height = (track.video.width, track.video.height) if track.video else (0, 0)
-        header = TrackHeaderBox(
-            track.track_id, width=width, height=height, duration=plan.movie_duration, enabled=enabled, alternate_group=group
-        )
-        handler = HandlerBox(HandlerBox.VIDEO, "VideoHandler")
-        media_header = VideoMediaHeaderBox()
-    else:
-        header = TrackHeaderBox(
-            track.track_id, volume=0x0100, duration=plan.movie_duration, enabled=enabled, alternate_group=group
-        )
-        handler = HandlerBox(HandlerBox.SOUND, "SoundHandler")
-        media_header = SoundMediaHeaderBox()
     tables = [SampleDescriptionBox((bytes(track.sample_entry),)), TimeToSampleBox.from_durations(track.durations[:k])]
     offsets = track.cts_offsets[:k]
     if offsets.size and bool(offsets.any()):
@@ -290,18 +268,9 @@ def _trak(plan: _TrackPlan, chunk_counts: np.ndarray, chunk_offsets: np.ndarray,
     tables.append(SampleSizeBox(track.sizes[:k]))
     tables.append(SampleToChunkBox.from_chunk_counts(chunk_counts))
     tables.append((ChunkLargeOffsetBox if large else ChunkOffsetBox).from_offsets(chunk_offsets))
-    media = MediaBox(
-        (
-            MediaHeaderBox(track.timescale, track.language, duration=plan.media_duration),
-            handler,
-            MediaInformationBox(
-                (
-                    media_header,
-                    DataInformationBox((DataReferenceBox((DataEntryUrlBox(),)),)),
-                    SampleTableBox(tuple(tables)),
-                )
-            ),
-        )
+    header, media = track_header_and_media(
+        track, SampleTableBox(tuple(tables)), duration=plan.movie_duration, media_duration=plan.media_duration,
+        enabled=enabled, alternate_group=group,
     )
     return TrackBox((header, EditBox((EditListBox(plan.edits),)), media))
 
