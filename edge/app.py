@@ -22,7 +22,7 @@ from origin.storage import LocalStorage, Storage
 
 from .admin import Admin
 from .cache import DiskTier, SegmentCache
-from .edge_config import EdgeConfig
+from .edge_config import MB, EdgeConfig
 from .proxy import create_edge_app
 from .purge import CachePurger
 from .cdn import CdnPolicy, ShieldMiddleware
@@ -32,8 +32,6 @@ from .errors import error_response
 from .hot import HotPaths, HotRecorder
 from .hot_protocol import hot_protocol
 
-
-MB = 1024 * 1024
 
 
 def create_app(

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-
-
 from .upstream import normalize_upstream
 
-log = logging.getLogger("vodgate.edge.proxy")
-
-STALE = "STALE"
 MB = 1024 * 1024
-VIEWER_PARAMS = ("token", "hdnts", "playSessionId")
-PLAYLISTS = frozenset({"master", "index", "iframes"})
-NEGATIVE_STATUSES = frozenset({404, 410})
-IMMUTABLE_TTL = 10 * 365 * 86400.0  # progressive chunks: the ETag is in the key
-
-MB = 1024 * 1024
-VIEWER_PARAMS = ("token", "hdnts", "playSessionId")
-
+VIEWER_PARAMS = ("token", "hdnts", "playSessionId")  # per-viewer query parameters copied into playlists
 
 
 @dataclass(frozen=True)

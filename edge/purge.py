@@ -21,14 +21,7 @@ from origin.catalog import valid_id
 from . import urls
 from .cache import SegmentCache
 
-log = logging.getLogger("vodgate.edge.proxy")
-
-STALE = "STALE"
-MB = 1024 * 1024
-VIEWER_PARAMS = ("token", "hdnts", "playSessionId")
-PLAYLISTS = frozenset({"master", "index", "iframes"})
-NEGATIVE_STATUSES = frozenset({404, 410})
-IMMUTABLE_TTL = 10 * 365 * 86400.0  # progressive chunks: the ETag is in the key
+log = logging.getLogger("vodgate.edge.purge")
 
 
 
