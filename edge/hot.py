@@ -138,9 +138,6 @@ class HotPaths:
             self.clock() + lifetime,
         )
 
-    def forget(self) -> None:
-        self._answers.clear()
-
     def __len__(self) -> int:
         return len(self._answers)
 

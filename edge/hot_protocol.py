@@ -32,6 +32,8 @@ import time
 from dataclasses import replace
 from typing import Any, Callable
 
+from analytics.events import Observation
+
 from .hot import HotAnswer, HotPaths
 
 log = logging.getLogger("vodgate.hot")
@@ -168,14 +170,15 @@ def hot_protocol(
 
         def _play_event(self, answer: HotAnswer, query: bytes, headers: list[tuple[bytes, bytes]], nbytes: int,
                         seconds: float) -> None:
-            """The observation analytics/middleware.py would have queued for this request (same tuple)."""
+            """The observation analytics/middleware.py would have queued for this request."""
             peer = self.client[0] if self.client else None
             info = answer.info
             if viewer_ip is not None:
                 forwarded = ",".join(v.decode("latin-1") for n, v in headers if n == b"x-forwarded-for") or None
                 info = replace(info, client_ip=str(viewer_ip(peer, forwarded)))
-            analytics.capture((time.time() - seconds, "GET", answer.path, query, headers, peer, 200, nbytes, seconds, seconds,
-                               None, None, info))
+            analytics.observe(Observation(wall=time.time() - seconds, method="GET", path=answer.path, query=query,
+                                          headers=headers, peer=peer, status=200, bytes_sent=nbytes, ttfb=seconds,
+                                          duration=seconds, info=info))
 
         def _status_and_defaults(self) -> bytes:
             current = self.server_state.default_headers

@@ -123,8 +123,7 @@ def ffmpeg_exe() -> str:
 @functools.lru_cache(maxsize=1)
 def ffmpeg_version() -> str:
     """First line of ``ffmpeg -version`` (part of fixture cache keys)."""
-    out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-version"],
-                         capture_output=True, text=True, timeout=30)
+    out = _run_retrying_spawn([ffmpeg_exe(), "-hide_banner", "-version"], capture_output=True, text=True, timeout=30)
     return (out.stdout.splitlines() or ["unknown"])[0].strip()
 
 
