@@ -112,8 +112,13 @@ def entry_url(base: str, entry: str, fmt: str) -> str:
     return f"{base}/p/{PARTNER}/e/{entry}/{fmt}"
 
 
+# One client for the decode pool's threads: httpx.get() builds a client per call and reads os.environ for
+# proxies, which pytest rewrites (PYTEST_CURRENT_TEST) on the main thread meanwhile: a KeyError race.
+_HTTP = httpx.Client(timeout=30, trust_env=False)
+
+
 def get_master(base: str, entry: str, fmt: str) -> m3u8.M3U8:
-    response = httpx.get(f"{entry_url(base, entry, fmt)}/master.m3u8", timeout=30)
+    response = _HTTP.get(f"{entry_url(base, entry, fmt)}/master.m3u8")
     assert response.status_code == 200, response.text
     return m3u8.loads(response.text)
 
