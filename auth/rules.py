@@ -28,6 +28,8 @@ from typing import ClassVar, NamedTuple, Sequence
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import re2  # google-re2: user-supplied patterns run in linear time
+
 from .client_ip import IPAddress, IPNetwork, normalize_ip
 from .tokens import TokenResult
 
@@ -211,15 +213,76 @@ class IpIn(Condition):
         return f"ip in [{', '.join(map(str, self.networks))}]"
 
 
+class PatternError(ValueError):
+    """A user-supplied regular expression that RE2 cannot take; the message says why."""
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the PatternError says it; RE2 would also print to stderr
+_RE2_UNSUPPORTED = (
+    "RE2 (linear-time matching) does not support look-around ((?=...), (?!...), (?<=...), (?<!...)), "
+    "backreferences (\\1, (?P=name)), possessive quantifiers or atomic groups, \\Z (write \\z), "
+    "or repetition counts above 1000; rewrite the pattern without them"
+)
+
+
+@dataclass(frozen=True)
+class LinearPattern:
+    """A regular expression from a config file or the admin API, matched by RE2: time linear in the
+    text, whatever the pattern (Python's ``re`` backtracks: ``^(a+)+$`` on a crafted User-Agent would
+    stall the event loop). RE2 syntax: Python's, less look-around and backreferences; ``(?i)`` works."""
+
+    pattern: str  # the source text, as written (what profile_to_dict and explain print)
+
+    @classmethod
+    def compile(cls, text: str) -> "LinearPattern":
+        """Raises :class:`PatternError` saying why RE2 refuses ``text``."""
+        found = cls(text)
+        _ = found._regexp  # compile now: refuse at config / admin time, never at the first request
+        return found
+
+    @cached_property
+    def _regexp(self) -> "re2._Regexp":
+        try:
+            return re2.compile(self.pattern, options=_RE2_OPTIONS)
+        except re2.error as exc:
+            why = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+            try:
+                re.compile(self.pattern)
+            except re.error as python_error:
+                raise PatternError(f"not a valid regular expression: {python_error}") from None
+            raise PatternError(f"not accepted: {_RE2_UNSUPPORTED} (RE2: {why})") from None
+
+    def search(self, text: str) -> bool:
+        return self._regexp.search(text) is not None
+
+
 @dataclass(frozen=True, kw_only=True)
 class UserAgentMatches(Condition):
-    """``pattern`` is found anywhere in the User-Agent (``re.search``; ``(?i)`` for any case)."""
+    """``pattern`` is found anywhere in the User-Agent (RE2 search; ``(?i)`` for any case).
 
-    pattern: re.Pattern[str]
+    A plain string or a compiled ``re`` pattern (tests, benchmarks) is recompiled as a LinearPattern."""
+
+    pattern: LinearPattern
     kind: ClassVar[str] = "user_agent"
 
+    def __post_init__(self) -> None:
+        given: object = self.pattern
+        if isinstance(given, LinearPattern):
+            return
+        if isinstance(given, re.Pattern):
+            if given.flags & ~(re.IGNORECASE | re.UNICODE):
+                raise PatternError(f"user_agent pattern {given.pattern!r}: only the re.IGNORECASE flag carries over to RE2; write the others inline")
+            inline = given.pattern.startswith("(?i)")  # re reports inline flags in .flags too
+            text = ("(?i)" if given.flags & re.IGNORECASE and not inline else "") + given.pattern
+        elif isinstance(given, str):
+            text = given
+        else:
+            raise PatternError(f"user_agent pattern {given!r} is a {type(given).__name__}; expected a string")
+        object.__setattr__(self, "pattern", LinearPattern.compile(text))
+
     def test(self, facts: Facts, now: datetime) -> bool:
-        return self.pattern.search(facts.user_agent[:MAX_USER_AGENT]) is not None
+        return self.pattern.search(facts.user_agent[:MAX_USER_AGENT])
 
     def why(self, facts: Facts, now: datetime) -> str:
         agent = facts.user_agent

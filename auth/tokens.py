@@ -44,7 +44,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal, Mapping
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
+
+import re2  # google-re2: linear-time matching for patterns that come from outside
 
 from .client_ip import IPAddress, IPNetwork, normalize_ip
 
@@ -182,9 +184,13 @@ def parse_native(token: str) -> ParsedToken:
 
 def decode_native_claims(segment: str) -> Claims:
     try:
-        data = json.loads(_b64decode(segment, "claims"))
+        data = json.loads(_b64decode(segment, "claims"), object_pairs_hook=_claims_object)
+    except TokenError:
+        raise
     except (UnicodeDecodeError, ValueError):
         raise TokenError("claims are not JSON") from None
+    except RecursionError:  # "[[[[..." within MAX_TOKEN_LENGTH: decoded before the MAC is checked
+        raise TokenError("claims are not a flat JSON object (nested too deeply)") from None
     if not isinstance(data, dict):
         raise TokenError("claims are not a JSON object")
     unknown = set(data) - _NATIVE_CLAIMS
@@ -205,6 +211,17 @@ def decode_native_claims(segment: str) -> Claims:
         session_id=sid,
         start=None if data.get("st") is None else _int_claim(data["st"], "st"),
     )
+
+
+def _claims_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object whose keys are unique: a repeated claim is refused, never last-one-wins (two
+    parsers of one token must not read two different ACLs)."""
+    data: dict[str, object] = {}
+    for key, value in pairs:
+        if key in data:
+            raise TokenError(f"duplicate claim {key[:20]!r}")
+        data[key] = value
+    return data
 
 
 def parse_akamai(token: str) -> ParsedToken:
@@ -400,7 +417,14 @@ def _path_allowed(claims: Claims, path: str, fmt: TokenFormat) -> bool:
         return path == claims.url
     if not claims.acl:
         return True  # URL token: the path is inside the signature, already checked
-    return any(_akamai_pattern(p).fullmatch(path) for p in claims.acl)
+    return any(_akamai_covers(p, path) for p in claims.acl)
+
+
+def _akamai_covers(pattern: str, path: str) -> bool:
+    try:
+        return _akamai_pattern(pattern).fullmatch(path) is not None
+    except re2.error:  # beyond RE2's memory budget: covers nothing rather than a 500
+        return False
 
 
 def acl_covers(acl: str, path: str) -> bool:
@@ -412,9 +436,10 @@ def acl_covers(acl: str, path: str) -> bool:
 
 
 @functools.lru_cache(maxsize=1024)
-def _akamai_pattern(pattern: str) -> re.Pattern[str]:
-    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile("".join(parts), re.DOTALL)
+def _akamai_pattern(pattern: str) -> "re2._Regexp":
+    """An ACL pattern as RE2: a signer's "*a*a*a...b" must not make a request path backtrack for minutes."""
+    parts = (".*" if c == "*" else "." if c == "?" else re2.escape(c) for c in pattern)
+    return re2.compile("(?s)" + "".join(parts))
 
 
 def _ip_allowed(bound: IPNetwork, client: IPAddress, fmt: TokenFormat, ipv6_prefix: int) -> bool:
@@ -585,11 +610,44 @@ def _redacted(fingerprint: str, length: int, fmt: TokenFormat | None, key_id: st
     return f"<token {text} #{fingerprint}>"
 
 
-_QUERY_TOKEN = re.compile(r"(^|[?&;])(token|hdnts)=([^&;#]*)")
+# A query parameter that may be the token, in a query string, a URL or a log line: (separator, name,
+# value) as written. Split the way Starlette's query parsing (urllib.parse.parse_qsl) splits: on "&"
+# only; the value runs to the next "&" (or "#", or whitespace, which ends a URL in a log line). Only
+# names made of the letters of token / hdnts and %XX escapes can decode to them: others never match.
+_QUERY_PARAM = re.compile(r"(^|[?&\s])([%0-9A-Fa-fhknost]{5,15})=([^&#\s]*)")
+_TOKEN_PARAMS = frozenset({QUERY_NATIVE, QUERY_AKAMAI})
+# A native token outside a query (an exception message, a cookie echoed somewhere): the MAC is what to hide.
+_BARE_NATIVE = re.compile(r"(?<![A-Za-z0-9_-])vg1\.[A-Za-z0-9_-]{1,32}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+_BARE_AKAMAI_MAC = re.compile(r"\bhmac=[0-9a-fA-F]{64}\b")
+_REDACTED_TAIL = re.compile(r" #[0-9a-f]{10}>")  # what follows "<redacted" in a redacted value
 
 
 def redact_query(query: str) -> str:
-    """A query string (or URL) safe to log: ``token=`` / ``hdnts=`` values become their fingerprint.
+    """A query string (or URL, or request line) safe to log: the value of every parameter that
+    :func:`extract_token` would read as the token becomes its fingerprint.
 
-    For access logs, which otherwise print ``?token=...`` in full (uvicorn's does)."""
-    return _QUERY_TOKEN.sub(lambda m: f"{m[1]}{m[2]}=<redacted #{_fingerprint(unquote(m[3]))}>", query)
+    That is every name that Starlette decodes to ``token`` or ``hdnts`` (``unquote_plus``), whatever its
+    spelling in the raw query: ``%74oken=`` and ``hdn%74s=`` are redacted too, ``Token=`` and
+    ``mytoken=`` (not tokens) are not. The fingerprint is the one :func:`redact` shows for the token."""
+    if "=" not in query or not ("token" in query or "hdnts" in query or "%" in query):
+        return query  # no name here can decode to token / hdnts (the common log line: checked fast)
+    return _QUERY_PARAM.sub(_redact_param, query)
+
+
+def redact_text(text: str) -> str:
+    """Any text safe to log (a log message, an exception's traceback): :func:`redact_query`, plus
+    native tokens and Akamai ``hmac=`` fields that appear outside a query string."""
+    text = redact_query(text)
+    if "vg1." in text:
+        text = _BARE_NATIVE.sub(lambda m: f"<redacted #{_fingerprint(m[0])}>", text)
+    if "hmac=" in text:
+        text = _BARE_AKAMAI_MAC.sub("hmac=<redacted>", text)
+    return text
+
+
+def _redact_param(m: re.Match[str]) -> str:
+    if unquote_plus(m[2]) not in _TOKEN_PARAMS:
+        return m[0]
+    if m[3] == "<redacted" and _REDACTED_TAIL.match(m.string, m.end()):  # already done: idempotent
+        return m[0]
+    return f"{m[1]}{m[2]}=<redacted #{_fingerprint(unquote_plus(m[3]).strip())}>"

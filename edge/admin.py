@@ -8,6 +8,9 @@
     POST   /admin/partners/{partner}/purge                {"entry": ...} or {"prefix": "/p/..."} or {} (whole partner);
                                                           reaches every node when Redis is configured
 
+Bodies are JSON of at most 64 KiB (413 beyond), nested at most 32 deep, with unique keys (400 bad_json);
+a key the endpoint does not know is a 400 naming it.
+
 ``Authorization: Bearer <admin_secret>``, compared in constant time. Changes
 apply to the next request; they live in memory (the TOML file stays the
 source of truth at the next start).
@@ -35,6 +38,97 @@ from .purge import CachePurger, PurgeError, PurgeRequest
 from .errors import error_response
 
 log = logging.getLogger("vodgate.admin")
+
+MAX_BODY_BYTES = 64 * 1024  # a profile is a few KiB; a body past this is a mistake or an attack
+MAX_JSON_DEPTH = 32  # a profile nests 6 deep (rules[].if.schedule[].days[]); json.loads recurses
+PURGE_KEYS = ("entry", "prefix")
+PURGE_FORMS = 'send {"entry": "E"}, {"prefix": "/p/P/..."} or {} (the whole partner)'
+
+
+class BadBody(Exception):
+    """An admin request body that is refused before its meaning is looked at."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+
+    def response(self) -> Response:
+        return error_response(self.status, self.code, str(self), personal=True)
+
+
+async def read_json_body(request: Request, empty: object = None) -> object:
+    """The request's JSON body (``empty`` when there is none and that is allowed): at most
+    MAX_BODY_BYTES (413 beyond), nested at most MAX_JSON_DEPTH deep, every object's keys unique."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BadBody(413, "body_too_large", f"request body is {int(declared)} bytes; admin bodies are at most {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # chunked bodies have no Content-Length: count as they come
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadBody(413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes; admin bodies are at most {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip() and empty is not None:
+        return empty
+    try:
+        data = json.loads(raw, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise BadBody(400, "bad_json", f"request body is JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise BadBody(400, "bad_json", f"request body is not JSON: {exc}") from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise BadBody(400, "bad_json", f"request body is JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    return data
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    data: dict[str, object] = {}
+    for key, value in pairs:
+        if key in data:
+            raise BadBody(400, "bad_json", f"request body has key {key[:64]!r} twice in one object (JSON readers disagree on which counts)")
+        data[key] = value
+    return data
+
+
+def _depth(value: object) -> int:
+    """How deep lists and objects nest in ``value`` (a scalar is 0), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_JSON_DEPTH:  # past the limit the answer is known; do not walk further
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def purge_request(partner: str, body: object) -> PurgeRequest:
+    """The purge a body asks for: exactly one of "entry" / "prefix" (a string), or {} for the whole
+    partner. An unknown key is refused: {"entyr": "ladder"} must not purge the whole partner."""
+    if not isinstance(body, dict):
+        raise PurgeError(f"the body is a JSON {type(body).__name__}; {PURGE_FORMS}")
+    unknown = sorted(set(body) - set(PURGE_KEYS))
+    if unknown:
+        raise PurgeError(f"unknown key(s) {', '.join(repr(k[:64]) for k in unknown)} in the purge body; {PURGE_FORMS}")
+    for key, value in body.items():
+        if not isinstance(value, str):
+            raise PurgeError(f'"{key}" has value {json.dumps(value)[:64]}; expected a string; {PURGE_FORMS}')
+    if len(body) > 1:
+        raise PurgeError(f'give "entry" or "prefix", not both; {PURGE_FORMS}')
+    if "prefix" in body:
+        spec = PurgeRequest(prefix=body["prefix"])
+        if spec.scope_partner != partner:
+            raise PurgeError(f"prefix must start with {urls.cache_prefix(partner)}")
+    else:
+        spec = PurgeRequest(partner=partner, entry=body.get("entry"))
+    spec.key_prefix()  # validates the entry id / prefix
+    return spec
 
 
 class Admin:
@@ -78,9 +172,9 @@ class Admin:
             return denied
         name = request.path_params["name"]
         try:
-            body = json.loads(await request.body())
-        except ValueError as exc:
-            return error_response(400, "bad_json", f"request body is not JSON: {exc}", personal=True)
+            body = await read_json_body(request)
+        except BadBody as bad:
+            return bad.response()
         owner = self.access.config_partner(partner)
         try:
             profile = profile_from_dict(
@@ -145,20 +239,9 @@ class Admin:
         if denied:
             return denied
         try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError as exc:
-            return error_response(400, "bad_json", f"request body is not JSON: {exc}", personal=True)
-        if not isinstance(body, dict):
-            return error_response(400, "bad_request", 'send {"entry": "E"}, {"prefix": "/p/P/..."} or {}', personal=True)
-        try:
-            if "prefix" in body:
-                spec = PurgeRequest(prefix=str(body["prefix"]))
-                if spec.scope_partner != partner:
-                    raise PurgeError(f"prefix must start with {urls.cache_prefix(partner)}")
-            else:
-                entry = body.get("entry")
-                spec = PurgeRequest(partner=partner, entry=None if entry is None else str(entry))
-            spec.key_prefix()
+            spec = purge_request(partner, await read_json_body(request, empty={}))
+        except BadBody as bad:
+            return bad.response()
         except (PurgeError, ValueError) as exc:
             return error_response(400, "bad_request", str(exc), personal=True)
         result = await self.purger.purge(spec)  # this node, then every node on the Redis channel
