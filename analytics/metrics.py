@@ -20,7 +20,12 @@ vodgate_packaging_seconds{format}              muxing one segment on a cache mis
 vodgate_denials_total{reason}                  access-control denials
 vodgate_media_errors_total{code}               media requests that failed, by error code
 vodgate_index_cache_{hits,misses}_total        MediaService.indexes (parsed moov) counters
-vodgate_media_set_cache_{hits,misses}_total    MediaService.media_sets counters
+vodgate_index_cache_bytes / _entries           what the index cache holds now (bounded by server.index_cache_mb
+                                               and server.index_cache_entries)
+vodgate_index_cache_evictions_total            indexes evicted to stay within those bounds
+vodgate_media_set_cache_{hits,misses}_total    MediaService.media_sets counters; _bytes, _entries, _evictions_total too
+vodgate_preview_cache_{hits,misses}_total      MediaService.previews (preview sets, clipped MP4s); _bytes, _entries,
+                                               _evictions_total too
 vodgate_segment_cache_lookups_total{result}    SegmentCache.stats: HIT, MISS, COALESCED
 vodgate_segment_cache_memory_bytes / _items    the memory tier's size
 vodgate_hot_lane_answers_total                 segment cache hits answered by the hot lane (edge/hot.py; also
@@ -282,12 +287,16 @@ class _StateCollector:
                        m.internal_errors)
         media = self.media
         if media is not None:
-            for attr, name in (("indexes", "index_cache"), ("media_sets", "media_set_cache")):
+            for attr, name in (("indexes", "index_cache"), ("media_sets", "media_set_cache"), ("previews", "preview_cache")):
                 lru = getattr(media, attr, None)
                 if lru is None:
                     continue
                 yield _counter(f"vodgate_{name}_hits", f"{attr} cache hits (MediaService)", lru.hits)
                 yield _counter(f"vodgate_{name}_misses", f"{attr} cache misses (MediaService)", lru.misses)
+                if hasattr(lru, "bytes"):  # an origin.media.AsyncLRU (bounded in bytes)
+                    yield GaugeMetricFamily(f"vodgate_{name}_bytes", f"Bytes the {attr} cache holds (weighed)", value=lru.bytes)
+                    yield GaugeMetricFamily(f"vodgate_{name}_entries", f"Entries in the {attr} cache", value=len(lru))
+                    yield _counter(f"vodgate_{name}_evictions", f"{attr} cache evictions to stay within its bounds", lru.evictions)
         cache = self.cache
         if cache is not None:
             lookups = CounterMetricFamily("vodgate_segment_cache_lookups", "Segment/playlist cache lookups by result", labels=["result"])

@@ -1,9 +1,21 @@
 """Async access to an entry's media: cached indexes, cached media sets, segment samples.
 
 Each flavor's moov is parsed once per (storage key, size, mtime) and kept in
-a bounded LRU; concurrent first requests share one parse (single flight).
-Failures are cached too, so a corrupt file is parsed and logged once, not
-once per request.
+an LRU bounded in bytes; concurrent first requests share one parse (single
+flight). Failures are cached too, so a corrupt file is parsed and logged once,
+not once per request.
+
+Memory. An index weighs what its tracks hold: six per-sample arrays, 41 bytes
+a sample (int64 dts, composition offset, duration, size, offset; a bool
+keyframe flag), plus 24 bytes a sample once a preview has clipped the track
+(packager.preview keeps three int64 arrays per clipped track for as long as
+the track lives). The index cache (``server.index_cache_mb``) owns that
+memory. Media sets and previews are derived from cached indexes and share
+their tracks: each is kept only while every index it was built from is
+cached (an evicted index takes them along, so no track outlives the budget
+that counts it), and they are bounded by what they add (segment lists,
+clipped moovs) in a quarter of that budget each. Everything MediaService
+keeps is therefore at most 1.5 x ``index_cache_mb``, whatever the files hold.
 """
 
 from __future__ import annotations
@@ -11,17 +23,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Awaitable, Callable, Generic, Hashable, TypeVar
+from typing import Awaitable, Callable, Collection, Generic, Hashable, Iterable, TypeVar
+
+import numpy as np
 
 from packager.errors import MediaError
-from packager.media import MediaIndex, SampleBatch, Segment
+from packager.media import MediaIndex, SampleBatch, Segment, Track
 from packager.media_set import MediaSet, Rendition, build_media_set
 from packager.mp4.index import index_reader
 from packager.mp4.writer import VirtualFile, clipped_mp4
-from packager.preview import clip_media_set
+from packager.preview import clip_media_set, keeps_everything
 from packager.samples import byte_ranges, make_batch
 
 from .catalog import Catalog, Entry, Flavor
@@ -30,6 +45,19 @@ from .storage import ObjectStat, Storage, StorageChanged
 log = logging.getLogger("vodgate.origin")
 
 STAT_TTL = 1.0  # seconds a file's size/mtime is trusted before asking the storage again
+MB = 1024 * 1024
+INDEX_CACHE_BYTES = 256 * MB  # the default of server.index_cache_mb
+INDEX_CACHE_ENTRIES = 1024  # the default of server.index_cache_entries
+
+# Weights (bytes) of what the caches keep besides numpy arrays, measured with tracemalloc
+# (docs/PERFORMANCE.md, "Parsed media in memory") and rounded up.
+INDEX_OVERHEAD = 1024  # the MediaIndex object
+TRACK_OVERHEAD = 2048  # a Track: its object, array headers, codec info (the sample entry is added)
+CLIP_TABLE_BYTES_PER_SAMPLE = 24  # packager.preview's per-track clip table: three int64 arrays
+SEGMENT_BYTES = 512  # one Segment of a media set (about 400 measured: object, span, two Fractions)
+MEDIA_SET_OVERHEAD = 4096  # a media set or preview set and its renditions
+SOURCE_RANGE_BYTES = 192  # one source range of a clipped MP4 (a ByteRange: about 160 measured)
+FAILURE_BYTES = 4096  # a remembered failure (its traceback is dropped)
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -45,16 +73,47 @@ class FlavorError(Exception):
 
 
 class AsyncLRU(Generic[K, V]):
-    """A bounded LRU whose misses are computed once however many callers ask at the same time."""
+    """An LRU bounded in bytes, and in entries, whose misses are computed once however many callers ask at once.
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[K, V | BaseException] = OrderedDict()
-        self._pending: dict[K, asyncio.Future] = {}
+    ``weigh(value)`` is what a value keeps in memory; a remembered failure weighs FAILURE_BYTES. A value
+    heavier than the whole budget is given to the callers that asked for it but not kept (logged once per
+    key): the next request computes it again.
+
+    A cache may be *derived from* another (``derived_from``): each of its values names the keys of the other
+    cache it was built from (``sources``), is kept only if they are all there, and leaves when one of them
+    does. Values derived from an index share its arrays, so they must not outlive the index that counts them.
+    """
+
+    def __init__(
+        self, name: str, max_bytes: int, weigh: Callable[[V], int], max_entries: int | None = None,
+        derived_from: "AsyncLRU | None" = None, setting: str = "server.index_cache_mb",
+    ) -> None:
+        self.name = name
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self.weigh = weigh
+        self.setting = setting
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
+        self.evictions = 0
+        self._items: OrderedDict[K, V | BaseException] = OrderedDict()
+        self._weights: dict[K, int] = {}
+        self._pending: dict[K, asyncio.Future] = {}
+        self._sources: dict[K, Collection[Hashable]] = {}
+        self._derived: list[AsyncLRU] = []
+        self._upstream = derived_from
+        if derived_from is not None:
+            derived_from._derived.append(self)
+        self._too_heavy: OrderedDict[K, None] = OrderedDict()  # keys already logged as over the budget
 
-    async def get(self, key: K, compute: Callable[[], Awaitable[V]]) -> V:
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    async def get(self, key: K, compute: Callable[[], Awaitable[V]], sources: Collection[Hashable] = ()) -> V:
         if key in self._items:
             self.hits += 1
             self._items.move_to_end(key)
@@ -69,23 +128,114 @@ class AsyncLRU(Generic[K, V]):
         try:
             value: V | BaseException = await compute()
         except (MediaError, FlavorError) as exc:  # remembered: a bad file stays bad until it changes
-            value = exc
+            value = _without_frames(exc)
         except BaseException as exc:
             future.set_result(exc)
             del self._pending[key]
             raise
         future.set_result(value)
         del self._pending[key]
-        self._items[key] = value
-        if len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+        if self._upstream is None or all(source in self._upstream for source in sources):
+            self._keep(key, value, sources)
         return self._unwrap(value)
+
+    def reweigh(self, key: K) -> None:
+        """Weigh a kept value again (it came to hold more, e.g. a clip table), evicting others to make room."""
+        value = self._items.get(key)
+        if value is None or isinstance(value, BaseException):
+            return
+        weight = self.weigh(value)
+        self.bytes += weight - self._weights[key]
+        self._weights[key] = weight
+        if weight > self.max_bytes:
+            self._too_heavy_once(key, weight)
+            self._drop(key)
+        self._shrink()
+
+    def _keep(self, key: K, value: V | BaseException, sources: Collection[Hashable]) -> None:
+        weight = FAILURE_BYTES if isinstance(value, BaseException) else self.weigh(value)
+        if weight > self.max_bytes:
+            self._too_heavy_once(key, weight)
+            return
+        self._items[key] = value
+        self._weights[key] = weight
+        if sources:
+            self._sources[key] = sources
+        self.bytes += weight
+        self._shrink()
+
+    def _shrink(self) -> None:
+        while self._items and (self.bytes > self.max_bytes or (self.max_entries is not None and len(self._items) > self.max_entries)):
+            self.evictions += 1
+            self._drop(next(iter(self._items)))
+
+    def _drop(self, key: K) -> None:
+        del self._items[key]
+        self.bytes -= self._weights.pop(key)
+        self._sources.pop(key, None)
+        for derived in self._derived:
+            derived._drop_derived_from(key)
+
+    def _drop_derived_from(self, source: Hashable) -> None:
+        for key in [k for k, sources in self._sources.items() if source in sources]:
+            self._drop(key)
+
+    def _too_heavy_once(self, key: K, weight: int) -> None:
+        if key in self._too_heavy:
+            return
+        self._too_heavy[key] = None
+        if len(self._too_heavy) > 1024:
+            self._too_heavy.popitem(last=False)
+        log.warning(
+            "%s: %s weighs %.1f MB, more than the whole %.1f MB budget: used for the requests that asked, not kept"
+            " (raise %s to keep it)", self.name, key, weight / MB, self.max_bytes / MB, self.setting,
+        )
 
     @staticmethod
     def _unwrap(value: V | BaseException) -> V:
         if isinstance(value, BaseException):
             raise value
         return value
+
+
+def _without_frames(exc: BaseException) -> BaseException:
+    """A failure to remember, without tracebacks: the parser's frames hold the bytes it read (a whole moov)."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+    return exc
+
+
+def held_bytes(array: np.ndarray) -> int:
+    """Bytes an array keeps alive: its own, or the whole buffer it is a view of."""
+    root = array
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    return max(array.nbytes, root.nbytes)
+
+
+def track_weight(track: Track, clipped: bool = False) -> int:
+    """Bytes a parsed track holds: its per-sample arrays, its sample entry, a constant; and its clip table."""
+    arrays = (track.dts, track.cts_offsets, track.durations, track.sizes, track.offsets, track.keyframes)
+    weight = TRACK_OVERHEAD + len(track.sample_entry) + sum(held_bytes(a) for a in arrays)
+    return weight + (CLIP_TABLE_BYTES_PER_SAMPLE * (track.sample_count + 1) if clipped else 0)
+
+
+def media_set_weight(media_set: MediaSet) -> int:
+    """Bytes a media set adds to the tracks it shares with its indexes: its segment lists."""
+    renditions = media_set.videos + media_set.audios
+    return MEDIA_SET_OVERHEAD + SEGMENT_BYTES * sum(len(r.segments) for r in renditions)
+
+
+def preview_weight(value: MediaSet | VirtualFile) -> int:
+    """A preview set weighs as a media set; a clipped MP4 its header bytes and source ranges."""
+    if isinstance(value, VirtualFile):
+        literal = sum(len(part) for part in value.parts if isinstance(part, (bytes, bytearray)))
+        return MEDIA_SET_OVERHEAD + literal + SOURCE_RANGE_BYTES * len(value.parts)
+    return media_set_weight(value)
 
 
 @dataclass(frozen=True)
@@ -111,19 +261,51 @@ class EntryMedia:
         if flavor_id in self.broken:
             raise self.broken[flavor_id]
 
+    @property
+    def index_keys(self) -> frozenset[tuple[str, str]]:
+        """The index cache keys (storage key, version) of the flavors its media set was built from."""
+        return frozenset((self.entry.flavor(fid).key, stat.version) for fid, stat in self.stats.items() if fid not in self.broken)
+
 
 class MediaService:
+    """Indexes, media sets and previews of a catalog's files, cached within ``index_cache_bytes`` (see the module doc).
+
+    ``index_cache_entries`` is a second bound on the number of indexes (media sets and previews: a quarter
+    of it, at least 16 each); whichever bound is reached first evicts.
+    """
+
     def __init__(
-        self, catalog: Catalog, storage: Storage, target: Fraction, index_cache_entries: int = 1024, stat_ttl: float = STAT_TTL
+        self, catalog: Catalog, storage: Storage, target: Fraction, index_cache_entries: int = INDEX_CACHE_ENTRIES,
+        stat_ttl: float = STAT_TTL, index_cache_bytes: int = INDEX_CACHE_BYTES,
     ) -> None:
         self.catalog = catalog
         self.storage = storage
         self.target = target
         self.stat_ttl = stat_ttl
         self._stats: dict[str, tuple[ObjectStat, float]] = {}
-        self.indexes: AsyncLRU[tuple[str, str], MediaIndex] = AsyncLRU(index_cache_entries)
-        self.media_sets: AsyncLRU[tuple, MediaSet] = AsyncLRU(max(16, index_cache_entries // 4))
-        self.previews: AsyncLRU[tuple, object] = AsyncLRU(max(16, index_cache_entries // 4))
+        self._clipped: weakref.WeakSet[Track] = weakref.WeakSet()  # tracks holding a clip table (weighed with their index)
+        self.indexes: AsyncLRU[tuple[str, str], MediaIndex] = AsyncLRU(
+            "index cache", index_cache_bytes, self._index_weight, index_cache_entries
+        )
+        derived_bytes, derived_entries = max(index_cache_bytes // 4, 1), max(16, index_cache_entries // 4)
+        self.media_sets: AsyncLRU[tuple, MediaSet] = AsyncLRU(
+            "media set cache", derived_bytes, media_set_weight, derived_entries, derived_from=self.indexes
+        )
+        self.previews: AsyncLRU[tuple, MediaSet | VirtualFile] = AsyncLRU(
+            "preview cache", derived_bytes, preview_weight, derived_entries, derived_from=self.indexes
+        )
+
+    def _index_weight(self, index: MediaIndex) -> int:
+        return INDEX_OVERHEAD + sum(track_weight(t, t in self._clipped) for t in index.tracks)
+
+    def _charge_clip_tables(self, sources: Iterable[tuple[str, str]], tracks: Iterable[Track]) -> None:
+        """Tracks about to be clipped get a clip table for life: their cached indexes weigh that from now on."""
+        new = [t for t in tracks if t not in self._clipped]
+        if new:
+            for track in new:
+                self._clipped.add(track)
+            for key in sources:
+                self.indexes.reweigh(key)
 
     async def stat(self, flavor: Flavor) -> ObjectStat:
         """The file's size and mtime, remembered for STAT_TTL: a replaced file is noticed within that time."""
@@ -170,26 +352,40 @@ class MediaService:
             try:
                 indexed.append((flavor.id, await self.index(flavor, stats[flavor.id])))
             except FlavorError as exc:
-                broken[flavor.id] = exc
+                broken[flavor.id] = exc.with_traceback(None)  # the cached failure must not hold this frame (and its indexes)
         if not indexed:
             raise next(iter(broken.values()))
         key = (partner, entry_id, tuple((fid, stats[fid].version) for fid, _ in indexed))
+        sources = frozenset((entry.flavor(fid).key, stats[fid].version) for fid, _ in indexed)
 
         async def build() -> MediaSet:
             # segmenting a long ladder is CPU work: keep it off the event loop
             return await asyncio.to_thread(build_media_set, indexed, self.target)
 
-        return EntryMedia(entry, await self.media_sets.get(key, build), stats, broken)
+        return EntryMedia(entry, await self.media_sets.get(key, build, sources), stats, broken)
 
     async def preview_set(self, em: EntryMedia, seconds: Fraction) -> MediaSet:
         """The entry's media set clipped to a preview (cached: every viewer of a preview shares it)."""
         key = (em.entry.partner, em.entry.id, em.version, seconds)
-        return await self.previews.get(key, lambda: asyncio.to_thread(clip_media_set, em.media_set, seconds))
+        sources = em.index_keys
 
-    async def clipped_file(self, flavor: Flavor, stat: ObjectStat, seconds: Fraction) -> VirtualFile:
-        """A progressive MP4 holding the first ``seconds`` of a flavor, as literal bytes and source ranges."""
+        async def clip() -> MediaSet:
+            self._charge_clip_tables(sources, (r.track for r in em.media_set.videos + em.media_set.audios))
+            return await asyncio.to_thread(clip_media_set, em.media_set, seconds)
+
+        return await self.previews.get(key, clip, sources)
+
+    async def clipped_file(self, flavor: Flavor, stat: ObjectStat, seconds: Fraction) -> VirtualFile | None:
+        """A progressive MP4 holding the first ``seconds`` of a flavor, as literal bytes and source ranges;
+        None when the preview keeps every sample (the file itself is the answer)."""
         index = await self.index(flavor, stat)
-        return await self.previews.get((flavor.key, stat.version, seconds), lambda: asyncio.to_thread(clipped_mp4, index, seconds))
+        sources = ((flavor.key, stat.version),)
+        self._charge_clip_tables(sources, index.tracks)  # keeps_everything clips every track
+        if keeps_everything(index, seconds):
+            return None
+        return await self.previews.get(
+            (flavor.key, stat.version, seconds), lambda: asyncio.to_thread(clipped_mp4, index, seconds), sources
+        )
 
     async def batch(self, entry: Entry, rendition: Rendition, segment: Segment) -> SampleBatch:
         flavor = entry.flavor(rendition.id.flavor)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -114,18 +113,27 @@ def cold_server(media_library, tmp_path_factory):
 
 
 def test_http_coalescing_and_tokens_never_split_the_cache(cold_server):
-    server = cold_server
-    """100 concurrent cold requests with different per-viewer query strings: one packaging run."""
-    with httpx.Client(base_url=server.base, timeout=30) as c:
-        def fetch(i: int) -> httpx.Response:
-            return c.get(SEGMENT, params={"token": f"viewer-{i}", "playSessionId": str(i)})
+    """100 concurrent cold requests with different per-viewer query strings: one packaging run.
 
-        with ThreadPoolExecutor(max_workers=32) as pool:
-            responses = list(pool.map(fetch, range(100)))
+    One AsyncClient on one event loop sends them all at once (up to 100 connections). An httpx.Client
+    shared by a thread pool is not safe: its connection pool raced and a socket was closed under a
+    request in flight (EBADF, seen in CI).
+    """
+    server = cold_server
+
+    async def burst() -> tuple[list[httpx.Response], httpx.Response]:
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+        async with httpx.AsyncClient(base_url=server.base, timeout=30, limits=limits) as c:
+            responses = await asyncio.gather(
+                *(c.get(SEGMENT, params={"token": f"viewer-{i}", "playSessionId": str(i)}) for i in range(100))
+            )
+            again = await c.get(SEGMENT.replace("seg-2", "seg-02"))
+        return list(responses), again
+
+    responses, again = asyncio.run(burst())
     assert all(r.status_code == 200 for r in responses)
     statuses = [r.headers["x-cache"] for r in responses]
     assert statuses.count("MISS") == 1, statuses
     assert len({r.content for r in responses}) == 1
     assert len({r.headers["etag"] for r in responses}) == 1
-    again = httpx.get(server.base + SEGMENT.replace("seg-2", "seg-02"), timeout=30)
     assert again.headers["x-cache"] == "HIT"  # the canonical path is the key
