@@ -1,26 +1,30 @@
 """uvicorn's httptools protocol with the hot lane in front (see edge/hot.py).
 
 uvicorn accepts a protocol class (``uvicorn.run(app, http=cls)``). This one
+extends edge/http_limits.py's (whose head limits apply to every read first) and
 answers a plain keep-alive GET that :class:`~edge.hot.HotPaths` knows by
 writing the status line, uvicorn's default headers (Date, Server), the
 remembered headers and the body straight to the transport, and reports it to
 the observers (metrics, access log) as uvicorn's own cycle would. Anything
 else goes to ``super()``, i.e. to httptools and the ASGI app, unchanged.
 
-Two entrances: ``data_received`` recognises the common shape (one whole
+Two entrances: ``feed`` recognises the common shape (one whole
 request in one read, between requests) with one regular expression and skips
 the parser callbacks; ``on_headers_complete`` catches the rest (a request in
 pieces, or pipelined) once httptools has parsed it.
 
 After a hot answer the keep-alive timer is not re-created (uvicorn cancels and
 re-arms one per request, a third of the hot lane's Python time): one timer per
-connection stays armed and re-arms itself for the rest of the idle time.
+connection stays armed and re-arms itself for the rest of the idle time. A
+connection over uvicorn's ``limit_concurrency`` gets no hot answer: its request
+goes to httptools, where uvicorn answers it 503 as any other.
 
 This leans on uvicorn internals (uvicorn 0.54), all exercised by
 tests/test_hot_lane.py: ``self.cycle`` (``response_complete``), ``self.pipeline``,
 ``self.flow.write_paused``, ``self.timeout_keep_alive_task`` and its handler,
-``self.server_state`` (``default_headers``, ``total_requests``) and
-``self.headers``/``self.url`` as the parser callbacks fill them.
+``self.server_state`` (``default_headers``, ``total_requests``),
+``self.limit_concurrency``/``self.connections``/``self.tasks`` (uvicorn's 503 rule)
+and ``self.headers``/``self.url`` as the parser callbacks fill them.
 """
 
 from __future__ import annotations
@@ -35,8 +39,6 @@ from typing import Any, Callable
 from analytics.events import Observation
 
 from .hot import HotAnswer, HotPaths
-
-log = logging.getLogger("vodgate.hot")
 
 _OK = b"HTTP/1.1 200 OK\r\n"
 
@@ -66,30 +68,26 @@ _ANSWERED = _Answered()
 
 
 def hot_protocol(
-    hot: HotPaths, metrics: Any = None, analytics: Any = None, viewer_ip: Callable[[str | None, str | None], Any] | None = None,
-) -> type[asyncio.Protocol] | None:
-    """The protocol class for ``uvicorn.run(http=...)``, or None where httptools is missing (plain uvicorn).
+    hot: HotPaths, base: type[Any], metrics: Any = None, analytics: Any = None,
+    viewer_ip: Callable[[str | None, str | None], Any] | None = None,
+) -> type[asyncio.Protocol]:
+    """The protocol class for ``uvicorn.run(http=...)``: ``base`` (edge/http_limits.py's) with the hot lane.
 
     ``metrics`` and ``analytics`` observe hot answers as analytics/middleware.py observes the others;
     ``viewer_ip`` (peer, X-Forwarded-For) -> address, when trusted proxies make it differ from the peer.
     """
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:  # uvicorn without [standard]: serve everything the ordinary way
-        log.warning("hot lane off: uvicorn's httptools protocol is not installed")
-        return None
 
-    class HotLaneProtocol(HttpToolsProtocol):
+    class HotLaneProtocol(base):  # type: ignore[misc, valid-type]
         _defaults: tuple[Any, bytes] = (None, b"")  # uvicorn's default headers (Date changes each second), rendered
         _between_requests = True  # httptools holds no part of a request: a whole one may bypass it
         _answered_at = float("-inf")  # loop time of the last hot answer (keep-alive idle time counts from it)
 
-        def data_received(self, data: bytes) -> None:
+        def feed(self, data: bytes) -> None:
             if self._between_requests and self._may_answer_now():
                 request = _PLAIN_GET.fullmatch(data)
                 if request is not None and self._answer_plain(request.group(1), request.group(2) or b"", request.group(3)):
                     return
-            super().data_received(data)
+            super().feed(data)
 
         def on_message_begin(self) -> None:
             self._between_requests = False
@@ -104,9 +102,11 @@ def hot_protocol(
                 super().on_headers_complete()
 
         def _may_answer_now(self) -> bool:
-            """Not behind a request still running (order), nor onto a slow reader's full buffer (flow)."""
-            cycle = self.cycle
-            return (cycle is None or cycle.response_complete) and not self.pipeline and not self.flow.write_paused
+            """Not behind a request still running (order), nor onto a slow reader's full buffer (flow), nor
+            over uvicorn's limit_concurrency (its on_headers_complete answers 503 then: same test)."""
+            cycle, limit = self.cycle, self.limit_concurrency
+            return ((cycle is None or cycle.response_complete) and not self.pipeline and not self.flow.write_paused
+                    and (limit is None or (len(self.connections) < limit and len(self.tasks) < limit)))
 
         def _answer_plain(self, path: bytes, query: bytes, header_block: bytes) -> bool:
             """A whole plain GET read in one piece, parsed by _PLAIN_GET: the common case, no parser callbacks."""
@@ -143,7 +143,7 @@ def hot_protocol(
             self.transport.writelines((b"".join((self._status_and_defaults(), answer.header_lines, b"\r\n")), body))
             if self.access_log and self.access_logger.isEnabledFor(logging.INFO):
                 client = "%s:%d" % self.client if self.client else "-"  # uvicorn's AccessFormatter wants these 5 args
-                target = f"{answer.path}?{query.decode('latin-1')}" if query else answer.path  # tokens: cli RedactTokens
+                target = f"{answer.path}?{query.decode('latin-1')}" if query else answer.path  # tokens: cli/logs.py redacts every log record
                 self.access_logger.info('%s - "%s %s HTTP/%s" %d', client, "GET", target, "1.1", 200)
             seconds = time.perf_counter() - started
             if metrics is not None:
@@ -158,6 +158,7 @@ def hot_protocol(
             per request: one timer stays armed and, when it fires, re-arms for what is left of the idle time."""
             self.server_state.total_requests += 1
             self._answered_at = self.loop.time()
+            self._head_since = None  # idle now: the next head is timed from its first byte (http_limits.py)
             if self.timeout_keep_alive_task is None:
                 self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
