@@ -28,6 +28,7 @@ import logging
 import time
 from typing import Any
 
+from edge.cdn import ShieldGuard, refuse_unshielded
 from edge.request_info import SCOPE_KEY
 
 from .config import AnalyticsConfig, MetricsConfig
@@ -51,6 +52,9 @@ class AnalyticsMiddleware:
         self._last_error_log = float("-inf")
         state = getattr(app, "state", None)
         media = getattr(state, "media", None)
+        settings = getattr(state, "settings", None)
+        secrets = getattr(settings, "shield_secrets", ())
+        self.metrics_guard = ShieldGuard(settings.shield_header, secrets) if secrets else None
         if analytics is not None and analytics.media is None and media is not None:
             analytics.bind(media)
         if metrics is not None:
@@ -65,6 +69,9 @@ class AnalyticsMiddleware:
                 await self.app(scope, receive, send)
             return
         if self.metrics_path is not None and scope["path"] == self.metrics_path:
+            if self.metrics_guard is not None and not self.metrics_guard.passes(scope):
+                await refuse_unshielded(send)  # a shielded node shows its figures to its CDN/operators only
+                return
             await self._serve_metrics(scope, send)
             return
         # One coroutine frame for the whole request, and none for send (observed_send returns send's

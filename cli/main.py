@@ -82,8 +82,10 @@ def _serve(ns: argparse.Namespace) -> int:
     settings = _settings(ns)
     role, edge_config = parse_edge_section(settings.edge_table, settings.source, role=ns.role, upstreams=ns.upstream)
     redis_url = ns.redis or settings.redis_url
+    from .logs import install as redact_tokens_in_logs
+
+    redact_tokens_in_logs()  # every record of every logger (uvicorn's, httpx's, ours): cli/logs.py
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     if role == "edge":
         print(f"vodgate: edge on http://{settings.host}:{settings.port}, pulling from {', '.join(edge_config.upstreams)}")
         app = create_edge(settings, edge_config, redis_url)
@@ -100,22 +102,13 @@ def _serve(ns: argparse.Namespace) -> int:
     served, http = with_hot_lane(app, wrap(app, settings.analytics, settings.metrics))  # events, /metrics, hot lane
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from any local peer;
     # vodgate applies its own trusted-proxy rule (server.trusted_proxies) in auth/client_ip.py
+    # HTTP limits (docs/CONFIGURATION.md [server]): head time and size in edge/http_limits.py's protocol (h11, the
+    # fallback without httptools, bounds the size itself); uvicorn answers 503 once connections reach
+    # limit_concurrency, counting the asking one, hence + 1 for max_connections served
     uvicorn.run(served, host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=False,
-                http=http or "auto")
+                http=http or "auto", timeout_keep_alive=settings.keep_alive_timeout,
+                limit_concurrency=settings.max_connections + 1, h11_max_incomplete_event_size=settings.max_header_bytes)
     return 0
-
-
-class RedactTokens(logging.Filter):
-    """uvicorn's access log prints the request target: never let a token reach a log file."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from auth.tokens import redact_query
-
-        args = record.args
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
-            path, _, query = args[2].partition("?")
-            record.args = (*args[:2], f"{path}?{redact_query(query)}", *args[3:])
-        return True
 
 
 def _demo_library() -> Path:

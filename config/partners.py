@@ -68,6 +68,8 @@ from auth.rules import (
     EntryWindow,
     FlavorLimits,
     IpIn,
+    LinearPattern,
+    PatternError,
     Preview,
     Profile,
     RecurringWindow,
@@ -374,11 +376,11 @@ def _condition(kind: str, value: Any, where: str, ctx: _Ctx, negated: bool) -> C
         return IpIn(networks=tuple(networks), negated=negated)
     if kind == "user_agent":
         if not isinstance(value, str) or not value or len(value) > 1000:
-            raise _error(source, where, value, 'a regular expression (searched anywhere in the User-Agent), e.g. "(?i)smart-?tv"')
+            raise _error(source, where, value, 'a regular expression (RE2 syntax, searched anywhere in the User-Agent), e.g. "(?i)smart-?tv"')
         try:
-            pattern = re.compile(value)
-        except re.error as exc:
-            raise ConfigError(f"{source}: {where} has value {value!r}, which is not a valid regular expression: {exc}") from None
+            pattern = LinearPattern.compile(value)
+        except PatternError as exc:
+            raise ConfigError(f"{source}: {where} has value {_show(value)}, which is {exc}") from None
         return UserAgentMatches(pattern=pattern, negated=negated)
     if kind == "schedule":
         items = value if isinstance(value, list) else [value]
@@ -553,6 +555,8 @@ def _action(item: Any, where: str, source: str, expected: str) -> Action:
             raise _error(source, f"{where}.preview", value, "seconds, e.g. 30 or 12.5") from None
         if seconds <= 0:
             raise _error(source, f"{where}.preview", value, 'more than 0 seconds (to refuse playback, use "block")')
+        if (seconds * 1000).denominator != 1:  # preview URLs name clips in milliseconds (edge/urls.clip_marker)
+            raise _error(source, f"{where}.preview", value, "seconds with at most 3 decimals, e.g. 30 or 12.125")
         return Preview(seconds)
     if kind == "limit_flavors":
         table = _table(value, f"{where}.limit_flavors", source, frozenset({"max_height", "max_bitrate"}), "{ max_height = 720 } and/or { max_bitrate = 3_000_000 }")

@@ -9,14 +9,20 @@ nothing here uses ``assert``, which vanishes under ``python -O``.
     media_root = "media"          # DIR/<partner>/<entry>/<flavor>.mp4
     segment_duration = 6          # seconds, target for HLS segments
     cors_origins = ["*"]
-    index_cache_entries = 1024    # parsed MP4 indexes kept in memory
+    index_cache_mb = 256          # parsed MP4 indexes kept in memory, by weight (their sample tables)
+    index_cache_entries = 1024    # and at most this many of them
     log_level = "info"
+    header_timeout = 10           # seconds to send a whole request head, else 408 and close
+    max_header_bytes = 16384      # a larger request head is answered 431 and the connection closed
+    max_connections = 1000        # open connections; a request on one more is answered 503
+    keep_alive_timeout = 5        # seconds an idle keep-alive connection stays open
 
     [cache]
     memory_mb = 256               # packaged segments and playlists kept in memory
     disk_path = ""                # optional disk tier (survives restarts); "" = off
     disk_mb = 2048
     hot_lane = true               # answer warm shareable segments before any ASGI work (edge/hot.py)
+    enabled = true                # false: no response cache and no hot lane (debugging, differential tests)
 
     [cdn]
     shield_header = "X-Vodgate-Shield"
@@ -51,12 +57,18 @@ class Settings:
     media_root: Path = Path("media")
     segment_duration: Fraction = Fraction(6)
     cors_origins: tuple[str, ...] = ("*",)
-    index_cache_entries: int = 1024
+    index_cache_mb: int = 256  # bytes bound of the parsed-index cache (origin/media.py); media sets and previews get a quarter each
+    index_cache_entries: int = 1024  # count bound of the same cache: whichever is reached first evicts
     log_level: str = "info"
+    header_timeout: float = 10.0  # edge/http_limits.py
+    max_header_bytes: int = 16 * 1024
+    max_connections: int = 1000  # uvicorn's limit_concurrency (cli/main.py)
+    keep_alive_timeout: float = 5.0
     cache_memory_mb: int = 256
     cache_disk_path: Path | None = None
     cache_disk_mb: int = 2048
     hot_lane: bool = True
+    cache_enabled: bool = True  # False: no response cache (memory, disk, edge store) and no hot lane
     shield_header: str = "X-Vodgate-Shield"
     shield_secrets: tuple[str, ...] = field(default=(), repr=False)  # never printed
     surrogate_header: str = "Surrogate-Key"
@@ -78,9 +90,12 @@ class Settings:
 
 
 SERVER_KEYS = {
-    "host", "port", "media_root", "segment_duration", "cors_origins", "index_cache_entries", "log_level",
+    "host", "port", "media_root", "segment_duration", "cors_origins", "index_cache_mb", "index_cache_entries", "log_level",
+    "header_timeout", "max_header_bytes", "max_connections", "keep_alive_timeout",
 }
-CACHE_KEYS = {"memory_mb", "disk_path", "disk_mb", "hot_lane"}
+MAX_HEADER_BYTES = (8 * 1024, 64 * 1024)  # players and CDNs send heads under 2 KiB; nginx reads at most 32 KiB
+MAX_TIMEOUT = 3600
+CACHE_KEYS = {"memory_mb", "disk_path", "disk_mb", "hot_lane", "enabled"}
 CDN_KEYS = {"shield_header", "shield_secrets", "surrogate_header", "s_maxage", "stale_while_revalidate", "stale_if_error"}
 REDIS_KEYS = {"url", "channel"}
 SECTIONS = {"server", "cache", "cdn", "partners", "edge", "redis", "analytics", "metrics", "storage", "catalog"}
@@ -126,6 +141,7 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
     parse_edge_section(edge_table, source)
     defaults = Settings()
     disk_path = _typed(cache, "disk_path", str, "", source, "cache")
+    cache_enabled = _typed(cache, "enabled", bool, defaults.cache_enabled, source, "cache")
     media_root = Path(_typed(server, "media_root", str, str(defaults.media_root), source))
     return Settings(
         host=_host(_typed(server, "host", str, defaults.host, source), source),
@@ -133,12 +149,18 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         media_root=media_root if media_root.is_absolute() else (base_dir / media_root),
         segment_duration=segment_duration(server.get("segment_duration", 6), f"{source}: server.segment_duration"),
         cors_origins=tuple(_string_list(server, "cors_origins", list(defaults.cors_origins), source)),
+        index_cache_mb=_positive(_typed(server, "index_cache_mb", int, defaults.index_cache_mb, source), "server.index_cache_mb", source),
         index_cache_entries=_positive(_typed(server, "index_cache_entries", int, defaults.index_cache_entries, source), "server.index_cache_entries", source),
         log_level=_choice(_typed(server, "log_level", str, defaults.log_level, source), LOG_LEVELS, "server.log_level", source),
+        header_timeout=_timeout(server, "header_timeout", defaults.header_timeout, source),
+        max_header_bytes=_header_bytes(_typed(server, "max_header_bytes", int, defaults.max_header_bytes, source), source),
+        max_connections=_positive(_typed(server, "max_connections", int, defaults.max_connections, source), "server.max_connections", source),
+        keep_alive_timeout=_timeout(server, "keep_alive_timeout", defaults.keep_alive_timeout, source),
         cache_memory_mb=_positive(_typed(cache, "memory_mb", int, defaults.cache_memory_mb, source, "cache"), "cache.memory_mb", source),
         cache_disk_path=(base_dir / disk_path) if disk_path else None,
         cache_disk_mb=_positive(_typed(cache, "disk_mb", int, defaults.cache_disk_mb, source, "cache"), "cache.disk_mb", source),
-        hot_lane=_typed(cache, "hot_lane", bool, defaults.hot_lane, source, "cache"),
+        hot_lane=_typed(cache, "hot_lane", bool, defaults.hot_lane, source, "cache") and cache_enabled,  # it answers from the cache
+        cache_enabled=cache_enabled,
         shield_header=_header_name(_typed(cdn, "shield_header", str, defaults.shield_header, source, "cdn"), "cdn.shield_header", source),
         shield_secrets=tuple(_secrets(cdn, source)),
         surrogate_header=_header_name(_typed(cdn, "surrogate_header", str, defaults.surrogate_header, source, "cdn"), "cdn.surrogate_header", source),
@@ -217,6 +239,23 @@ def _host(value: str, source: str) -> str:
         ipaddress.ip_address(value)
     except ValueError:
         raise ConfigError(f"{source}: server.host has value {value!r}; expected an IP address such as 127.0.0.1 or 0.0.0.0") from None
+    return value
+
+
+def _timeout(table: dict[str, Any], key: str, default: float, source: str) -> float:
+    """Seconds as an int or a float, more than 0 and at most MAX_TIMEOUT."""
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TIMEOUT:
+        raise ConfigError(f"{source}: server.{key} has value {value!r}; expected seconds such as {default:g}, "
+                          f"more than 0 and at most {MAX_TIMEOUT}")
+    return float(value)
+
+
+def _header_bytes(value: int, source: str) -> int:
+    low, high = MAX_HEADER_BYTES
+    if not low <= value <= high:
+        raise ConfigError(f"{source}: server.max_header_bytes has value {value}; expected bytes between {low} and {high} "
+                          f"(8-64 KiB: enough for any player's request, small enough to bound memory)")
     return value
 
 

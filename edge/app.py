@@ -21,9 +21,8 @@ from origin.media import MediaService
 from origin.storage import LocalStorage, Storage
 
 from .admin import Admin
-from .cache import DiskTier, SegmentCache
-from .edge_config import MB, EdgeConfig
-from .proxy import create_edge_app
+from .edge_config import EdgeConfig
+from .proxy import create_edge_app, segment_cache
 from .purge import CachePurger
 from .cdn import CdnPolicy, ShieldMiddleware
 from .cors import CorsMiddleware
@@ -31,6 +30,7 @@ from .delivery import Delivery
 from .errors import error_response
 from .hot import HotPaths, HotRecorder
 from .hot_protocol import hot_protocol
+from .http_limits import limits_protocol
 
 
 
@@ -40,9 +40,8 @@ def create_app(
     """Roles all and origin: package from the catalog's files, cache, and serve."""
     catalog = catalog or (StaticCatalog(settings.catalog) if settings.catalog is not None else FileCatalog(settings.media_root))
     storage = storage or _storage(settings)
-    media = MediaService(catalog, storage, settings.segment_duration, settings.index_cache_entries)
-    disk = DiskTier(settings.cache_disk_path, settings.cache_disk_mb * MB) if settings.cache_disk_path else None
-    cache = SegmentCache(settings.cache_memory_mb * MB, disk)
+    media = MediaService(catalog, storage, settings.segment_duration, settings.index_cache_entries, index_cache_bytes=settings.index_cache_mb * 2**20)
+    cache = segment_cache(settings)
     cdn = CdnPolicy(
         s_maxage=settings.s_maxage,
         stale_while_revalidate=settings.stale_while_revalidate,
@@ -98,17 +97,19 @@ def create_app(
 def with_hot_lane(app: Starlette, served: Any) -> tuple[Any, type[asyncio.Protocol] | None]:
     """What to run: ``served`` (the app as wrapped for serving) and uvicorn's protocol class.
 
-    The hot lane (edge/hot.py) goes in front when ``app`` has one (every role, unless ``cache.hot_lane = false``);
-    it reports its answers to the same metrics and play events as the middleware in ``served`` does.
+    The protocol always enforces the request-head limits of ``[server]`` (edge/http_limits.py). The hot lane
+    (edge/hot.py) goes in front when ``app`` has one (every role, unless ``cache.hot_lane = false``); it reports
+    its answers to the same metrics and play events as the middleware in ``served`` does. None for the protocol:
+    httptools is missing, uvicorn picks its own.
     """
+    settings: Settings = getattr(app.state, "settings", None) or Settings()
+    protocol = limits_protocol(settings.header_timeout, settings.max_header_bytes)
     hot = getattr(app.state, "hot", None)
-    if hot is None:
-        return served, None
+    if hot is None or protocol is None:
+        return served, protocol
     access = app.state.access
     viewer_ip = access.viewer_ip if access.config.trusted_proxies else None  # else the peer, as events assume
-    protocol = hot_protocol(hot, getattr(served, "metrics", None), getattr(served, "analytics", None), viewer_ip)
-    if protocol is None:
-        return served, None
+    protocol = hot_protocol(hot, protocol, getattr(served, "metrics", None), getattr(served, "analytics", None), viewer_ip)
     return HotRecorder(served, hot), protocol
 
 
@@ -144,9 +145,14 @@ def create_edge(settings: Settings, edge: EdgeConfig, redis_url: str | None = No
     if settings.shield_secrets:  # an edge of a shielded origin proves itself with the first secret
         upstream_headers.setdefault(settings.shield_header, settings.shield_secrets[0])
     edge = replace(edge, upstream_headers=tuple(upstream_headers.items()), pass_headers=(settings.surrogate_header,))
-    app = create_edge_app(settings, edge, redis_url=redis_url or settings.redis_url, redis_channel=settings.redis_channel, access=access)
+    # as strict as an origin: [cdn] shield_secrets also guard this node (its CDN must send one)
+    shield = Middleware(ShieldMiddleware, header=settings.shield_header, secrets=settings.shield_secrets)
+    app = create_edge_app(settings, edge, redis_url=redis_url or settings.redis_url, redis_channel=settings.redis_channel,
+                          access=access, middleware=[shield])
     admin = Admin(access, app.state.purger)
     app.router.routes[1:1] = admin.routes()  # after /healthz, before the media catch-all
     app.state.access = access
-    app.state.hot = HotPaths(app.state.cache, access.restricts) if settings.hot_lane else None
+    app.state.hot = (
+        HotPaths(app.state.cache, access.restricts, settings.shield_header, settings.shield_secrets) if settings.hot_lane else None
+    )
     return app

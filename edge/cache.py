@@ -40,7 +40,7 @@ class MemoryLRU:
         return body
 
     def put(self, key: str, body: bytes) -> None:
-        if len(body) > self.capacity // 4:  # one huge object must not flush everything else
+        if self.capacity <= 0 or len(body) > self.capacity // 4:  # off; or one huge object must not flush the rest
             return
         old = self._items.pop(key, None)
         if old is not None:

@@ -17,6 +17,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .viewer import EDGE_CHECKED_HEADER, EDGE_CHECKED_SCOPE_KEY
 
 OPEN_PATHS = ("/healthz",)  # load balancers probe without the secret
+# A playlist that holds this viewer's token, or whose body a rule may tell viewers apart by: only the
+# viewer's own cache may keep it, briefly (origin and edge alike).
+PERSONAL_PLAYLIST_CACHE = "private, max-age=60"
 EDGE_CHECKED = EDGE_CHECKED_HEADER.lower().encode("latin-1")
 
 
@@ -50,35 +53,52 @@ def shield_passes(presented: bytes, secrets: Sequence[bytes]) -> bool:
     return matched
 
 
+class ShieldGuard:
+    """Whether a request carries one of the shield secrets (always, when none is configured)."""
+
+    def __init__(self, header: str, secrets: Sequence[str]) -> None:
+        self.header = header.lower().encode("latin-1")
+        self.secrets = [s.encode() for s in secrets]
+
+    def passes(self, scope: Scope) -> bool:
+        if not self.secrets:
+            return True
+        presented = next((value for name, value in scope["headers"] if name == self.header), b"")
+        return shield_passes(presented, self.secrets)
+
+
 class ShieldMiddleware:
     """403 ``shield_required`` unless the request carries one of the shared secrets."""
 
     def __init__(self, app: ASGIApp, header: str, secrets: Sequence[str]) -> None:
         self.app = app
-        self.header = header.lower().encode("latin-1")
-        self.secrets = [s.encode() for s in secrets]
+        self.guard = ShieldGuard(header, secrets)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.secrets or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or not self.guard.secrets or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        presented = next((value for name, value in scope["headers"] if name == self.header), b"")
-        if shield_passes(presented, self.secrets):
+        if self.guard.passes(scope):
             # the shield secret proves the caller is our edge/CDN: only then may it vouch for a viewer
             if any(name == EDGE_CHECKED and value == b"1" for name, value in scope["headers"]):
                 scope.setdefault("state", {})[EDGE_CHECKED_SCOPE_KEY] = True
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"error": "shield_required", "detail": "this origin serves its CDN only"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 403,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"cache-control", b"no-store"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await refuse_unshielded(send)
+
+
+async def refuse_unshielded(send: Send) -> None:
+    """The one answer to a request without the shield secret."""
+    body = json.dumps({"error": "shield_required", "detail": "this node serves its CDN only: send the shield header"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 403,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -6,10 +6,14 @@ token-free and personalised per response; segments are muxed in the thread
 pool (the packager is synchronous and CPU-bound) so the event loop keeps
 serving other viewers.
 
-Free previews (docs/ACCESS_CONTROL.md): the media set is clipped at the
-preview end E; the segment E falls in has its own ``-p{N}`` URL; a request
-for anything past E, or for the unmarked URL of the clipped segment,
-answers 403 ``preview_only`` before a byte of media is read.
+Grants and caches (docs/ACCESS_CONTROL.md, "Caching and grants"): a grant
+selects a *variant* of the entry (viewer.Variant: the preview's clip end E,
+the flavors shown), and every cache key and ETag is built from the variant's
+path, never from the raw URL or the preview length N. The segment E falls in
+has its own ``-p{M}`` URL (M = E rounded up to the millisecond,
+urls.clip_marker); a request for anything past E, or for the unmarked URL of
+the clipped segment, answers 403 ``preview_only`` before a byte of media is
+read and before any 304.
 """
 
 from __future__ import annotations
@@ -34,22 +38,21 @@ from packager.hls.build import MasterUris, build_iframes, build_master, build_me
 from packager.hls.uris import with_query
 from packager.media import Segment
 from packager.media_set import MediaSet, Rendition
-from packager.preview import is_clipped
+from packager.preview import is_clipped, preview_end
 from packager.segmenter import find_segment
 
 from . import urls
 from .cache import SegmentCache
-from .cdn import CdnPolicy
+from .cdn import PERSONAL_PLAYLIST_CACHE, CdnPolicy
 from .errors import response_for
 from .hot import mark_shareable
 from .http import http_date, is_not_modified, requested_range, strong_etag
 from .progressive import serve_progressive
 from .request_info import MediaInfo, attach, info_for
 from .urls import BadRequest, MediaRequest
-from .viewer import Denied, Grant, check_preview_marker, grant_for
+from .viewer import Denied, Grant, Variant, check_preview_marker, grant_for
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
-PERSONAL_PLAYLIST_CACHE = "private, max-age=60"  # holds this viewer's token or decision
 
 
 class Delivery:
@@ -98,25 +101,33 @@ class Delivery:
             em.check_flavor(req.rendition.flavor)
         preview = req.preview if req.preview is not None else grant.preview
         media_set = em.media_set if preview is None else await self.media.preview_set(em, preview)
+        end = preview_end(media_set)  # the variant's clip end: N past the media's end is no clip at all
         if req.resource == "master":
-            return await self._master(request, req, fmt, em, media_set, grant, preview)
+            return await self._master(request, req, fmt, em, media_set, grant, end)
         rendition = em.media_set.rendition(req.rendition)
         if rendition.kind == "video" and not _flavor_allowed(rendition, grant):
             raise Denied(403, FLAVOR_NOT_ALLOWED, f"flavor {req.rendition.flavor} is above this viewer's quality limit")
         clipped = media_set.rendition(req.rendition)
         version = em.flavor_version(req.rendition.flavor)
         if req.resource in ("index", "iframes"):
-            return await self._playlist(request, req, em, version, grant, lambda: _media_playlist(clipped, req, fmt, preview))
-        headers, etag = self._headers(req, em, version)
+            path = urls.canonical_path(replace(req, preview=urls.clip_marker(end)))
+            render = lambda: _media_playlist(clipped, req, fmt, end)  # noqa: E731
+            return await self._playlist(request, path, em, version, grant, render, Variant(end))
+        if req.resource == "init":
+            segment = None
+            path = urls.canonical_path(req)
+        else:  # a segment: refuse what the grant does not cover before anything else, 304 included
+            segment = _granted_segment(clipped, req, end)
+            path = urls.canonical_path(replace(req, preview=urls.clip_marker(end) if is_clipped(segment) else None))
+        headers, etag = self._headers(path, em, version)
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
             return Response(status_code=304, headers=headers)
-        key = f"{urls.canonical_path(req)}|{etag}"  # the parsed path, never the raw URL
+        key = f"{path}|{etag}"  # the variant's path, never the raw URL
         if self._shareable(req, grant):
             mark_shareable(request.scope, key)
-        if req.resource == "init":
+        if segment is None:
             body, info.cache = await self.cache.get_or_make(key, lambda: run_in_threadpool(init_segment, rendition.track))
             return _ranged(request, body, "video/mp4", {**headers, "X-Cache": info.cache})
-        segment = _granted_segment(clipped, req, preview, grant)
         info.media_start, info.media_duration = float(segment.start), float(segment.duration)
         if request.method == "HEAD":
             size = fmt.segment_size(rendition.track, segment)
@@ -132,7 +143,7 @@ class Delivery:
         body, info.cache = await self.cache.get_or_make(key, package)
         return _ranged(request, body, fmt.content_type, {**headers, "X-Cache": info.cache})
 
-    async def _master(self, request, req, fmt, em: EntryMedia, media_set: MediaSet, grant: Grant, preview) -> Response:
+    async def _master(self, request, req, fmt, em: EntryMedia, media_set: MediaSet, grant: Grant, end: Fraction | None) -> Response:
         requested = _flavor_subset(request)
         shown = [
             v.id.flavor
@@ -144,16 +155,17 @@ class Delivery:
                 raise UnknownFlavor(f"flavors= names none of this entry's flavors ({', '.join(v.id.flavor for v in media_set.videos)})")
             raise Denied(403, FLAVOR_NOT_ALLOWED, "no flavor of this entry is within this viewer's quality limit")
         visible = _only_videos(media_set, frozenset(shown))
-        return await self._playlist(request, req, em, em.version, grant, lambda: _master_playlist(visible, fmt, preview), variant=",".join(shown))
+        render = lambda: _master_playlist(visible, fmt, end)  # noqa: E731
+        return await self._playlist(request, urls.canonical_path(req), em, em.version, grant, render, Variant(end, frozenset(shown)))
 
-    async def _playlist(self, request, req, em: EntryMedia, version: str, grant: Grant, render, variant: str = "") -> Response:
-        headers, etag = self._headers(req, em, version, variant, grant.query)
+    async def _playlist(self, request, path: str, em: EntryMedia, version: str, grant: Grant, render, variant: Variant) -> Response:
+        """A playlist of ``variant``: cached token-free under it; the viewer's query is added per response."""
+        headers, etag = self._headers(path, em, version, variant.tag, grant.query)
         if grant.personal:
             headers["Cache-Control"] = PERSONAL_PLAYLIST_CACHE
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
             return Response(status_code=304, headers=headers)
-        # cached token-free under the parsed path; the viewer's query is added per response
-        key = f"{urls.canonical_path(req)}|{strong_etag(version, variant, str(self.media.target))}"
+        key = f"{path}|{strong_etag(version, variant.tag, str(self.media.target))}"
         body, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(lambda: render().encode()))
         text = with_query(body.decode(), grant.query) if grant.query else body
         return Response(text, media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
@@ -162,17 +174,18 @@ class Delivery:
         """The same bytes for every viewer: no rule of the partner can tell viewers apart (edge/hot.py)."""
         return grant.preview is None and grant.limits is None and not self.access.restricts(req.partner)
 
-    def _headers(self, req: MediaRequest, em: EntryMedia, version: str, *extra: str) -> tuple[dict[str, str], str]:
-        etag = strong_etag(version, urls.canonical_path(req), str(self.media.target), *extra)
-        headers = {"ETag": etag, "Last-Modified": http_date(em.last_modified_ns), **self.cdn.media_headers(req.partner, req.entry)}
+    def _headers(self, path: str, em: EntryMedia, version: str, *extra: str) -> tuple[dict[str, str], str]:
+        """Validators and cache headers of the resource ``path`` names (a variant's path, see urls.clip_marker)."""
+        etag = strong_etag(version, path, str(self.media.target), *extra)
+        headers = {"ETag": etag, "Last-Modified": http_date(em.last_modified_ns), **self.cdn.media_headers(em.entry.partner, em.entry.id)}
         return headers, etag
 
 
-def _granted_segment(rendition: Rendition, req: MediaRequest, preview: Fraction | None, grant: Grant) -> Segment:
-    """The segment to serve, or 403 preview_only for anything the preview does not include whole."""
+def _granted_segment(rendition: Rendition, req: MediaRequest, end: Fraction | None) -> Segment:
+    """The segment to serve, or 403 preview_only for anything the clip (ending at ``end``) does not include whole."""
     count = len(rendition.segments)
-    if preview is not None and req.number > count:
-        raise Denied(403, PREVIEW_ONLY, f"segment {req.number} lies past the {float(preview):g} s preview")
+    if end is not None and req.number > count:
+        raise Denied(403, PREVIEW_ONLY, f"segment {req.number} lies past the {float(end):.3f} s preview")
     segment = find_segment(rendition.segments, req.number)
     if is_clipped(segment) and req.preview is None:
         raise Denied(403, PREVIEW_ONLY, f"segment {req.number} runs past the preview; its clipped URL is in the playlist")
@@ -188,14 +201,18 @@ def _only_videos(media_set: MediaSet, flavors: frozenset[str]) -> MediaSet:
     return replace(media_set, videos=tuple(v for v in media_set.videos if v.id.flavor in flavors))
 
 
-def _master_playlist(media_set: MediaSet, fmt: SegmentFormat, preview: Fraction | None) -> str:
-    uris = MasterUris(lambda rid: urls.media_playlist_uri(rid, preview), lambda rid: urls.iframes_playlist_uri(rid, preview))
+def _master_playlist(media_set: MediaSet, fmt: SegmentFormat, end: Fraction | None) -> str:
+    marker = urls.clip_marker(end)
+    uris = MasterUris(lambda rid: urls.media_playlist_uri(rid, marker), lambda rid: urls.iframes_playlist_uri(rid, marker))
     return build_master(media_set, fmt, uris)
 
 
-def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat, preview: Fraction | None) -> str:
+def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat, end: Fraction | None) -> str:
+    """Only the clipped segment carries a marker; it names the clip end, so the body depends on E alone."""
+    marker = urls.clip_marker(end)
+
     def segment_uri(segment: Segment) -> str:
-        return urls.segment_uri(fmt.name, segment.number, preview if is_clipped(segment) else None)
+        return urls.segment_uri(fmt.name, segment.number, marker if is_clipped(segment) else None)
 
     init_uri = urls.INIT_URI if fmt.has_init else None
     if req.resource == "iframes":

@@ -8,7 +8,6 @@ from typing import Any, Mapping, Sequence
 from .upstream import normalize_upstream
 
 MB = 1024 * 1024
-VIEWER_PARAMS = ("token", "hdnts", "playSessionId")  # per-viewer query parameters copied into playlists
 
 
 @dataclass(frozen=True)
@@ -23,7 +22,6 @@ class EdgeConfig:
     negative_ttl: float = 10.0  # seconds a 404/410 is remembered
     chunk_size: int = MB  # progressive MP4 cache granularity
     upstream_headers: tuple[tuple[str, str], ...] = ()  # e.g. (("X-Origin-Shield", "secret"),)
-    viewer_params: tuple[str, ...] = VIEWER_PARAMS  # copied into a viewer's playlists; never in a key
     max_connections: int = 100  # pooled keep-alive connections to all upstreams
     pass_headers: tuple[str, ...] = ()  # more upstream response headers to keep (e.g. a custom surrogate header)
 
@@ -37,7 +35,7 @@ class EdgeConfig:
 
 EDGE_KEYS = {
     "role", "upstreams", "connect_timeout", "read_timeout", "health_interval", "down_seconds", "ttl",
-    "stale_if_error", "negative_ttl", "chunk_kb", "upstream_headers", "viewer_params", "max_connections",
+    "stale_if_error", "negative_ttl", "chunk_kb", "upstream_headers", "max_connections",
 }
 ROLES = ("all", "origin", "edge")
 
@@ -49,6 +47,11 @@ def edge_config_from_table(table: Mapping[str, Any], source: str = "config", ups
     """
     from config.settings import ConfigError
 
+    if "viewer_params" in table:
+        raise ConfigError(
+            f"{source}: edge.viewer_params is gone: an edge now writes into playlists exactly what an origin does "
+            "(token, hdnts and a checked playSessionId, quoted); remove the key"
+        )
     unknown = set(table) - EDGE_KEYS
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) edge.{sorted(unknown)}; known: {sorted(EDGE_KEYS)}")
@@ -68,9 +71,6 @@ def edge_config_from_table(table: Mapping[str, Any], source: str = "config", ups
     headers = table.get("upstream_headers", {})
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f'{source}: edge.upstream_headers has value {headers!r}; expected a table like {{"X-Origin-Shield" = "secret"}}')
-    viewer = table.get("viewer_params", list(VIEWER_PARAMS))
-    if not isinstance(viewer, list) or not all(isinstance(v, str) and v for v in viewer):
-        raise ConfigError(f"{source}: edge.viewer_params has value {viewer!r}; expected a list of query parameter names")
     chunk_kb = table.get("chunk_kb", 1024)
     if isinstance(chunk_kb, bool) or not isinstance(chunk_kb, int) or not 64 <= chunk_kb <= 16384:
         raise ConfigError(f"{source}: edge.chunk_kb has value {chunk_kb!r}; expected an integer between 64 and 16384")
@@ -89,7 +89,6 @@ def edge_config_from_table(table: Mapping[str, Any], source: str = "config", ups
             negative_ttl=number("negative_ttl", 10.0),
             chunk_size=chunk_kb * 1024,
             upstream_headers=tuple(headers.items()),
-            viewer_params=tuple(viewer),
             max_connections=max_connections,
         )
     except ValueError as exc:
@@ -107,6 +106,11 @@ def parse_edge_section(
 
     if not isinstance(table, Mapping):
         raise ConfigError(f"{source}: 'edge' must be a table ([edge])")
+    if "viewer_params" in table:
+        raise ConfigError(
+            f"{source}: edge.viewer_params is gone: an edge now writes into playlists exactly what an origin does "
+            "(token, hdnts and a checked playSessionId, quoted); remove the key"
+        )
     unknown = set(table) - EDGE_KEYS
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) edge.{sorted(unknown)}; known: {sorted(EDGE_KEYS)}")

@@ -187,7 +187,8 @@ class HotRecorder:
         sent: list[dict] = []
 
         def keep(message: dict) -> Any:
-            sent.append(message)
+            if len(sent) < 3:  # a shareable answer is two messages; a third means a stream, never kept whole
+                sent.append(message)
             return send(message)
 
         await self.app(scope, receive, keep)

@@ -1,9 +1,13 @@
 """Progressive MP4 with single byte ranges, streamed in chunks; clipped to the preview when that is all a viewer may play.
 
-A preview viewer asking for ``{flavor}.mp4`` is redirected to ``{flavor}-p{N}.mp4``,
-a different URL (and ETag) holding a valid MP4 of just the first N seconds,
+A preview viewer asking for ``{flavor}.mp4`` is redirected to ``{flavor}-p{M}.mp4``
+(M: the clip end E rounded up to the millisecond, edge/urls.clip_marker), a
+different URL (and ETag) holding a valid MP4 of just the first E seconds,
 built as a virtual file (rewritten moov + source sample ranges): no byte past
-N exists in it, whatever range is asked for.
+E exists in it, whatever range is asked for. A preview that reaches the end of
+the file is no clip: the file itself is served, under its own ETag. A viewer
+whose flavor limits exclude the file gets 403 ``flavor_not_allowed``, as for
+its HLS segments.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
+from auth.rules import FLAVOR_NOT_ALLOWED
 from origin.media import MediaService
 from origin.storage import STREAM_CHUNK, Storage
 from packager.media import ByteRange
@@ -22,19 +27,24 @@ from . import urls
 from .cdn import CdnPolicy
 from .http import http_date, is_not_modified, requested_range, strong_etag
 from .urls import MediaRequest
-from .viewer import Grant
+from .viewer import Denied, Grant
 
 
 async def serve_progressive(request: Request, req: MediaRequest, media: MediaService, cdn: CdnPolicy, grant: Grant) -> Response:
     entry = await media.catalog.entry(req.partner, req.entry)
     flavor = entry.flavor(req.rendition.flavor)
     stat = await media.stat(flavor)
-    await media.index(flavor, stat)  # only playable files are served: a corrupt one gets its error
-    if grant.preview is not None and req.preview is None:
-        target = urls.progressive_path(req.partner, req.entry, flavor.id, grant.preview)
+    index = await media.index(flavor, stat)  # only playable files are served: a corrupt one gets its error
+    video = index.video
+    if video is not None and not grant.allows_flavor(video.video.height if video.video else None, video.bitrate):
+        raise Denied(403, FLAVOR_NOT_ALLOWED, f"flavor {flavor.id} is above this viewer's quality limit")
+    preview = req.preview if req.preview is not None else grant.preview
+    # the variant: a clip ending at E, or the file itself when the preview reaches its end
+    clipped = await media.clipped_file(flavor, stat, preview) if preview is not None else None
+    if clipped is not None and req.preview is None:
+        target = urls.progressive_path(req.partner, req.entry, flavor.id, urls.clip_marker(clipped.end))
         query = f"?{request.url.query}" if request.url.query else ""
         return RedirectResponse(target + query, status_code=302, headers={"Cache-Control": "no-store"})
-    clipped = await media.clipped_file(flavor, stat, req.preview) if req.preview is not None else None
     size = clipped.size if clipped is not None else stat.size
     etag = strong_etag(stat.version, flavor.key, str(clipped.end) if clipped is not None else "full")
     last_modified = http_date(stat.mtime_ns)

@@ -53,12 +53,12 @@ import struct
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
-from urllib.parse import unquote_plus
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 
 import httpx
 
 from auth.access import AccessControl
+from config.partners import AccessConfig
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -74,7 +74,8 @@ from .cache import COALESCED, HIT, MISS, DiskTier, SegmentCache
 from .errors import error_response, response_for
 from .hot import mark_shareable
 from .http import ByteSpan, is_not_modified, requested_range, strong_etag
-from .viewer import EDGE_CHECKED_HEADER, check_preview_marker, grant_for
+from .cdn import PERSONAL_PLAYLIST_CACHE
+from .viewer import EDGE_CHECKED_HEADER, Grant, check_preview_marker, grant_for
 from .request_info import MediaInfo, attach, info_for, media_info
 from .edge_config import MB, EdgeConfig
 from .purge import CachePurger, PurgeBus, PurgeRequest, PurgeResult
@@ -245,12 +246,6 @@ class EdgeStore:
 # --------------------------------------------------------------------------- playlists per viewer
 
 
-def viewer_query(raw_query: str, names: Iterable[str]) -> str:
-    """The request's per-viewer parameters, as they were encoded (``token=..&playSessionId=..``)."""
-    wanted = set(names)
-    return "&".join(p for p in raw_query.split("&") if p and unquote_plus(p.partition("=")[0]) in wanted)
-
-
 def flavor_subset_query(raw: str | None) -> str:
     """``flavors=`` normalized (sorted, deduplicated) for keys and upstream; BadRequest when malformed."""
     if raw is None:
@@ -279,15 +274,11 @@ class EdgeProxy:
         bus_url: str | None = None,
         bus_channel: str = "vodgate:purge",
         clock: Callable[[], float] = time.time,
-        viewer_query_for: Callable[[Request], str | None] | None = None,
         access: AccessControl | None = None,
     ) -> None:
         self.config = config
-        self.access = access
+        self.access = access or AccessControl(AccessConfig())  # none configured: every partner is open
         self._pass = tuple(h.lower() for h in config.pass_headers)
-        # what to copy into a viewer's playlists: by default the viewer_params of the request's query;
-        # access control can supply its own (e.g. auth.access's AccessCheck.propagate)
-        self.viewer_query_for = viewer_query_for or (lambda request: viewer_query(request.url.query, config.viewer_params))
         self.cache = cache
         self.pool = pool or UpstreamPool(
             config.upstreams,
@@ -295,7 +286,7 @@ class EdgeProxy:
             read_timeout=config.read_timeout,
             health_interval=config.health_interval,
             down_seconds=config.down_seconds,
-            headers={**dict(config.upstream_headers), **({EDGE_CHECKED_HEADER: "1"} if access is not None else {})},
+            headers={**dict(config.upstream_headers), EDGE_CHECKED_HEADER: "1"},
             max_connections=config.max_connections,
             client=client,
         )
@@ -345,14 +336,15 @@ class EdgeProxy:
             info = attach(request.scope, info_for(req))
             if not self._started:
                 await self.start(bus_wait=0)  # the app runs without lifespan events: start, never stall
-            if self.access is not None and await self._personal(request, req):
+            grant = self._grant(request, req)
+            if _needs_origin(req, grant):
                 return await self._pass_through(request, req, info)
             if req.format == "mp4":
                 try:
                     return await self._progressive(request, req, info)
                 except ObjectChanged:
                     return await self._progressive(request, req, info)  # once more, with fresh metadata
-            return await self._object(request, req, info)
+            return await self._object(request, req, info, grant)
         except Exception as exc:
             response = self._error(exc)
             response.headers["X-Cache"] = (info.cache if info is not None else None) or MISS
@@ -361,36 +353,40 @@ class EdgeProxy:
                 info.error = getattr(exc, "code", None) or "error"
             return response
 
-    async def _personal(self, request: Request, req: MediaRequest) -> bool:
-        """Decide access here, before the shared cache; True when only the origin can answer this viewer.
-
-        Denials are answered at once (Denied). A full grant is served from the
-        cache. A preview or flavor limits need the media (which segment the
-        preview cuts, which flavor is how tall): those requests go to the origin
-        with the viewer's facts, uncached, except ``-p{N}`` URLs, whose bytes
-        depend on the URL alone and so are shared like any other object.
-        """
-        grant, _ = grant_for(request, urls.canonical_path(req), req.partner, req.entry, self.access, _utc_now())
+    def _grant(self, request: Request, req: MediaRequest) -> Grant:
+        """Access decided here, before the shared cache, by the same function as on an origin; Denied at once."""
+        grant, check = grant_for(request, urls.canonical_path(req), req.partner, req.entry, self.access, _utc_now())
+        info = media_info(request.scope)
+        if check is not None and info is not None:
+            info.client_ip, info.country = str(check.facts.client_ip), check.facts.country
         check_preview_marker(req.preview, grant)
-        if grant.limits is not None:
-            return True
-        return grant.preview is not None and req.preview is None
+        return grant
 
     async def _pass_through(self, request: Request, req: MediaRequest, info: MediaInfo) -> Response:
-        """Forward as the viewer (X-Forwarded-For, Referer, User-Agent, token) without the edge's vouching."""
-        headers = {name: request.headers[name] for name in FORWARDED_VIEWER_HEADERS if name in request.headers}
+        """Forward as the viewer (X-Forwarded-For, Referer, User-Agent, token) without the edge's vouching.
+
+        Streamed: the body is relayed as it arrives (bounded memory, a HEAD stays a HEAD)."""
+        headers: dict[str, bytes] = {}
+        for name, value in request.scope["headers"]:  # raw bytes: relayed exactly as the viewer sent them
+            key = name.decode("latin-1")
+            if key in FORWARDED_VIEWER_HEADERS and key not in headers:
+                headers[key] = value
         client = request.client.host if request.client else None
         if client:
             prior = request.headers.get("x-forwarded-for")
-            headers["x-forwarded-for"] = f"{prior}, {client}" if prior else client
-        headers[EDGE_CHECKED_HEADER] = "0"  # overrides the pool's default "1": this viewer the origin must decide
-        answer = await self.pool.fetch(urls.canonical_path(req), request.url.query, headers)
+            headers["x-forwarded-for"] = (f"{prior}, {client}" if prior else client).encode("latin-1")
+        headers[EDGE_CHECKED_HEADER] = b"0"  # replaces the pool's "1": this viewer the origin must decide
+        answer = await self.pool.open(urls.canonical_path(req), request.url.query, headers, method=request.method)
         info.cache = MISS
         kept = kept_headers(answer.headers, self._pass)
-        for name in ("content-range", "location", "accept-ranges"):
+        for name in ("content-range", "location", "accept-ranges", "content-length"):
             if name in answer.headers:
                 kept[name] = answer.headers[name]
-        return Response(answer.content, status_code=answer.status, headers={**kept, "X-Cache": MISS})
+        kept["X-Cache"] = MISS
+        if request.method == "HEAD":
+            await answer.aclose()
+            return Response(b"", status_code=answer.status_code, headers=kept)
+        return StreamingResponse(_relay(answer), status_code=answer.status_code, headers=kept)
 
     def _error(self, exc: Exception) -> Response:
         if isinstance(exc, UpstreamUnavailable):
@@ -403,7 +399,7 @@ class EdgeProxy:
             return error_response(502, "upstream_changed", str(exc))
         return response_for(exc)
 
-    async def _object(self, request: Request, req: MediaRequest, info: MediaInfo) -> Response:
+    async def _object(self, request: Request, req: MediaRequest, info: MediaInfo, grant: Grant) -> Response:
         path = urls.canonical_path(req)
         key_query = flavor_subset_query(request.query_params.get("flavors")) if req.resource == "master" else ""
         key = f"{path}?{key_query}" if key_query else path
@@ -421,11 +417,12 @@ class EdgeProxy:
         headers = {**stored.headers, "X-Cache": status}
         body: bytes | memoryview = stored.body
         if playlist:
-            query = self.viewer_query_for(request)
-            if query:
+            if grant.personal:  # as on an origin: it carries this viewer's token, or a rule may tell viewers apart
+                headers["cache-control"] = PERSONAL_PLAYLIST_CACHE
+            if grant.query:  # the origin's propagation (quoted token, checked playSessionId), never raw query values
                 text = bytes(body).decode("utf-8", "surrogateescape")  # lossless round trip
-                body = with_query(text, query).encode("utf-8", "surrogateescape")
-                headers["etag"] = strong_etag(stored.headers.get("etag", ""), query)
+                body = with_query(text, grant.query).encode("utf-8", "surrogateescape")
+                headers["etag"] = strong_etag(stored.headers.get("etag", ""), grant.query)
         else:
             headers["Accept-Ranges"] = "bytes"
         etag, last_modified = headers.get("etag", ""), headers.get("last-modified", "")
@@ -442,7 +439,7 @@ class EdgeProxy:
 
     def _shareable(self, req: MediaRequest) -> bool:
         """The same bytes for every viewer (edge/hot.py): no rule of the partner can tell viewers apart."""
-        return self.access is None or not self.access.restricts(req.partner)
+        return not self.access.restricts(req.partner)
 
     def _body(self, request: Request, body: bytes | memoryview, status: int, headers: dict[str, str]) -> Response:
         if request.method == "HEAD":
@@ -594,6 +591,24 @@ class EdgeProxy:
         task.add_done_callback(lambda t: (self._background.discard(t), t.cancelled() or t.exception()))
 
 
+def _needs_origin(req: MediaRequest, grant: Grant) -> bool:
+    """Whether only the origin can answer this viewer: its grant is not the full media and the URL does not say which part.
+
+    A preview or flavor limits need the media (which segment the preview cuts, which flavor
+    is how tall), so those requests go to the origin as the viewer, uncached, except ``-p{N}``
+    URLs, whose bytes depend on the URL alone and so are shared like any other object.
+    """
+    return grant.limits is not None or (grant.preview is not None and req.preview is None)
+
+
+async def _relay(answer: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in answer.aiter_raw():
+            yield chunk
+    finally:
+        await answer.aclose()
+
+
 def _conditional(headers: Mapping[str, str]) -> dict[str, str]:
     keep = ("etag", "last-modified", "cache-control", "x-cache", "vary", "surrogate-key", "cache-tag")
     return {k: v for k, v in headers.items() if k.lower() in keep}
@@ -606,6 +621,15 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def segment_cache(settings: Any) -> SegmentCache:
+    """The response cache per ``[cache]`` (every role). ``enabled = false``: a cache of 0 bytes, which keeps
+    no body (MemoryLRU refuses anything over a quarter of its capacity) and has no disk tier."""
+    if not settings.cache_enabled:
+        return SegmentCache(0)
+    disk = DiskTier(settings.cache_disk_path, settings.cache_disk_mb * MB) if settings.cache_disk_path else None
+    return SegmentCache(settings.cache_memory_mb * MB, disk)
+
+
 def create_edge_app(
     settings: Any,
     edge: EdgeConfig,
@@ -616,23 +640,20 @@ def create_edge_app(
     routes: Sequence[BaseRoute] = (),
     middleware: Sequence[Middleware] = (),
     clock: Callable[[], float] = time.time,
-    viewer_query_for: Callable[[Request], str | None] | None = None,
     access: AccessControl | None = None,
 ) -> Starlette:
     """The edge's ASGI app: ``/healthz`` and the media routes, served from upstream through the cache.
 
-    ``settings`` needs ``cache_memory_mb``, ``cache_disk_path``, ``cache_disk_mb``
+    ``settings`` needs ``cache_enabled``, ``cache_memory_mb``, ``cache_disk_path``, ``cache_disk_mb``
     and ``cors_origins`` (config.settings.Settings has them). ``routes`` are
     mounted before the media routes (the lead's ``/admin/purge``); the proxy
     is ``app.state.edge`` (``await app.state.edge.purge(PurgeRequest(...))``).
     ``middleware`` runs inside CORS (access control, observers);
-    ``viewer_query_for(request)`` overrides what is copied into a viewer's
-    playlists (default: the request's ``viewer_params``).
+    ``access`` decides every request (no access control: every partner open).
     """
-    disk = DiskTier(settings.cache_disk_path, settings.cache_disk_mb * MB) if settings.cache_disk_path else None
-    cache = SegmentCache(settings.cache_memory_mb * MB, disk)
+    cache = segment_cache(settings)
     proxy = EdgeProxy(edge, cache, client=client, bus_url=redis_url, bus_channel=redis_channel, clock=clock,
-                      viewer_query_for=viewer_query_for, access=access)
+                      access=access)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):

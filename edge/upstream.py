@@ -116,7 +116,8 @@ class UpstreamPool:
         self.health_interval = health_interval
         self.down_seconds = down_seconds
         # sent on every upstream request (e.g. the origin-shield secret)
-        self.headers = {"User-Agent": "vodgate-edge", **dict(headers or {})}
+        self.headers = httpx.Headers({"User-Agent": "vodgate-edge"})
+        self.headers.update(headers or {})  # header names are case-insensitive: one value per name
         self.clock = clock
         self._own_client = client is None
         self.client = client or httpx.AsyncClient(
@@ -205,14 +206,30 @@ class UpstreamPool:
         up = [u for u in self.upstreams if u.is_up(now)]
         return up + [u for u in self.upstreams if not u.is_up(now)]
 
-    async def fetch(self, path: str, query: str = "", headers: Mapping[str, str] | None = None, method: str = "GET") -> UpstreamResponse:
-        """``method path?query`` on the first origin that answers below 500; UpstreamUnavailable otherwise."""
+    async def fetch(self, path: str, query: str = "", headers: Mapping[str, str | bytes] | None = None, method: str = "GET") -> UpstreamResponse:
+        """``method path?query`` on the first origin that answers below 500, body read; UpstreamUnavailable otherwise."""
+        response, upstream = await self._exchange(path, query, headers, method, read_body=True)
+        return UpstreamResponse(upstream, response.status_code, response.headers, response.content)
+
+    async def open(self, path: str, query: str = "", headers: Mapping[str, str | bytes] | None = None, method: str = "GET") -> httpx.Response:
+        """As :meth:`fetch`, but the body is left unread for the caller to stream (it must ``aclose()`` the answer)."""
+        response, _ = await self._exchange(path, query, headers, method, read_body=False)
+        return response
+
+    async def _exchange(self, path: str, query: str, headers: Mapping[str, str | bytes] | None, method: str,
+                        read_body: bool) -> tuple[httpx.Response, str]:
         target = f"{path}?{query}" if query else path
-        send_headers = {**self.headers, **(headers or {})}
+        send_headers = httpx.Headers(self.headers)
+        send_headers.update(headers or {})  # by name, case-insensitively: a viewer's User-Agent replaces ours
         failures: list[Failure] = []
         for upstream in self.candidates():
             try:
                 response = await self._request(upstream, method, target, send_headers)
+                if read_body or response.status_code >= 500:
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
             except httpx.PoolTimeout as exc:  # our own connection pool is full: not the upstream's fault
                 failures.append(Failure(upstream.url, f"no free connection in the edge's pool ({type(exc).__name__})", timeout=True))
                 continue
@@ -226,24 +243,23 @@ class UpstreamPool:
                 self.mark_down(upstream, reason)
                 failures.append(Failure(upstream.url, reason))
                 continue
-            answer = UpstreamResponse(upstream.url, response.status_code, response.headers, response.content)
             if response.status_code >= 500:
+                answer = UpstreamResponse(upstream.url, response.status_code, response.headers, response.content)
                 reason = f"HTTP {response.status_code} {_error_code(response)}".rstrip()
                 if response.status_code in GATEWAY_STATUSES:
                     self.mark_down(upstream, reason)
                 failures.append(Failure(upstream.url, reason, timeout=response.status_code == 504, response=answer))
                 continue
             self.mark_up(upstream)
-            return answer
+            return response, upstream.url
         raise UpstreamUnavailable(path, failures)
 
-
-    async def _request(self, upstream: Upstream, method: str, target: str, headers: Mapping[str, str]) -> httpx.Response:
-        """One request; a kept-alive connection that the upstream closed meanwhile is retried once."""
+    async def _request(self, upstream: Upstream, method: str, target: str, headers: httpx.Headers) -> httpx.Response:
+        """One request, its body not yet read; a kept-alive connection that the upstream closed meanwhile is retried once."""
         for attempt in (1, 2):
             upstream.requests += 1
             try:
-                return await self.client.request(method, f"{upstream.url}{target}", headers=headers)
+                return await self.client.send(self.client.build_request(method, f"{upstream.url}{target}", headers=headers), stream=True)
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
                 if attempt == 2:
                     raise

@@ -20,6 +20,7 @@ relative to the playlist that contains them.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -151,6 +152,21 @@ def preview_marker(preview: Fraction | None) -> str:
     whole, rest = divmod(preview * 1000, 1000)
     millis = int(rest)
     return f"-p{int(whole)}" if millis == 0 else f"-p{int(whole)}.{millis:03d}".rstrip("0")
+
+
+def clip_marker(end: Fraction | None) -> Fraction | None:
+    """The marker that names a clip ending at ``end`` (E): E rounded *up* to the millisecond.
+
+    Markers have millisecond precision and E (a frame boundary) usually has
+    not. Rounding up keeps the clip: E <= marker <= N for every preview N of at
+    least E that is itself a whole number of milliseconds (config/partners.py
+    insists on that), and clipping at any such length ends at E again. So every
+    URL a preview's playlists list names exactly the clip, and different N with
+    one E share one set of URLs.
+    """
+    if end is None:
+        return None
+    return Fraction(math.ceil(end * 1000), 1000)
 
 
 def rendition_dir(rid: RenditionId) -> str:

@@ -47,6 +47,29 @@ class Grant:
         return self.limits is None or self.limits.allows(height, bitrate)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """What a grant selects of an entry, in media terms: equal variants are equal bytes.
+
+    A grant says "the first N seconds" and "flavors up to 270p"; the media turns
+    that into the clip end E (None when N reaches the end: the full media) and
+    the flavors a master playlist shows. Every cache key, ETag and URL marker is
+    built from this, never from N or from how the URL spelled it, so viewers
+    with the same variant share answers and viewers with different ones never do.
+    """
+
+    end: Fraction | None = None  # preview clip end E in seconds; None = not clipped
+    flavors: frozenset[str] | None = None  # flavors shown (master playlists); None = not relevant
+
+    @property
+    def tag(self) -> str:
+        """A stable text form for cache keys and ETags."""
+        parts = [] if self.end is None else [f"end={self.end.numerator}/{self.end.denominator}"]
+        if self.flavors is not None:
+            parts.append("flavors=" + ",".join(sorted(self.flavors)))
+        return ";".join(parts) or "full"
+
+
 def grant_for(request: Request, path: str, partner: str, entry: str, access: AccessControl, now: datetime) -> tuple[Grant, AccessCheck | None]:
     """The viewer's grant; (full grant, None) for a request an edge already checked (see EDGE_CHECKED_HEADER)."""
     if request.scope.get("state", {}).get(EDGE_CHECKED_SCOPE_KEY):

@@ -263,6 +263,12 @@ def clip_index(index: MediaIndex, seconds: Seconds) -> tuple[Fraction, tuple[Tra
     return end, clips
 
 
+def keeps_everything(index: MediaIndex, seconds: Seconds) -> bool:
+    """Whether a preview of ``seconds`` keeps every sample of the file: then it is no clip at all."""
+    _, clips = clip_tracks(index.tracks, seconds)
+    return all(clip.count == clip.track.sample_count for clip in clips)
+
+
 def _check_not_empty(seconds: Seconds, clips: Sequence[tuple[str, TrackClip]]) -> None:
     """Raise EmptyPreview when some track would present nothing (the caller answers 403)."""
     for name, clip in clips:
@@ -432,5 +438,6 @@ __all__ = [
     "clip_tracks",
     "frame_ends",
     "is_clipped",
+    "keeps_everything",
     "preview_end",
 ]

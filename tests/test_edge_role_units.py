@@ -19,7 +19,7 @@ from config.settings import Settings
 from edge.app import create_app
 from edge.cache import COALESCED, HIT, MISS
 from edge.edge_config import EdgeConfig, edge_config_from_table, parse_edge_section
-from edge.proxy import STALE, Stored, create_edge_app, flavor_subset_query, freshness, viewer_query
+from edge.proxy import STALE, Stored, create_edge_app, flavor_subset_query, freshness
 from edge.purge import PurgeError, PurgeRequest
 from packager.hls.uris import with_query as add_query_to_playlist
 from edge.upstream import UpstreamPool, UpstreamUnavailable
@@ -52,9 +52,7 @@ def test_add_query_to_playlist_covers_uri_lines_and_attributes():
     assert add_query_to_playlist(MASTER, "") == MASTER
 
 
-def test_viewer_query_and_key_query():
-    assert viewer_query("a=1&token=x%2By&flavors=hi&playSessionId=p&hdnts=exp%3D1", ("token", "hdnts", "playSessionId")) == "token=x%2By&playSessionId=p&hdnts=exp%3D1"
-    assert viewer_query("", ("token",)) == ""
+def test_key_query():
     assert flavor_subset_query("mid, hi,mid") == "flavors=hi,mid"
     assert flavor_subset_query(None) == ""
     with pytest.raises(Exception, match="flavors="):
