@@ -367,5 +367,25 @@ def test_8_preview_markers_are_keyed_on_the_clip_not_the_spelling(servers):
             again = client.get(f"/p/demo/e/markers/hls/hi/seg-1-{spelling}.ts{query}")
             assert again.status_code == 200 and again.content == canonical.content, spelling
             assert again.headers["x-cache"] == "HIT", spelling
+            assert again.headers["etag"] == canonical.headers["etag"], spelling
         # the playlist's marker names the clip: asking for it with the viewer's N lists the same URIs
         assert client.get(f"/p/demo/e/markers/hls/hi/index-p3.m3u8").text == preview.text
+
+
+def test_8_progressive_markers_name_the_clip_and_past_the_end_the_file(servers):
+    every, _, _ = servers
+    tok = token("markers")
+    with httpx.Client(base_url=every.base, timeout=30) as client:
+        whole = client.get(f"/p/demo/e/markers/mp4/lo.mp4?token={tok}")
+        for spelling in ("p12", "p13", "p999999"):
+            past = client.get(f"/p/demo/e/markers/mp4/lo-{spelling}.mp4?token={tok}")
+            assert past.status_code == 200 and past.content == whole.content, spelling
+            assert past.headers["etag"] == whole.headers["etag"], spelling
+        redirect = client.get("/p/demo/e/markers/mp4/lo.mp4")  # the anonymous 3 s preview
+        assert redirect.status_code == 302 and redirect.headers["cache-control"] == "no-store"
+        marker = re.fullmatch(r"/p/demo/e/markers/mp4/lo-p([0-9]+(?:\.[0-9]{1,3})?)\.mp4", redirect.headers["location"])
+        assert marker is not None and Fraction(marker[1]) <= 3, redirect.headers["location"]
+        clip = client.get(redirect.headers["location"])
+        assert clip.status_code == 200 and 0 < len(clip.content) < len(whole.content)
+        same = client.get(f"/p/demo/e/markers/mp4/lo-p3.mp4")
+        assert same.content == clip.content and same.headers["etag"] == clip.headers["etag"]
