@@ -97,7 +97,10 @@ class AccessControl:
         )
         window = partner.entry_window(entry) if partner is not None else None
         decision = decide(profile, facts, now, window)
-        return AccessCheck(decision, facts, found.source if found else None, propagation_query(found))
+        # only a token that verified goes into playlist URIs: anything else would let a viewer have every URI of
+        # a long playlist carry kilobytes of its choosing (a 15 KB request, a 13 MB answer)
+        propagate = propagation_query(found) if token is not None and token.valid else None
+        return AccessCheck(decision, facts, found.source if found else None, propagate)
 
     def viewer_ip(self, peer: str | None, forwarded_for: str | None) -> IPAddress:
         """The client address by the trusted-proxy rule (X-Forwarded-For only from server.trusted_proxies)."""

@@ -102,9 +102,9 @@ def _serve(ns: argparse.Namespace) -> int:
     served, http = with_hot_lane(app, wrap(app, settings.analytics, settings.metrics))  # events, /metrics, hot lane
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from any local peer;
     # vodgate applies its own trusted-proxy rule (server.trusted_proxies) in auth/client_ip.py
-    # HTTP limits (docs/CONFIGURATION.md [server]): head time and size in edge/http_limits.py's protocol (h11, the
-    # fallback without httptools, bounds the size itself); uvicorn answers 503 once connections reach
-    # limit_concurrency, counting the asking one, hence + 1 for max_connections served
+    # HTTP limits (docs/CONFIGURATION.md [server]): head time and size and body time in edge/http_limits.py's
+    # protocol (h11, the fallback without httptools, bounds the head size itself); uvicorn answers 503 once
+    # connections reach limit_concurrency, counting the asking one, hence + 1 for max_connections served
     uvicorn.run(served, host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=False,
                 http=http or "auto", timeout_keep_alive=settings.keep_alive_timeout,
                 limit_concurrency=settings.max_connections + 1, h11_max_incomplete_event_size=settings.max_header_bytes)

@@ -13,6 +13,7 @@ nothing here uses ``assert``, which vanishes under ``python -O``.
     index_cache_entries = 1024    # and at most this many of them
     log_level = "info"
     header_timeout = 10           # seconds to send a whole request head, else 408 and close
+    body_timeout = 10             # seconds to send a whole request body after its head, else 408 (or close)
     max_header_bytes = 16384      # a larger request head is answered 431 and the connection closed
     max_connections = 1000        # open connections; a request on one more is answered 503
     keep_alive_timeout = 5        # seconds an idle keep-alive connection stays open
@@ -27,6 +28,7 @@ nothing here uses ``assert``, which vanishes under ``python -O``.
     [cdn]
     shield_header = "X-Vodgate-Shield"
     shield_secrets = []           # when set, only requests carrying one of these are served
+    edge_secrets = []             # shared by edges and origins only (never a CDN): an edge vouches with one
     surrogate_header = "Surrogate-Key"   # or "Cache-Tag"
     s_maxage = 31536000
     stale_while_revalidate = 60
@@ -61,6 +63,7 @@ class Settings:
     index_cache_entries: int = 1024  # count bound of the same cache: whichever is reached first evicts
     log_level: str = "info"
     header_timeout: float = 10.0  # edge/http_limits.py
+    body_timeout: float = 10.0  # edge/http_limits.py (BODY_TIMEOUT)
     max_header_bytes: int = 16 * 1024
     max_connections: int = 1000  # uvicorn's limit_concurrency (cli/main.py)
     keep_alive_timeout: float = 5.0
@@ -71,6 +74,7 @@ class Settings:
     cache_enabled: bool = True  # False: no response cache (memory, disk, edge store) and no hot lane
     shield_header: str = "X-Vodgate-Shield"
     shield_secrets: tuple[str, ...] = field(default=(), repr=False)  # never printed
+    edge_secrets: tuple[str, ...] = field(default=(), repr=False)  # edges and origins only: vouching (edge/viewer.py)
     surrogate_header: str = "Surrogate-Key"
     s_maxage: int = 31536000
     stale_while_revalidate: int = 60
@@ -91,12 +95,12 @@ class Settings:
 
 SERVER_KEYS = {
     "host", "port", "media_root", "segment_duration", "cors_origins", "index_cache_mb", "index_cache_entries", "log_level",
-    "header_timeout", "max_header_bytes", "max_connections", "keep_alive_timeout",
+    "header_timeout", "body_timeout", "max_header_bytes", "max_connections", "keep_alive_timeout",
 }
 MAX_HEADER_BYTES = (8 * 1024, 64 * 1024)  # players and CDNs send heads under 2 KiB; nginx reads at most 32 KiB
 MAX_TIMEOUT = 3600
 CACHE_KEYS = {"memory_mb", "disk_path", "disk_mb", "hot_lane", "enabled"}
-CDN_KEYS = {"shield_header", "shield_secrets", "surrogate_header", "s_maxage", "stale_while_revalidate", "stale_if_error"}
+CDN_KEYS = {"shield_header", "shield_secrets", "edge_secrets", "surrogate_header", "s_maxage", "stale_while_revalidate", "stale_if_error"}
 REDIS_KEYS = {"url", "channel"}
 SECTIONS = {"server", "cache", "cdn", "partners", "edge", "redis", "analytics", "metrics", "storage", "catalog"}
 
@@ -153,6 +157,7 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         index_cache_entries=_positive(_typed(server, "index_cache_entries", int, defaults.index_cache_entries, source), "server.index_cache_entries", source),
         log_level=_choice(_typed(server, "log_level", str, defaults.log_level, source), LOG_LEVELS, "server.log_level", source),
         header_timeout=_timeout(server, "header_timeout", defaults.header_timeout, source),
+        body_timeout=_timeout(server, "body_timeout", defaults.body_timeout, source),
         max_header_bytes=_header_bytes(_typed(server, "max_header_bytes", int, defaults.max_header_bytes, source), source),
         max_connections=_positive(_typed(server, "max_connections", int, defaults.max_connections, source), "server.max_connections", source),
         keep_alive_timeout=_timeout(server, "keep_alive_timeout", defaults.keep_alive_timeout, source),
@@ -163,6 +168,7 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         cache_enabled=cache_enabled,
         shield_header=_header_name(_typed(cdn, "shield_header", str, defaults.shield_header, source, "cdn"), "cdn.shield_header", source),
         shield_secrets=tuple(_secrets(cdn, source)),
+        edge_secrets=tuple(_secrets(cdn, source, "edge_secrets")),
         surrogate_header=_header_name(_typed(cdn, "surrogate_header", str, defaults.surrogate_header, source, "cdn"), "cdn.surrogate_header", source),
         s_maxage=_seconds(cdn, "s_maxage", defaults.s_maxage, source),
         stale_while_revalidate=_seconds(cdn, "stale_while_revalidate", defaults.stale_while_revalidate, source),
@@ -179,13 +185,13 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
     )
 
 
-def _secrets(cdn: dict[str, Any], source: str) -> list[str]:
-    secrets = cdn.get("shield_secrets", [])
+def _secrets(cdn: dict[str, Any], source: str, key: str = "shield_secrets") -> list[str]:
+    secrets = cdn.get(key, [])
     if not isinstance(secrets, list) or not all(isinstance(v, str) for v in secrets):
-        raise ConfigError(f"{source}: cdn.shield_secrets must be a list of strings")  # value not echoed: a secret
+        raise ConfigError(f"{source}: cdn.{key} must be a list of strings")  # value not echoed: a secret
     for i, secret in enumerate(secrets):
         if len(secret) < 16:
-            raise ConfigError(f"{source}: cdn.shield_secrets[{i}] is shorter than 16 characters; use a long random string")
+            raise ConfigError(f"{source}: cdn.{key}[{i}] is shorter than 16 characters; use a long random string")
     return secrets
 
 

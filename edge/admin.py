@@ -9,7 +9,10 @@
                                                           reaches every node when Redis is configured
 
 Bodies are JSON of at most 64 KiB (413 beyond), nested at most 32 deep, with unique keys (400 bad_json);
-a key the endpoint does not know is a 400 naming it.
+a key the endpoint does not know, or a string that is not Unicode text (a lone surrogate escape such as
+"\\ud800", which could not be encoded back), is a 400 naming it. Profiles are parsed (their patterns
+compiled) in a worker thread. A client that hangs up before its body is complete gets no answer and
+leaves no traceback.
 
 ``Authorization: Bearer <admin_secret>``, compared in constant time. Changes
 apply to the next request; they live in memory (the TOML file stays the
@@ -20,11 +23,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import datetime, timezone
 from typing import Sequence
 from urllib.parse import urlencode
 
-from starlette.requests import Request
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -43,6 +48,7 @@ MAX_BODY_BYTES = 64 * 1024  # a profile is a few KiB; a body past this is a mist
 MAX_JSON_DEPTH = 32  # a profile nests 6 deep (rules[].if.schedule[].days[]); json.loads recurses
 PURGE_KEYS = ("entry", "prefix")
 PURGE_FORMS = 'send {"entry": "E"}, {"prefix": "/p/P/..."} or {} (the whole partner)'
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # in a str from json.loads, only ever unpaired
 
 
 class BadBody(Exception):
@@ -57,6 +63,16 @@ class BadBody(Exception):
         return error_response(self.status, self.code, str(self), personal=True)
 
 
+class ClientGone(BadBody):
+    """The client hung up before its body was complete: nobody is left to read an answer."""
+
+    def __init__(self) -> None:
+        super().__init__(499, "client_closed_request", "the client closed the connection before sending its whole body")
+
+    def response(self) -> Response:
+        return Response(status_code=self.status)  # the server drops it: the connection is gone
+
+
 async def read_json_body(request: Request, empty: object = None) -> object:
     """The request's JSON body (``empty`` when there is none and that is allowed): at most
     MAX_BODY_BYTES (413 beyond), nested at most MAX_JSON_DEPTH deep, every object's keys unique."""
@@ -65,11 +81,15 @@ async def read_json_body(request: Request, empty: object = None) -> object:
         raise BadBody(413, "body_too_large", f"request body is {int(declared)} bytes; admin bodies are at most {MAX_BODY_BYTES} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():  # chunked bodies have no Content-Length: count as they come
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BadBody(413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes; admin bodies are at most {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():  # chunked bodies have no Content-Length: count as they come
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise BadBody(413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes; admin bodies are at most {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        log.debug("admin: %s %s: the client hung up after %d bytes of its body", request.method, request.url.path, size)
+        raise ClientGone() from None
     raw = b"".join(chunks)
     if not raw.strip() and empty is not None:
         return empty
@@ -93,6 +113,33 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return data
 
 
+def lone_surrogate(value: object, where: str) -> str | None:
+    """The path (``where.rules[0].if.user_agent``) of the first string in ``value``, key or value, that
+    holds a lone UTF-16 surrogate, or None. JSON may escape one ("\\ud800") and json.loads keeps it, but
+    it is not Unicode: RE2 and every JSON answer that echoes it would fail to encode it (500)."""
+    stack = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return path
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if _SURROGATE.search(key):
+                    return f"{path} (a key)"
+                stack.append((child, f"{path}.{key[:64]}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return None
+
+
+def _not_unicode(path: str) -> str:
+    return (
+        f"{path} holds a lone UTF-16 surrogate (an escape such as \\ud800 without its pair), which is not "
+        "Unicode text; send the character itself, or both halves of its escape (\\ud83d\\ude00)"
+    )
+
+
 def _depth(value: object) -> int:
     """How deep lists and objects nest in ``value`` (a scalar is 0), without recursion."""
     deepest = 0
@@ -113,6 +160,9 @@ def purge_request(partner: str, body: object) -> PurgeRequest:
     partner. An unknown key is refused: {"entyr": "ladder"} must not purge the whole partner."""
     if not isinstance(body, dict):
         raise PurgeError(f"the body is a JSON {type(body).__name__}; {PURGE_FORMS}")
+    surrogate = lone_surrogate(body, "the purge body")
+    if surrogate:
+        raise PurgeError(_not_unicode(surrogate))
     unknown = sorted(set(body) - set(PURGE_KEYS))
     if unknown:
         raise PurgeError(f"unknown key(s) {', '.join(repr(k[:64]) for k in unknown)} in the purge body; {PURGE_FORMS}")
@@ -176,11 +226,18 @@ class Admin:
         except BadBody as bad:
             return bad.response()
         owner = self.access.config_partner(partner)
+        where = f"partners.{partner}.profiles.{name}"
+        surrogate = lone_surrogate(body, where)
+        if surrogate:
+            return error_response(400, "bad_profile", f"admin API: {_not_unicode(surrogate)}", personal=True)
         try:
-            profile = profile_from_dict(
+            # in a worker thread: compiling a profile's patterns takes milliseconds each (auth.rules
+            # bounds them), and a profile may hold hundreds; other requests go on meanwhile
+            profile = await run_in_threadpool(
+                profile_from_dict,
                 name,
                 body,
-                where=f"partners.{partner}.profiles.{name}",
+                where=where,
                 source="admin API",
                 geoip_configured=self.access.countries is not None,
                 tokens_configured=bool(owner.keys.keys),

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from auth.access import AccessControl
 from config.partners import AccessConfig
-from config.settings import Settings
+from config.settings import ConfigError, Settings
 from origin.catalog import Catalog, FileCatalog, StaticCatalog
 from origin.media import MediaService
 from origin.storage import LocalStorage, Storage
@@ -27,6 +27,7 @@ from .purge import CachePurger
 from .cdn import CdnPolicy, ShieldMiddleware
 from .cors import CorsMiddleware
 from .delivery import Delivery
+from .viewer import EdgeTrust
 from .errors import error_response
 from .hot import HotPaths, HotRecorder
 from .hot_protocol import hot_protocol
@@ -49,7 +50,7 @@ def create_app(
         surrogate_header=settings.surrogate_header,
     )
     access = AccessControl.from_config(settings.access or AccessConfig())
-    delivery = Delivery(media, cache, cdn, access)
+    delivery = Delivery(media, cache, cdn, access, trust=EdgeTrust(settings.edge_secrets))
     hot = HotPaths(cache, access.restricts, settings.shield_header, settings.shield_secrets, ttl=media.stat_ttl) if settings.hot_lane else None
     purger = CachePurger(cache, redis_url or settings.redis_url, channel=settings.redis_channel)
     admin = Admin(access, purger, _report_routes(settings))
@@ -103,7 +104,7 @@ def with_hot_lane(app: Starlette, served: Any) -> tuple[Any, type[asyncio.Protoc
     httptools is missing, uvicorn picks its own.
     """
     settings: Settings = getattr(app.state, "settings", None) or Settings()
-    protocol = limits_protocol(settings.header_timeout, settings.max_header_bytes)
+    protocol = limits_protocol(settings.header_timeout, settings.max_header_bytes, settings.body_timeout)
     hot = getattr(app.state, "hot", None)
     if hot is None or protocol is None:
         return served, protocol
@@ -145,10 +146,17 @@ def create_edge(settings: Settings, edge: EdgeConfig, redis_url: str | None = No
     if settings.shield_secrets:  # an edge of a shielded origin proves itself with the first secret
         upstream_headers.setdefault(settings.shield_header, settings.shield_secrets[0])
     edge = replace(edge, upstream_headers=tuple(upstream_headers.items()), pass_headers=(settings.surrogate_header,))
+    restricted = sorted(p for p in access.config.partners if access.restricts(p))
+    if restricted and not settings.edge_secrets:
+        raise ConfigError(
+            f"{settings.source}: partner(s) {', '.join(restricted)} have access rules, so this edge must vouch to its "
+            "origins for the grants it decides: set cdn.edge_secrets (the same list on edges and origins; never give it "
+            "to a CDN)"
+        )
     # as strict as an origin: [cdn] shield_secrets also guard this node (its CDN must send one)
     shield = Middleware(ShieldMiddleware, header=settings.shield_header, secrets=settings.shield_secrets)
     app = create_edge_app(settings, edge, redis_url=redis_url or settings.redis_url, redis_channel=settings.redis_channel,
-                          access=access, middleware=[shield])
+                          access=access, middleware=[shield], vouch_secret=settings.edge_secrets[0] if settings.edge_secrets else None)
     admin = Admin(access, app.state.purger)
     app.router.routes[1:1] = admin.routes()  # after /healthz, before the media catch-all
     app.state.access = access

@@ -14,13 +14,11 @@ from typing import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .viewer import EDGE_CHECKED_HEADER, EDGE_CHECKED_SCOPE_KEY
 
 OPEN_PATHS = ("/healthz",)  # load balancers probe without the secret
 # A playlist that holds this viewer's token, or whose body a rule may tell viewers apart by: only the
 # viewer's own cache may keep it, briefly (origin and edge alike).
 PERSONAL_PLAYLIST_CACHE = "private, max-age=60"
-EDGE_CHECKED = EDGE_CHECKED_HEADER.lower().encode("latin-1")
 
 
 @dataclass(frozen=True)
@@ -78,10 +76,7 @@ class ShieldMiddleware:
         if scope["type"] != "http" or not self.guard.secrets or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        if self.guard.passes(scope):
-            # the shield secret proves the caller is our edge/CDN: only then may it vouch for a viewer
-            if any(name == EDGE_CHECKED and value == b"1" for name, value in scope["headers"]):
-                scope.setdefault("state", {})[EDGE_CHECKED_SCOPE_KEY] = True
+        if self.guard.passes(scope):  # it proves the caller is our CDN or edge; it vouches for no viewer
             await self.app(scope, receive, send)
             return
         await refuse_unshielded(send)

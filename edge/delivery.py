@@ -50,7 +50,7 @@ from .http import http_date, is_not_modified, requested_range, strong_etag
 from .progressive import serve_progressive
 from .request_info import MediaInfo, attach, info_for
 from .urls import BadRequest, MediaRequest
-from .viewer import Denied, Grant, Variant, check_preview_marker, grant_for
+from .viewer import Denied, EdgeTrust, Grant, Variant, check_preview_marker, grant_for
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 
@@ -63,19 +63,21 @@ class Delivery:
         cdn: CdnPolicy,
         access: AccessControl,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        trust: EdgeTrust | None = None,
     ) -> None:
         self.media = media
         self.cache = cache
         self.cdn = cdn
         self.access = access
         self.clock = clock
+        self.trust = trust  # edges whose grants this origin applies (cdn.edge_secrets)
 
     async def handle(self, request: Request) -> Response:
         info: MediaInfo | None = None
         try:
             req = urls.parse_path(request.url.path)
             info = attach(request.scope, info_for(req))
-            grant, check = grant_for(request, urls.canonical_path(req), req.partner, req.entry, self.access, self.clock())
+            grant, check = grant_for(request, urls.canonical_path(req), req.partner, req.entry, self.access, self.clock(), self.trust)
             if check is not None:
                 info.client_ip, info.country = str(check.facts.client_ip), check.facts.country
                 if check.token is not None and check.token.claims is not None:
@@ -112,14 +114,14 @@ class Delivery:
         if req.resource in ("index", "iframes"):
             path = urls.canonical_path(replace(req, preview=urls.clip_marker(end)))
             render = lambda: _media_playlist(clipped, req, fmt, end)  # noqa: E731
-            return await self._playlist(request, path, em, version, grant, render, Variant(end))
+            return await self._playlist(request, path, em, version, grant, render, Variant(end), _location(path, req))
         if req.resource == "init":
             segment = None
             path = urls.canonical_path(req)
         else:  # a segment: refuse what the grant does not cover before anything else, 304 included
             segment = _granted_segment(clipped, req, end)
             path = urls.canonical_path(replace(req, preview=urls.clip_marker(end) if is_clipped(segment) else None))
-        headers, etag = self._headers(path, em, version)
+        headers, etag = self._headers(path, em, version, location=_location(path, req))
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
             return Response(status_code=304, headers=headers)
         key = f"{path}|{etag}"  # the variant's path, never the raw URL
@@ -156,11 +158,17 @@ class Delivery:
             raise Denied(403, FLAVOR_NOT_ALLOWED, "no flavor of this entry is within this viewer's quality limit")
         visible = _only_videos(media_set, frozenset(shown))
         render = lambda: _master_playlist(visible, fmt, end)  # noqa: E731
-        return await self._playlist(request, urls.canonical_path(req), em, em.version, grant, render, Variant(end, frozenset(shown)))
+        path = urls.canonical_path(req)
+        location = None
+        if requested is not None and end is None:  # the one spelling of this subset (edges key on it)
+            every = len(shown) == len(media_set.videos)
+            location = path if every else f"{path}?flavors={','.join(sorted(shown))}"
+        return await self._playlist(request, path, em, em.version, grant, render, Variant(end, frozenset(shown)), location)
 
-    async def _playlist(self, request, path: str, em: EntryMedia, version: str, grant: Grant, render, variant: Variant) -> Response:
+    async def _playlist(self, request, path: str, em: EntryMedia, version: str, grant: Grant, render, variant: Variant,
+                        location: str | None = None) -> Response:
         """A playlist of ``variant``: cached token-free under it; the viewer's query is added per response."""
-        headers, etag = self._headers(path, em, version, variant.tag, grant.query)
+        headers, etag = self._headers(path, em, version, variant.tag, grant.query, location=location)
         if grant.personal:
             headers["Cache-Control"] = PERSONAL_PLAYLIST_CACHE
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
@@ -174,11 +182,19 @@ class Delivery:
         """The same bytes for every viewer: no rule of the partner can tell viewers apart (edge/hot.py)."""
         return grant.preview is None and grant.limits is None and not self.access.restricts(req.partner)
 
-    def _headers(self, path: str, em: EntryMedia, version: str, *extra: str) -> tuple[dict[str, str], str]:
-        """Validators and cache headers of the resource ``path`` names (a variant's path, see urls.clip_marker)."""
+    def _headers(self, path: str, em: EntryMedia, version: str, *extra: str, location: str | None = None) -> tuple[dict[str, str], str]:
+        """Validators and cache headers of the resource ``path`` names (a variant's path, see urls.clip_marker);
+        ``location``: the URL that names these bytes, when the request spelled it otherwise (RFC 9110 8.7)."""
         etag = strong_etag(version, path, str(self.media.target), *extra)
         headers = {"ETag": etag, "Last-Modified": http_date(em.last_modified_ns), **self.cdn.media_headers(em.entry.partner, em.entry.id)}
+        if location is not None:
+            headers["Content-Location"] = location
         return headers, etag
+
+
+def _location(variant_path: str, req: MediaRequest) -> str | None:
+    """Content-Location for a marked URL whose variant has another spelling (``seg-2-p99.ts`` is ``seg-2.ts``)."""
+    return variant_path if req.preview is not None and variant_path != urls.canonical_path(req) else None
 
 
 def _granted_segment(rendition: Rendition, req: MediaRequest, end: Fraction | None) -> Segment:

@@ -49,6 +49,10 @@ async def serve_progressive(request: Request, req: MediaRequest, media: MediaSer
     etag = strong_etag(stat.version, flavor.key, str(clipped.end) if clipped is not None else "full")
     last_modified = http_date(stat.mtime_ns)
     headers = {"ETag": etag, "Last-Modified": last_modified, "Accept-Ranges": "bytes", **cdn.media_headers(req.partner, req.entry)}
+    if req.preview is not None:  # the one spelling of these bytes (edges and CDNs may key on it)
+        named = urls.progressive_path(req.partner, req.entry, flavor.id, urls.clip_marker(clipped.end) if clipped else None)
+        if named != urls.canonical_path(req):
+            headers["Content-Location"] = named
     if is_not_modified(request.headers, etag, last_modified):
         return Response(status_code=304, headers=headers)
     start, length, status = 0, size, 200

@@ -52,6 +52,7 @@ import logging
 import struct
 import time
 from contextlib import asynccontextmanager
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 
@@ -75,7 +76,7 @@ from .errors import error_response, response_for
 from .hot import mark_shareable
 from .http import ByteSpan, is_not_modified, requested_range, strong_etag
 from .cdn import PERSONAL_PLAYLIST_CACHE
-from .viewer import EDGE_CHECKED_HEADER, Grant, check_preview_marker, grant_for
+from .viewer import EDGE_CHECKED_HEADER, EDGE_GRANT_HEADER, Grant, check_preview_marker, edge_grant_header, grant_for
 from .request_info import MediaInfo, attach, info_for, media_info
 from .edge_config import MB, EdgeConfig
 from .purge import CachePurger, PurgeBus, PurgeRequest, PurgeResult
@@ -93,8 +94,9 @@ IMMUTABLE_TTL = 10 * 365 * 86400.0  # progressive chunks: the ETag is in the key
 # response headers worth keeping with a cached object (hop-by-hop and length headers are recomputed)
 STORED_HEADERS = (
     "content-type", "etag", "last-modified", "cache-control", "surrogate-key", "surrogate-control",
-    "cache-tag", "vary", "content-language",
+    "cache-tag", "vary", "content-language", "content-location",
 )
+MAX_ALIASES = 65536  # URL spellings remembered as another spelling of a stored object (EdgeStore.settle)
 
 
 # --------------------------------------------------------------------------- stored objects
@@ -178,6 +180,7 @@ class EdgeStore:
         self.epoch = 0  # bumped by every purge: a fetch that started before one is not stored
         self.stats = {HIT: 0, MISS: 0, COALESCED: 0, STALE: 0}
         self._inflight: dict[str, asyncio.Task] = {}
+        self._aliases: OrderedDict[str, str] = OrderedDict()  # a key -> the key its object is stored under
 
     async def peek(self, key: str) -> Stored | None:
         blob = self.cache.memory.get(key)
@@ -195,6 +198,26 @@ class EdgeStore:
 
     def drop(self, key: str) -> None:
         self.cache.purge_prefix(key)  # keys are unique prefixes of themselves here (see _key users)
+
+    def resolve(self, key: str) -> str:
+        """The key an object asked for under ``key`` is stored under (itself, unless settled elsewhere)."""
+        return self._aliases.get(key, key)
+
+    async def settle(self, key: str, canonical: str) -> None:
+        """Keep what ``key`` holds under ``canonical`` only (the origin's Content-Location: the same bytes under
+        their one name), and look ``key`` up there from now on: URL spellings of one variant share one copy."""
+        if key == canonical:
+            return
+        stored = await self.peek(key)  # absent when a purge came first: then there is nothing to keep
+        if stored is not None:
+            await self.put(canonical, stored)
+            self.cache.memory.discard(key)
+            if self.cache.disk is not None:
+                await asyncio.to_thread(self.cache.disk.discard, key)
+        self._aliases[key] = canonical
+        self._aliases.move_to_end(key)
+        while len(self._aliases) > MAX_ALIASES:
+            self._aliases.popitem(last=False)
 
     async def get(self, key: str, fetch: Callable[[Stored | None], Awaitable[Stored]], all_down: Callable[[], bool]) -> tuple[Stored, str]:
         while True:
@@ -275,9 +298,11 @@ class EdgeProxy:
         bus_channel: str = "vodgate:purge",
         clock: Callable[[], float] = time.time,
         access: AccessControl | None = None,
+        vouch_secret: str | None = None,
     ) -> None:
         self.config = config
         self.access = access or AccessControl(AccessConfig())  # none configured: every partner is open
+        self.vouch_secret = vouch_secret  # one of cdn.edge_secrets: the origin then applies our grants
         self._pass = tuple(h.lower() for h in config.pass_headers)
         self.cache = cache
         self.pool = pool or UpstreamPool(
@@ -286,7 +311,7 @@ class EdgeProxy:
             read_timeout=config.read_timeout,
             health_interval=config.health_interval,
             down_seconds=config.down_seconds,
-            headers={**dict(config.upstream_headers), EDGE_CHECKED_HEADER: "1"},
+            headers={**dict(config.upstream_headers), **({EDGE_CHECKED_HEADER: vouch_secret} if vouch_secret else {})},
             max_connections=config.max_connections,
             client=client,
         )
@@ -338,7 +363,7 @@ class EdgeProxy:
                 await self.start(bus_wait=0)  # the app runs without lifespan events: start, never stall
             grant = self._grant(request, req)
             if _needs_origin(req, grant):
-                return await self._pass_through(request, req, info)
+                return await self._pass_through(request, req, info, grant)
             if req.format == "mp4":
                 try:
                     return await self._progressive(request, req, info)
@@ -362,11 +387,14 @@ class EdgeProxy:
         check_preview_marker(req.preview, grant)
         return grant
 
-    async def _pass_through(self, request: Request, req: MediaRequest, info: MediaInfo) -> Response:
-        """Forward as the viewer (X-Forwarded-For, Referer, User-Agent, token) without the edge's vouching.
+    async def _pass_through(self, request: Request, req: MediaRequest, info: MediaInfo, grant: Grant) -> Response:
+        """Ask the origin with this viewer's grant (the edge's decision, vouched for with the edge secret).
 
-        Streamed: the body is relayed as it arrives (bounded memory, a HEAD stays a HEAD)."""
-        headers: dict[str, bytes] = {}
+        The viewer's own headers go along for the origin's logs and analytics; the query carries only
+        what the origin needs: ``flavors=`` and what playlists propagate (a valid token, a checked
+        session id), so no raw viewer value reaches a playlist. Streamed: the body is relayed as it
+        arrives (bounded memory), and a HEAD stays a HEAD."""
+        headers: dict[str, bytes | str] = {}
         for name, value in request.scope["headers"]:  # raw bytes: relayed exactly as the viewer sent them
             key = name.decode("latin-1")
             if key in FORWARDED_VIEWER_HEADERS and key not in headers:
@@ -375,8 +403,12 @@ class EdgeProxy:
         if client:
             prior = request.headers.get("x-forwarded-for")
             headers["x-forwarded-for"] = (f"{prior}, {client}" if prior else client).encode("latin-1")
-        headers[EDGE_CHECKED_HEADER] = b"0"  # replaces the pool's "1": this viewer the origin must decide
-        answer = await self.pool.open(urls.canonical_path(req), request.url.query, headers, method=request.method)
+        query = request.url.query
+        if self.vouch_secret is not None:
+            headers[EDGE_GRANT_HEADER] = edge_grant_header(grant)
+            subset = flavor_subset_query(request.query_params.get("flavors")) if req.resource == "master" else ""
+            query = "&".join(part for part in (subset, grant.query) if part)
+        answer = await self.pool.open(urls.canonical_path(req), query, headers, method=request.method)
         info.cache = MISS
         kept = kept_headers(answer.headers, self._pass)
         for name in ("content-range", "location", "accept-ranges", "content-length"):
@@ -402,7 +434,8 @@ class EdgeProxy:
     async def _object(self, request: Request, req: MediaRequest, info: MediaInfo, grant: Grant) -> Response:
         path = urls.canonical_path(req)
         key_query = flavor_subset_query(request.query_params.get("flavors")) if req.resource == "master" else ""
-        key = f"{path}?{key_query}" if key_query else path
+        asked = f"{path}?{key_query}" if key_query else path
+        key = self.store.resolve(asked)
         playlist = req.resource in PLAYLISTS
         # playlists: only what changes the body (never a token); the rest: the viewer's query as sent
         upstream_query = key_query if playlist else request.url.query
@@ -414,6 +447,10 @@ class EdgeProxy:
         info.cache = status
         if stored.status != 200:
             return self._stored_error(request, stored, status)
+        named = stored.headers.get("content-location", key)
+        if named != key and named.startswith(urls.cache_prefix(req.partner, req.entry)):
+            await self.store.settle(asked, named)
+            key = named
         headers = {**stored.headers, "X-Cache": status}
         body: bytes | memoryview = stored.body
         if playlist:
@@ -481,8 +518,14 @@ class EdgeProxy:
     # --- progressive MP4 in chunks ------------------------------------------------------
 
     def _chunk_key(self, path: str, meta: Stored, index: int) -> str:
-        version = meta.headers.get("etag") or meta.headers.get("last-modified") or ""
-        return f"{path}|chunk|{version}|{index}"
+        """By strong ETag when there is one: an origin's ETag names the bytes (``lo-p13.mp4`` is ``lo.mp4``), so
+        every spelling of a file shares its chunks. Keys stay under the entry's mp4/ folder (purges); a purge of
+        one file drops its meta record, and a file that changed gets a new ETag, so no stale chunk is served."""
+        etag = meta.headers.get("etag")
+        if etag and not etag.startswith("W/"):
+            req = urls.parse_path(path)
+            return f"{urls.entry_path(req.partner, req.entry, 'mp4')}/|chunk|{etag}|{index}"
+        return f"{path}|chunk|{meta.headers.get('last-modified', '')}|{index}"
 
     async def _progressive(self, request: Request, req: MediaRequest, info: MediaInfo) -> Response:
         path = urls.canonical_path(req)
@@ -641,6 +684,7 @@ def create_edge_app(
     middleware: Sequence[Middleware] = (),
     clock: Callable[[], float] = time.time,
     access: AccessControl | None = None,
+    vouch_secret: str | None = None,
 ) -> Starlette:
     """The edge's ASGI app: ``/healthz`` and the media routes, served from upstream through the cache.
 
@@ -653,7 +697,7 @@ def create_edge_app(
     """
     cache = segment_cache(settings)
     proxy = EdgeProxy(edge, cache, client=client, bus_url=redis_url, bus_channel=redis_channel, clock=clock,
-                      access=access)
+                      access=access, vouch_secret=vouch_secret)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):

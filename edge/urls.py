@@ -57,9 +57,10 @@ class MediaRequest:
 _SEGMENT_EXT = {"hls": "ts", "cmaf": "m4s"}
 _ID = r"[^/]+"
 _ENTRY = re.compile(rf"/p/(?P<partner>{_ID})/e/(?P<entry>{_ID})/(?P<format>hls|cmaf|mp4)/(?P<rest>.*)")
-_RENDITION_FILE = re.compile(rf"(?P<flavor>{_ID})/(?:a(?P<audio>\d{{1,2}})/)?(?P<file>[^/]+)")
-_PREVIEW = r"(?:-p(?P<preview>\d{1,6}(?:\.\d{1,3})?))?"
-_SEGMENT = re.compile(rf"seg-(?P<n>\d+){_PREVIEW}\.(?P<ext>ts|m4s)")
+# [0-9], not \d: \d also matches other scripts' digits ("seg-٢.ts"), a second spelling of every URL
+_RENDITION_FILE = re.compile(rf"(?P<flavor>{_ID})/(?:a(?P<audio>[0-9]{{1,2}})/)?(?P<file>[^/]+)")
+_PREVIEW = r"(?:-p(?P<preview>[0-9]{1,6}(?:\.[0-9]{1,3})?))?"
+_SEGMENT = re.compile(rf"seg-(?P<n>[0-9]+){_PREVIEW}\.(?P<ext>ts|m4s)")
 _PLAYLIST = re.compile(rf"(?P<kind>index|iframes){_PREVIEW}\.m3u8")
 _PROGRESSIVE = re.compile(rf"(?P<flavor>[^/]+?){_PREVIEW}\.mp4")
 

@@ -7,24 +7,33 @@ states the result in the terms the routes use.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
+from typing import Sequence
 
 from starlette.requests import Request
 
-from auth.access import AccessCheck, AccessControl
+from auth.access import AccessCheck, AccessControl, propagation_query
 from auth.rules import PREVIEW_ONLY, FlavorLimits
+from auth.tokens import extract_token
 
-# An edge that has checked a viewer itself (and found a full grant) says so to its origin with this
-# header; the origin believes it only on requests that carry the origin-shield secret.
+from .cdn import shield_passes
+from .urls import BadRequest
+
+# An edge that has checked a viewer itself says so to its origin with these headers: the proof is one
+# of the [cdn] edge_secrets that only edges and origins hold (never a CDN, which would forward a viewer's
+# headers beside its own shield secret), and the grant is what the edge decided ("full" when absent).
 EDGE_CHECKED_HEADER = "X-Vodgate-Edge-Checked"
-EDGE_CHECKED_SCOPE_KEY = "vodgate.edge_checked"
+EDGE_GRANT_HEADER = "X-Vodgate-Edge-Grant"
 
 # Forwarded into every URI of a playlist so players keep sending it; only a safe alphabet.
 SESSION_PARAMETER = "playSessionId"
 _SESSION_VALUE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+log = logging.getLogger("vodgate.edge")
 
 
 class Denied(Exception):
@@ -70,10 +79,66 @@ class Variant:
         return ";".join(parts) or "full"
 
 
-def grant_for(request: Request, path: str, partner: str, entry: str, access: AccessControl, now: datetime) -> tuple[Grant, AccessCheck | None]:
-    """The viewer's grant; (full grant, None) for a request an edge already checked (see EDGE_CHECKED_HEADER)."""
-    if request.scope.get("state", {}).get(EDGE_CHECKED_SCOPE_KEY):
-        return Grant(), None
+class EdgeTrust:
+    """The origin's side of vouching: which requests come from an edge that decided the viewer's grant."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        self._secrets = [s.encode() for s in secrets]
+        self._warned = False
+
+    def vouched(self, request: Request) -> tuple[Fraction | None, FlavorLimits | None] | None:
+        """The edge's (preview, limits) for a request carrying a valid edge secret; None for anyone else."""
+        presented = request.headers.get(EDGE_CHECKED_HEADER)
+        if presented is None:
+            return None
+        if not shield_passes(presented.encode("latin-1"), self._secrets):
+            if not self._warned:  # a viewer may send it too: say it once, never the value
+                self._warned = True
+                log.warning("a request carried %s with no valid [cdn] edge_secrets value: decided as an ordinary viewer "
+                            "(give edges and origins the same cdn.edge_secrets)", EDGE_CHECKED_HEADER)
+            return None
+        return parse_edge_grant(request.headers.get(EDGE_GRANT_HEADER, "full"))
+
+
+def edge_grant_header(grant: Grant) -> str:
+    """What an edge tells its origin it granted: ``full``, or ``preview=126/25;max_height=270``."""
+    parts = [] if grant.preview is None else [f"preview={grant.preview.numerator}/{grant.preview.denominator}"]
+    if grant.limits is not None:
+        parts += [f"{name}={value}" for name, value in (("max_height", grant.limits.max_height), ("max_bitrate", grant.limits.max_bitrate)) if value is not None]
+    return ";".join(parts) or "full"
+
+
+def parse_edge_grant(value: str) -> tuple[Fraction | None, FlavorLimits | None]:
+    """The inverse of :func:`edge_grant_header`; BadRequest for anything else (only our edges send it)."""
+    if value.strip() == "full":
+        return None, None
+    fields: dict[str, str] = {}
+    for part in value.split(";"):
+        name, eq, number = part.strip().partition("=")
+        if not eq or name not in ("preview", "max_height", "max_bitrate") or name in fields:
+            raise BadRequest(f"malformed {EDGE_GRANT_HEADER} header")
+        fields[name] = number
+    try:
+        preview = Fraction(fields["preview"]) if "preview" in fields else None
+        height = int(fields["max_height"]) if "max_height" in fields else None
+        bitrate = int(fields["max_bitrate"]) if "max_bitrate" in fields else None
+    except (ValueError, ZeroDivisionError):
+        raise BadRequest(f"malformed {EDGE_GRANT_HEADER} header") from None
+    if (preview is not None and preview <= 0) or any(v is not None and v < 1 for v in (height, bitrate)):
+        raise BadRequest(f"malformed {EDGE_GRANT_HEADER} header")
+    limits = FlavorLimits(height, bitrate) if height is not None or bitrate is not None else None
+    return preview, limits
+
+
+def grant_for(request: Request, path: str, partner: str, entry: str, access: AccessControl, now: datetime,
+              trust: EdgeTrust | None = None) -> tuple[Grant, AccessCheck | None]:
+    """The viewer's grant, decided here; or, for a request an edge vouches for (``trust``), the edge's grant."""
+    vouched = trust.vouched(request) if trust is not None else None
+    if vouched is not None:
+        preview, limits = vouched
+        # the edge forwards only what it would propagate itself (a valid token, a checked session id)
+        query = _viewer_query(propagation_query(extract_token(request.query_params, {})), request)
+        return Grant(preview, limits, query, _personal(query, preview, limits, access, partner)), None
     headers = request.headers
     check = access.check(
         partner,
@@ -92,9 +157,17 @@ def grant_for(request: Request, path: str, partner: str, entry: str, access: Acc
     if not decision.allowed:
         raise Denied(decision.status, decision.reason, decision.detail)
     limits = decision.limits if decision.limits is not None and decision.limits.limited else None
-    query = "&".join(part for part in (check.propagate, _session_query(request)) if part)
-    personal = bool(query) or decision.preview_seconds is not None or limits is not None or access.restricts(partner)
-    return Grant(decision.preview_seconds, limits, query, personal), check
+    query = _viewer_query(check.propagate, request)
+    return Grant(decision.preview_seconds, limits, query, _personal(query, decision.preview_seconds, limits, access, partner)), check
+
+
+def _viewer_query(propagate: str | None, request: Request) -> str:
+    """What playlists carry into their URIs for this viewer: the token query, then a checked session id."""
+    return "&".join(part for part in (propagate, _session_query(request)) if part)
+
+
+def _personal(query: str, preview: Fraction | None, limits: FlavorLimits | None, access: AccessControl, partner: str) -> bool:
+    return bool(query) or preview is not None or limits is not None or access.restricts(partner)
 
 
 def check_preview_marker(req_preview: Fraction | None, grant: Grant) -> None:

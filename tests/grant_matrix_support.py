@@ -34,6 +34,7 @@ from conftest import REPO, free_port
 ADMIN_SECRET = "grant-matrix-admin-secret"
 TOKEN_KEY = "00112233445566778899aabbccddeeff"
 SHIELD_SECRET = "grant-matrix-shield-secret-0123"
+EDGE_SECRET = "matrix-edge-secret-0123456789"  # edges and origins only: vouching
 SHIELD_HEADER = "X-Vodgate-Shield"  # [cdn] shield_header's default
 PREVIEW = 3
 

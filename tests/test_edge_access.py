@@ -21,6 +21,7 @@ from oracle import framemd5, video_hashes
 
 KEY = "00112233445566778899aabbccddeeff"
 SHIELD = "shield-secret-for-the-tests-0123"
+EDGE_SECRET = "edge-secret-for-the-tests-01234"
 PARTNERS = f"""
 [partners.demo]
 admin_secret = "admin-secret-0123456789"
@@ -50,13 +51,13 @@ def nodes(media_library, tmp_path_factory):
     origin_cfg = folder / "origin.toml"
     origin_cfg.write_text(
         f'[server]\nmedia_root = "{media_library}"\nsegment_duration = 4\ntrusted_proxies = ["127.0.0.1/32"]\n'
-        f'[cdn]\nshield_secrets = ["{SHIELD}"]\n' + PARTNERS
+        f'[cdn]\nshield_secrets = ["{SHIELD}"]\nedge_secrets = ["{EDGE_SECRET}"]\n' + PARTNERS
     )
     origin = ServerProcess(["--config", str(origin_cfg)], folder / "origin.log")
     edge_cfg = folder / "edge.toml"
     # open to viewers, shielded upstream: the secret goes in upstream_headers ([cdn] shield_secrets
     # would make the edge demand it from its own clients too; see test_grants_caches.py)
-    edge_cfg.write_text(f'[edge]\nttl = 600\nupstream_headers = {{ "X-Vodgate-Shield" = "{SHIELD}" }}\n' + PARTNERS)
+    edge_cfg.write_text(f'[cdn]\nedge_secrets = ["{EDGE_SECRET}"]\n[edge]\nttl = 600\nupstream_headers = {{ "X-Vodgate-Shield" = "{SHIELD}" }}\n' + PARTNERS)
     edge = ServerProcess(["--config", str(edge_cfg), "--role", "edge", "--upstream", origin.base], folder / "edge.log")
     yield origin, edge, edge_cfg
     edge.stop()

@@ -81,6 +81,13 @@ def start_origin(media: Path, log_dir: Path) -> Process:
 
 
 ADMIN_SECRET = "edge-test-admin-secret"
+TOKEN_KEY = "00112233445566778899aabbccddeeff"  # the edges verify tokens (only a verified one is carried into playlists)
+
+
+def viewer_token(entry: str, salt: int) -> str:
+    from auth.tokens import sign_native
+
+    return sign_native("k1", bytes.fromhex(TOKEN_KEY), f"/p/demo/e/{entry}", int(time.time()) + 3600 + salt)
 ADMIN = {"Authorization": f"Bearer {ADMIN_SECRET}"}
 
 
@@ -89,7 +96,7 @@ def start_edge(upstreams: list[str], log_dir: Path, redis: str | None = None, **
     port = free_port()
     edge = {"down_seconds": max(1.0, 2 * tuning.get("health_interval", 5)), **tuning}
     lines = ["[cache]", "memory_mb = 64", "[edge]", *(f"{k} = {v}" for k, v in edge.items()),
-             "[partners.demo]", f'admin_secret = "{ADMIN_SECRET}"']
+             "[partners.demo]", f'admin_secret = "{ADMIN_SECRET}"', f'token_keys = {{ k1 = "{TOKEN_KEY}" }}']
     config = log_dir / f"edge-{port}.toml"
     config.write_text("\n".join(lines) + "\n")
     cmd = [sys.executable, "-m", "cli.main", "serve", "--role", "edge", "--config", str(config),
@@ -263,20 +270,21 @@ def test_100_concurrent_requests_for_a_cold_segment_reach_the_origin_once(deploy
 def test_tokens_never_split_or_leak_the_cache_through_an_edge(deployment):
     origin, edge_a, _, _ = deployment
     master = "/p/demo/e/h264_baseline/hls/master.m3u8"
-    one = httpx.get(f"{edge_a.base}{master}?token=viewer-ONE&playSessionId=s1", timeout=10)
-    two = httpx.get(f"{edge_a.base}{master}?token=viewer-TWO", timeout=10)
+    viewer_one, viewer_two = viewer_token("h264_baseline", 0), viewer_token("h264_baseline", 1)
+    one = httpx.get(f"{edge_a.base}{master}?token={viewer_one}&playSessionId=s1", timeout=10)
+    two = httpx.get(f"{edge_a.base}{master}?token={viewer_two}", timeout=10)
     anonymous = httpx.get(f"{edge_a.base}{master}", timeout=10)
     assert (one.headers["x-cache"], two.headers["x-cache"], anonymous.headers["x-cache"]) == ("MISS", "HIT", "HIT")
-    assert "token=viewer-ONE&playSessionId=s1" in one.text and "viewer-TWO" not in one.text
-    assert "token=viewer-TWO" in two.text and "viewer-ONE" not in two.text and "s1" not in two.text
+    assert f"token={viewer_one}&playSessionId=s1" in one.text and viewer_two not in one.text
+    assert f"token={viewer_two}" in two.text and viewer_one not in two.text and "s1" not in two.text
     assert "token" not in anonymous.text
     assert origin_requests(origin, master) == [f"GET {master}"]  # asked once, token-free
     segment = "/p/demo/e/h264_baseline/hls/main/seg-1.ts"
-    a = httpx.get(f"{edge_a.base}{segment}?token=viewer-ONE", timeout=10)
-    b = httpx.get(f"{edge_a.base}{segment}?token=viewer-TWO", timeout=10)
+    a = httpx.get(f"{edge_a.base}{segment}?token={viewer_one}", timeout=10)
+    b = httpx.get(f"{edge_a.base}{segment}?token={viewer_two}", timeout=10)
     assert a.content == b.content and b.headers["x-cache"] == "HIT"
-    forwarded = origin_requests(origin, segment)  # forwarded with the query as sent (the origin log may redact it), once
-    assert len(forwarded) == 1 and forwarded[0].startswith(f"GET {segment}?token=") and "viewer-TWO" not in forwarded[0]
+    forwarded = origin_requests(origin, segment)  # forwarded with the query as sent (the origin log redacts it), once
+    assert len(forwarded) == 1 and forwarded[0].startswith(f"GET {segment}?token=") and viewer_two not in forwarded[0]
 
 
 def test_a_seeking_progressive_player_does_not_pull_the_whole_file(deployment, media_library):

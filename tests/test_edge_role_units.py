@@ -10,12 +10,15 @@ sockets, Redis, killed origins) are in tests/test_edge_role.py.
 from __future__ import annotations
 
 import asyncio
+import time
 from fractions import Fraction
 
 import httpx
 import pytest
 
-from config.settings import Settings
+from auth.access import AccessControl
+from auth.tokens import sign_native
+from config.settings import Settings, parse_settings
 from edge.app import create_app
 from edge.cache import COALESCED, HIT, MISS
 from edge.edge_config import EdgeConfig, edge_config_from_table, parse_edge_section
@@ -159,9 +162,11 @@ class Harness:
         origin_settings = Settings(media_root=library, segment_duration=Fraction(4))
         self.upstreams = FakeUpstreams(create_app(origin_settings))
         self.clock = Clock()
+        access = edge_kw.pop("access", None)
         config = EdgeConfig(upstreams=edge_kw.pop("upstreams", (O1, O2)), health_interval=0, **edge_kw)
         settings = Settings(cache_memory_mb=64, cache_disk_path=tmp_path)
-        self.app = create_edge_app(settings, config, client=httpx.AsyncClient(transport=self.upstreams), clock=self.clock)
+        self.app = create_edge_app(settings, config, client=httpx.AsyncClient(transport=self.upstreams), clock=self.clock,
+                                   access=access)
         self.edge = self.app.state.edge
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(self.app), base_url="http://edge", timeout=30)
 
@@ -185,6 +190,7 @@ def scenario(media_library, body, tmp_path=None, **edge_kw):
 
 
 SEG = "/p/demo/e/ladder/hls/hi/seg-2.ts"
+TOKEN_KEY = "00112233445566778899aabbccddeeff"
 MASTER_PATH = "/p/demo/e/ladder/hls/master.m3u8"
 
 
@@ -221,28 +227,34 @@ def test_100_concurrent_misses_make_one_upstream_request(media_library):
 
 
 def test_playlists_are_cached_token_free_and_built_per_viewer(media_library):
+    # partner demo has token keys and no rule: tokens are verified (only a verified one is propagated)
+    access = AccessControl(parse_settings({"partners": {"demo": {"token_keys": {"k1": TOKEN_KEY}}}}).access)
+    aaa, bbb = (sign_native("k1", bytes.fromhex(TOKEN_KEY), "/p/demo/e/ladder", int(time.time()) + 3600 + i) for i in (0, 1))
+
     async def body(h: Harness):
-        a = await h.get(MASTER_PATH + "?token=AAA&flavors=mid,hi&playSessionId=s1")
-        b = await h.get(MASTER_PATH + "?flavors=hi,mid&token=BBB")
+        a = await h.get(MASTER_PATH + f"?token={aaa}&flavors=mid,hi&playSessionId=s1")
+        b = await h.get(MASTER_PATH + f"?flavors=hi,mid&token={bbb}")
         plain = await h.get(MASTER_PATH + "?flavors=hi,mid&unrelated=1")
         whole = await h.get(MASTER_PATH)
-        index = await h.get("/p/demo/e/ladder/hls/hi/index.m3u8?token=AAA")
+        index = await h.get(f"/p/demo/e/ladder/hls/hi/index.m3u8?token={aaa}")
+        junk = await h.get("/p/demo/e/ladder/hls/hi/index.m3u8?token=AAA")
         upstream_master = [p for _, _, p, _ in h.upstreams.log if p.startswith(MASTER_PATH)]
         upstream_index = [p for _, _, p, _ in h.upstreams.log if p.startswith("/p/demo/e/ladder/hls/hi/index.m3u8")]
-        return a, b, plain, whole, index, upstream_master, upstream_index
+        return a, b, plain, whole, index, junk, upstream_master, upstream_index
 
-    a, b, plain, whole, index, upstream_master, upstream_index = scenario(media_library, body)
+    a, b, plain, whole, index, junk, upstream_master, upstream_index = scenario(media_library, body, access=access)
     assert [r.headers["x-cache"] for r in (a, b, plain, whole)] == [MISS, HIT, HIT, MISS]
     # upstream saw the normalized subset, never a token; one fetch per distinct body
     assert upstream_master == [MASTER_PATH + "?flavors=hi,mid", MASTER_PATH]
     assert upstream_index == ["/p/demo/e/ladder/hls/hi/index.m3u8"]
-    assert "token=AAA&playSessionId=s1" in a.text and "BBB" not in a.text
-    assert "token=BBB" in b.text and "AAA" not in b.text and "s1" not in b.text
+    assert f"token={aaa}&playSessionId=s1" in a.text and bbb not in a.text
+    assert f"token={bbb}" in b.text and aaa not in b.text and "s1" not in b.text
     assert "token" not in plain.text and "unrelated" not in plain.text
     assert "lo/index.m3u8" in whole.text and "lo/index.m3u8" not in plain.text
     assert len({a.headers["etag"], b.headers["etag"], plain.headers["etag"]}) == 3
     uris = [line for line in index.text.splitlines() if line and not line.startswith("#")]
-    assert uris and all(u.endswith("?token=AAA") for u in uris)
+    assert uris and all(u.endswith(f"?token={aaa}") for u in uris)
+    assert "AAA" not in junk.text  # a token that does not verify is not carried into playlists
 
 
 def test_failover_marks_a_refusing_upstream_down(media_library):

@@ -58,7 +58,7 @@ class Cluster:
 def cluster(tmp_path_factory, media_fixture_paths) -> Cluster:
     work = tmp_path_factory.mktemp("grant-matrix")
     library = gm.build_library(work / "library", media_fixture_paths, [("demo", e) for e in ORDER_ENTRIES] + CHANGED)
-    shield = f'\n[cdn]\nshield_secrets = ["{gm.SHIELD_SECRET}"]\n'
+    shield = f'\n[cdn]\nshield_secrets = ["{gm.SHIELD_SECRET}"]\nedge_secrets = ["{gm.EDGE_SECRET}"]\n'
     configs = {
         "ref": "\n[cache]\nenabled = false\n",
         "all": "",

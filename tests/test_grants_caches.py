@@ -31,7 +31,8 @@ KEY = "00112233445566778899aabbccddeeff"
 ADMIN = "grants-admin-secret-0123456789"
 SHIELD = "grants-shield-secret-0123456789"
 SHIELD_HEADER = "X-Vodgate-Shield"
-ENTRIES = ("pv_anon_first", "pv_token_first", "pv_edge", "limited", "ua", "markers", "big", "open_profile")
+EDGE_SECRET = "grants-edge-secret-0123456789"  # edges and origins only: the edge vouches for its grants
+ENTRIES = ("pv_anon_first", "pv_token_first", "pv_edge", "limited", "ua", "markers", "big", "open_profile", "divergent")
 
 PARTNER = """
 [partners.demo]
@@ -59,14 +60,21 @@ profile = "limited"
 
 [partners.demo.entries.ua]
 profile = "ua"
-"""
-# the origin blocks bots on entry "ua"; the edge does not know that rule: only the origin can, and
-# only if the edge relays the viewer's own User-Agent
+{origin_only}"""
+# The origin's rules differ from the edge's on two entries: it blocks bots on "ua", and it opens
+# "divergent" to everyone. Through the edge, the edge's decision must be what the viewer gets.
 ORIGIN_UA_RULE = '{ if = { user_agent = "(?i)bot" }, then = [{ block = "bot" }] },'
+ORIGIN_ONLY = """
+[partners.demo.profiles.open]
+rules = []
+
+[partners.demo.entries.divergent]
+profile = "open"
+"""
 
 
-def _partner(ua_rule: str = "") -> str:
-    return PARTNER.format(admin=ADMIN, key=KEY, ua_rule=ua_rule)
+def _partner(ua_rule: str = "", origin_only: str = "") -> str:
+    return PARTNER.format(admin=ADMIN, key=KEY, ua_rule=ua_rule, origin_only=origin_only)
 
 
 def token(entry: str) -> str:
@@ -114,10 +122,10 @@ def servers(library, tmp_path_factory):
     """(all-role server, shielded origin, edge in front of it)."""
     tmp = tmp_path_factory.mktemp("grants-srv")
     common = f'[server]\nmedia_root = "{library}"\nsegment_duration = 4\n'
-    shield = f'[cdn]\nshield_secrets = ["{SHIELD}"]\n'
+    shield = f'[cdn]\nshield_secrets = ["{SHIELD}"]\nedge_secrets = ["{EDGE_SECRET}"]\n'
     every = ServerProcess(["--config", str(_config(tmp / "all.toml", common + _partner(ORIGIN_UA_RULE)))], tmp / "all.log")
-    origin = ServerProcess(["--config", str(_config(tmp / "origin.toml", common + shield + _partner(ORIGIN_UA_RULE)))],
-                           tmp / "origin.log")
+    origin_toml = _config(tmp / "origin.toml", common + shield + _partner(ORIGIN_UA_RULE, ORIGIN_ONLY))
+    origin = ServerProcess(["--config", str(origin_toml)], tmp / "origin.log")
     edge_port = free_port()
     edge_toml = _config(tmp / "edge.toml", f"[edge]\nhealth_interval = 0\n{shield}{_partner()}")
     edge = _ShieldedEdge(edge_toml, origin.base, tmp / "edge.log")
@@ -281,7 +289,7 @@ def _peak_rss_kb(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-def test_7_pass_through_streams_forwards_head_as_head_and_relays_the_viewers_agent(servers, library):
+def test_7_pass_through_streams_and_forwards_head_as_head(servers, library):
     _, origin, edge = servers
     size = (library / "demo" / "big" / "lo.mp4").stat().st_size
     assert size > 30_000_000
@@ -303,11 +311,6 @@ def test_7_pass_through_streams_forwards_head_as_head_and_relays_the_viewers_age
         seen = re.findall(r'"(GET|HEAD) /p/demo/e/big/mp4/lo\.mp4 HTTP/1\.1"', origin.log())
         assert seen[-1] == "HEAD", seen  # a HEAD reaches the origin as a HEAD, not as a GET of 40 MB
 
-        # the origin blocks bots on this entry; the edge has no such rule and relays the preview viewer
-        bot = client.get("/p/demo/e/ua/hls/master.m3u8", headers={"User-Agent": "Evilbot/1.0"})
-        assert bot.status_code == 403 and bot.json()["error"] == "bot", bot.text
-        person = client.get("/p/demo/e/ua/hls/master.m3u8", headers={"User-Agent": "Mozilla/5.0"})
-        assert person.status_code == 200
 
 
 def test_7_header_bytes_outside_ascii_get_the_origins_answer_not_a_500(servers):
@@ -389,3 +392,118 @@ def test_8_progressive_markers_name_the_clip_and_past_the_end_the_file(servers):
         assert clip.status_code == 200 and 0 < len(clip.content) < len(whole.content)
         same = client.get(f"/p/demo/e/markers/mp4/lo-p3.mp4")
         assert same.content == clip.content and same.headers["etag"] == clip.headers["etag"]
+
+
+# ----------------------------------------------------------------------------------------- vouching
+
+
+def test_the_edges_decision_is_what_the_origin_applies(servers):
+    """The origin applies the grant its edge vouches for, not its own rules (they may differ during a rollout)."""
+    _, origin, edge = servers
+    with shielded(edge.base) as client:
+        # the origin opens "divergent" to everyone; this edge gives anonymous viewers a 3 s preview
+        master = client.get("/p/demo/e/divergent/hls/master.m3u8")
+        assert master.status_code == 200 and all("-p3" in u for u in master_uris(master.text)), master.text
+        assert client.get("/p/demo/e/divergent/hls/hi/seg-2.ts").status_code == 403
+        assert client.get("/p/demo/e/divergent/mp4/hi.mp4").status_code == 302
+        # the origin blocks bots on "ua"; this edge does not: its preview grant is applied
+        bot = client.get("/p/demo/e/ua/hls/master.m3u8", headers={"User-Agent": "Evilbot/1.0"})
+        assert bot.status_code == 200 and all("-p3" in u for u in master_uris(bot.text))
+    with shielded(origin.base) as direct:
+        assert direct.get("/p/demo/e/divergent/hls/hi/seg-2.ts").status_code == 200  # the origin's own rules
+
+
+def test_the_shield_secret_and_a_forged_vouch_are_not_a_grant(servers):
+    """A CDN forwards viewers' headers beside its shield secret: X-Vodgate-Edge-Checked from a viewer is ignored."""
+    every, origin, edge = servers
+    forged = {"X-Vodgate-Edge-Checked": "1", "X-Vodgate-Edge-Grant": "full", "User-Agent": "Evilbot/1.0"}
+    for base in (origin.base, edge.base):
+        with shielded(base) as client:
+            assert client.get("/p/demo/e/ua/hls/hi/seg-2.ts", headers=forged).status_code == 403
+            assert client.get("/p/demo/e/pv_edge/hls/hi/seg-3.ts", headers=forged).status_code == 403
+            wrong = {**forged, "X-Vodgate-Edge-Checked": EDGE_SECRET[:-1] + "x"}
+            assert client.get("/p/demo/e/pv_edge/mp4/hi.mp4", headers=wrong).status_code == 302
+    with httpx.Client(base_url=every.base, timeout=30) as client:
+        assert client.get("/p/demo/e/pv_edge/hls/hi/seg-3.ts", headers=forged).status_code == 403
+    with shielded(origin.base) as client:  # with the edge secret: the vouched grant, which is ours to give
+        vouched = {"X-Vodgate-Edge-Checked": EDGE_SECRET, "X-Vodgate-Edge-Grant": "preview=3"}
+        assert client.get("/p/demo/e/divergent/hls/hi/seg-2.ts", headers=vouched).status_code == 403
+        vouched["X-Vodgate-Edge-Grant"] = "preview=abc"
+        assert client.get("/p/demo/e/divergent/hls/hi/seg-2.ts", headers=vouched).status_code == 400
+
+
+def test_an_edge_with_rules_and_no_edge_secret_refuses_to_start(tmp_path, servers):
+    _, origin, _ = servers
+    config = _config(tmp_path / "edge.toml", f"[edge]\nhealth_interval = 0\n{_partner()}")
+    with pytest.raises(RuntimeError, match="cdn.edge_secrets"):
+        _ShieldedEdge(config, origin.base, tmp_path / "edge.log")
+
+
+def test_only_a_verified_token_is_written_into_playlists(servers):
+    every, _, _ = servers
+    junk = "x" * 3000
+    with httpx.Client(base_url=every.base, timeout=30) as client:
+        answer = client.get(f"/p/demo/e/pv_edge/hls/hi/index.m3u8?token={junk}")
+        assert answer.status_code == 200 and junk not in answer.text and len(answer.text) < 2000
+        good = token("pv_edge")
+        answer = client.get(f"/p/demo/e/pv_edge/hls/hi/index.m3u8?token={good}")
+        assert all(s.uri.endswith(f"token={good}") for s in m3u8.loads(answer.text).segments)
+
+
+def test_7_one_value_per_header_name_upstream(tmp_path):
+    """A viewer's User-Agent replaces the edge's own (header names are case-insensitive), sent once."""
+    import asyncio
+
+    from edge.upstream import UpstreamPool
+
+    async def scenario() -> bytes:
+        heads: list[bytes] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            heads.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = UpstreamPool([f"http://127.0.0.1:{port}"], health_interval=0, headers={"user-agent": "configured"})
+        try:
+            answer = await pool.fetch("/x", "", {"User-Agent": b"Viewer/1.0 \xff"})
+            assert answer.status == 200 and answer.content == b"ok"
+        finally:
+            await pool.close()
+            server.close()
+        return heads[0]
+
+    head = asyncio.run(scenario()).lower()
+    assert head.count(b"user-agent:") == 1 and b"user-agent: viewer/1.0 \xff" in head, head
+
+
+def test_8_an_edge_keeps_one_copy_per_variant_whatever_the_spelling(servers):
+    """Spellings of one variant (markers past the end, flavors= with unknown ids) share one edge object."""
+    _, _, edge = servers
+    tok = token("markers")
+    with shielded(edge.base) as client:
+        def cache() -> dict:
+            return client.get("/healthz").json()["cache"]
+
+        first = client.get(f"/p/demo/e/markers/hls/hi/seg-3.ts?token={tok}")
+        assert first.status_code == 200
+        before = cache()
+        for n in range(13, 33):  # 20 spellings of the same (unclipped) segment
+            again = client.get(f"/p/demo/e/markers/hls/hi/seg-3-p{n}.ts?token={tok}")
+            assert again.status_code == 200 and again.content == first.content
+            assert again.headers["content-location"] == "/p/demo/e/markers/hls/hi/seg-3.ts"
+        after = cache()
+        assert after["objects"] == before["objects"], (before, after)
+        assert after["memory_bytes"] - before["memory_bytes"] < len(first.content) // 2, (before, after)
+        repeat = client.get(f"/p/demo/e/markers/hls/hi/seg-3-p20.ts?token={tok}")
+        assert repeat.headers["x-cache"] == "HIT"
+
+        subset = client.get(f"/p/demo/e/markers/cmaf/master.m3u8?flavors=hi&token={tok}")
+        before = cache()
+        for n in range(10):
+            odd = client.get(f"/p/demo/e/markers/cmaf/master.m3u8?flavors=hi,x{n}&token={tok}")
+            assert odd.status_code == 200 and odd.text == subset.text
+        assert cache()["objects"] == before["objects"]
