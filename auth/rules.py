@@ -217,8 +217,41 @@ class PatternError(ValueError):
     """A user-supplied regular expression that RE2 cannot take; the message says why."""
 
 
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False  # the PatternError says it; RE2 would also print to stderr
+MAX_PATTERN_LENGTH = 256  # characters; "(?i)(smart-?tv|roku|tizen)" is 26
+# RE2 instructions of the compiled program. Compiling costs up to the square of the program's size:
+# 60 x "[a-z]{0,1000}" (862 bytes of JSON) compiled to 420,004 instructions in 8 s, holding the GIL.
+# A search costs up to (User-Agent length) x (program size) steps when the pattern defeats RE2's DFA
+# cache ("a.{600}z" against 1024 random a/b: 8 ms, a fresh User-Agent each time). Usual sizes:
+# "(?i)(smart-?tv|roku|tizen)" 29, "\pL" 1,200 (every Unicode letter), "(?i)[a-z]{0,700}" 4,904 (refused).
+MAX_PROGRAM_SIZE = 2000
+# All the user_agent patterns of one profile together: a request may search every one of them, and
+# 700 patterns of 4,800 instructions (40 KiB of JSON) took 8 s per request, and 1.5 GB of DFA caches
+# at RE2's default memory budget.
+MAX_PROFILE_PROGRAM_SIZE = 4000
+_TOO_LARGE = (
+    f"at most {MAX_PROGRAM_SIZE}: a counted repetition copies what it repeats that many times "
+    "((?i)[a-z]{0,1000} alone is 7,004); write * or + instead, or repeat less"
+)
+# RE2's compiler gives up as soon as a program outgrows its memory budget. A first compile with this small
+# budget refuses a far-too-large pattern within a few milliseconds, before RE2 spends seconds building it
+# (google-re2 holds the GIL while it compiles, so a thread alone would not help); every program within
+# MAX_PROGRAM_SIZE fits in it (RE2 needs 12-25 bytes of budget per instruction).
+_PROBE_MAX_MEM = 160 * 1024
+# Memory of each pattern's program and DFA caches (RE2's default is 8 MiB). Ordinary patterns need a few
+# KiB; one that defeats the DFA runs as fast or faster on RE2's NFA once its cache is full.
+_MATCH_MAX_MEM = 1024 * 1024
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")  # in a str, only ever unpaired (JSON "\ud800" makes one)
+
+
+def _re2_options(max_mem: int) -> "re2.Options":
+    options = re2.Options()
+    options.log_errors = False  # the PatternError says it; RE2 would also print to stderr
+    options.max_mem = max_mem
+    return options
+
+
+_PROBE_OPTIONS = _re2_options(_PROBE_MAX_MEM)
+_RE2_OPTIONS = _re2_options(_MATCH_MAX_MEM)
 _RE2_UNSUPPORTED = (
     "RE2 (linear-time matching) does not support look-around ((?=...), (?!...), (?<=...), (?<!...)), "
     "backreferences (\\1, (?P=name)), possessive quantifiers or atomic groups, \\Z (write \\z), "
@@ -226,11 +259,43 @@ _RE2_UNSUPPORTED = (
 )
 
 
+def _compile_linear(text: str) -> "re2._Regexp":
+    """``text`` compiled by RE2 within the limits above; :class:`PatternError` saying why not. Bounded
+    time whatever the text: the length and the probe are checked before the full compile."""
+    if len(text) > MAX_PATTERN_LENGTH:
+        raise PatternError(f"too long: {len(text)} characters; a pattern is at most {MAX_PATTERN_LENGTH} characters")
+    surrogate = _LONE_SURROGATE.search(text)
+    if surrogate:
+        raise PatternError(
+            f"not Unicode text: character {surrogate.start()} is a lone UTF-16 surrogate ({ascii(surrogate[0])}); "
+            "write the character itself (a surrogate escape needs its pair, as in \"\\ud83d\\ude00\")"
+        )
+    try:
+        probe = re2.compile(text, options=_PROBE_OPTIONS)
+    except re2.error as exc:
+        why = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        if why.startswith("pattern too large"):
+            raise PatternError(f"too large: it compiles to more than {MAX_PROGRAM_SIZE} RE2 instructions, {_TOO_LARGE}") from None
+        try:
+            re.compile(text)
+        except re.error as python_error:
+            raise PatternError(f"not a valid regular expression: {python_error}") from None
+        raise PatternError(f"not accepted: {_RE2_UNSUPPORTED} (RE2: {why})") from None
+    if probe.programsize > MAX_PROGRAM_SIZE:
+        raise PatternError(f"too large: it compiles to {probe.programsize} RE2 instructions, {_TOO_LARGE}")
+    try:
+        return re2.compile(text, options=_RE2_OPTIONS)  # the probe's budget would leave the DFA no room
+    except re2.error as exc:  # pragma: no cover - the probe compiled it with less memory
+        raise PatternError(f"not accepted by RE2: {exc}") from None
+
+
 @dataclass(frozen=True)
 class LinearPattern:
     """A regular expression from a config file or the admin API, matched by RE2: time linear in the
     text, whatever the pattern (Python's ``re`` backtracks: ``^(a+)+$`` on a crafted User-Agent would
-    stall the event loop). RE2 syntax: Python's, less look-around and backreferences; ``(?i)`` works."""
+    stall the event loop). RE2 syntax: Python's, less look-around and backreferences; ``(?i)`` works.
+    At most MAX_PATTERN_LENGTH characters and MAX_PROGRAM_SIZE compiled instructions, so that compiling
+    one takes milliseconds whatever the text."""
 
     pattern: str  # the source text, as written (what profile_to_dict and explain print)
 
@@ -243,18 +308,17 @@ class LinearPattern:
 
     @cached_property
     def _regexp(self) -> "re2._Regexp":
-        try:
-            return re2.compile(self.pattern, options=_RE2_OPTIONS)
-        except re2.error as exc:
-            why = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-            try:
-                re.compile(self.pattern)
-            except re.error as python_error:
-                raise PatternError(f"not a valid regular expression: {python_error}") from None
-            raise PatternError(f"not accepted: {_RE2_UNSUPPORTED} (RE2: {why})") from None
+        return _compile_linear(self.pattern)
+
+    @property
+    def program_size(self) -> int:
+        """RE2 instructions (what MAX_PROGRAM_SIZE and MAX_PROFILE_PROGRAM_SIZE count)."""
+        return int(self._regexp.programsize)
 
     def search(self, text: str) -> bool:
-        return self._regexp.search(text) is not None
+        # encoded here, leniently: google-re2 would encode a str strictly, and a lone surrogate (from a
+        # command line's undecodable bytes) would raise. Bytes are also the faster path through it.
+        return self._regexp.search(text.encode("utf-8", "surrogatepass")) is not None
 
 
 @dataclass(frozen=True, kw_only=True)

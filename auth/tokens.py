@@ -43,7 +43,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Literal, Mapping
+from typing import Any, Literal, Mapping
 from urllib.parse import unquote, unquote_plus
 
 import re2  # google-re2: linear-time matching for patterns that come from outside
@@ -78,6 +78,7 @@ _NATIVE_CLAIMS = {"exp", "acl", "ip", "sid", "st"}
 _AKAMAI_FIELDS = ("ip", "st", "exp", "acl", "id", "data")  # the generator's fixed order
 _HEX_MAC = re.compile(r"[0-9a-fA-F]{64}")
 _PRINTABLE = re.compile(r"[\x21-\x7e]{1,128}")
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class TokenError(ValueError):
@@ -198,19 +199,58 @@ def decode_native_claims(segment: str) -> Claims:
         raise TokenError(f"unknown claim(s) {sorted(unknown)}")
     if "exp" not in data or "acl" not in data:
         raise TokenError("claims need exp and acl")
-    acl = data["acl"]
-    if not isinstance(acl, str) or not acl.startswith("/"):
+    # Each claim has one JSON type, as sign_native writes it: "exp": "1999999999" (a string) or "ip": null
+    # are refused, never coerced; a signer that writes them has a bug worth hearing about.
+    acl = _claim_of_type(data, "acl", str, "a path starting with '/'")
+    if not acl.startswith("/"):
         raise TokenError("acl is not a path starting with '/'")
-    sid = data.get("sid")
-    if sid is not None and (not isinstance(sid, str) or not _PRINTABLE.fullmatch(sid)):
+    sid = _claim_of_type(data, "sid", str, "1-128 printable ASCII characters")
+    if sid is not None and not _PRINTABLE.fullmatch(sid):
         raise TokenError("sid is not 1-128 printable ASCII characters")
+    ip = _claim_of_type(data, "ip", str, 'a network in CIDR notation, e.g. "192.0.2.7/32"')
     return Claims(
-        expires=_int_claim(data["exp"], "exp"),
+        expires=_native_seconds(data, "exp"),
         acl=(acl,),
-        ip=_network_claim(data.get("ip")),
+        ip=_network_claim(ip),
         session_id=sid,
-        start=None if data.get("st") is None else _int_claim(data["st"], "st"),
+        start=_native_seconds(data, "st"),
     )
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _claim_of_type(data: Mapping[str, object], name: str, kind: type, expected: str) -> Any:
+    """Claim ``name`` (None when the token leaves it out); TokenError naming it unless it is a ``kind``."""
+    if name not in data:
+        return None
+    value = data[name]
+    if not isinstance(value, kind):
+        raise TokenError(f"claim {name} is {_json_type(value)}; expected {expected}")
+    return value
+
+
+def _native_seconds(data: Mapping[str, object], name: str) -> int | None:
+    """exp / st of a native token: a JSON integer, written as one (1999999999). Not a string, a boolean,
+    nor a number with a fraction or an exponent, not even 1999999999.0 (parsers that read integers
+    strictly refuse it; json.loads makes it a float)."""
+    if name not in data:
+        return None
+    value = data[name]
+    if isinstance(value, float):
+        raise TokenError(f"claim {name} is a number with a fraction or an exponent; expected an integer (Unix seconds)")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TokenError(f"claim {name} is {_json_type(value)}; expected an integer (Unix seconds)")
+    return _int_claim(value, name)
 
 
 def _claims_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -228,6 +268,8 @@ def parse_akamai(token: str) -> ParsedToken:
     """Parse ``exp=..~acl=..~hmac=..``; the MAC covers everything before ``~hmac=``."""
     if len(token) > MAX_TOKEN_LENGTH:
         raise TokenError(f"token is {len(token)} characters long; at most {MAX_TOKEN_LENGTH}")
+    if _LONE_SURROGATE.search(token):  # undecodable bytes (a command line's): the MAC covers UTF-8 text
+        raise TokenError("token is not Unicode text: it holds a lone surrogate (undecodable bytes)")
     head, sep, mac = token.rpartition("~hmac=")
     if not sep:
         if token.startswith("hmac="):
@@ -381,7 +423,7 @@ def verify(
         if not keys.keys:
             return fail(UNKNOWN_KEY, "the partner has no token_keys to check an Akamai token with")
         url_token = not claims.acl and claims.url is None
-        signed = parsed.signed + (b"~url=" + path.encode("utf-8") if url_token else b"")
+        signed = parsed.signed + (b"~url=" + path.encode("utf-8", "surrogatepass") if url_token else b"")
         key_id = _akamai_key(signed, parsed.mac, keys.keys)
         if key_id is None:
             why = "signature matches none of the partner's token keys"
@@ -422,7 +464,7 @@ def _path_allowed(claims: Claims, path: str, fmt: TokenFormat) -> bool:
 
 def _akamai_covers(pattern: str, path: str) -> bool:
     try:
-        return _akamai_pattern(pattern).fullmatch(path) is not None
+        return _akamai_pattern(pattern).fullmatch(path.encode("utf-8", "surrogatepass")) is not None
     except re2.error:  # beyond RE2's memory budget: covers nothing rather than a 500
         return False
 
@@ -616,9 +658,15 @@ def _redacted(fingerprint: str, length: int, fmt: TokenFormat | None, key_id: st
 # names made of the letters of token / hdnts and %XX escapes can decode to them: others never match.
 _QUERY_PARAM = re.compile(r"(^|[?&\s])([%0-9A-Fa-fhknost]{5,15})=([^&#\s]*)")
 _TOKEN_PARAMS = frozenset({QUERY_NATIVE, QUERY_AKAMAI})
-# A native token outside a query (an exception message, a cookie echoed somewhere): the MAC is what to hide.
-_BARE_NATIVE = re.compile(r"(?<![A-Za-z0-9_-])vg1\.[A-Za-z0-9_-]{1,32}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
-_BARE_AKAMAI_MAC = re.compile(r"\bhmac=[0-9a-fA-F]{64}\b")
+# A native token anywhere else in a line: an exception message, a cookie echoed somewhere, a parameter that
+# vodgate does not read as the token ("?%20token=%20vg1...", "?token+=vg1..."), a URL inside a parameter
+# ("?next=%2Fp%2F...%3Ftoken%3Dvg1..."). No boundary on either side, a dot may be written %2E and any
+# other character percent-encoded. The MAC is what to hide. Dots and the other characters never overlap,
+# so each segment is read once: linear time, whatever the line.
+_DOT = r"(?:\.|%2[Ee])"
+_B64URL = r"(?:[A-Za-z0-9_-]|%(?!2[Ee])[0-9A-Fa-f]{2})"
+_BARE_NATIVE = re.compile(rf"vg1{_DOT}{_B64URL}{{1,32}}{_DOT}{_B64URL}+{_DOT}{_B64URL}{{43}}")  # MAC: 32 bytes
+_BARE_AKAMAI_MAC = re.compile(r"hmac(=|%3[Dd])[0-9a-fA-F]{64}")  # after "~", "%7E", anything
 _REDACTED_TAIL = re.compile(r" #[0-9a-f]{10}>")  # what follows "<redacted" in a redacted value
 
 
@@ -636,12 +684,13 @@ def redact_query(query: str) -> str:
 
 def redact_text(text: str) -> str:
     """Any text safe to log (a log message, an exception's traceback): :func:`redact_query`, plus
-    native tokens and Akamai ``hmac=`` fields that appear outside a query string."""
+    every native token and Akamai ``hmac=`` field anywhere else in it, however it is delimited or
+    percent-encoded (see ``_BARE_NATIVE``)."""
     text = redact_query(text)
-    if "vg1." in text:
-        text = _BARE_NATIVE.sub(lambda m: f"<redacted #{_fingerprint(m[0])}>", text)
-    if "hmac=" in text:
-        text = _BARE_AKAMAI_MAC.sub("hmac=<redacted>", text)
+    if "vg1" in text:
+        text = _BARE_NATIVE.sub(lambda m: f"<redacted #{_fingerprint(unquote(m[0]))}>", text)
+    if "hmac" in text:
+        text = _BARE_AKAMAI_MAC.sub(r"hmac\1<redacted>", text)
     return text
 
 

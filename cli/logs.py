@@ -9,8 +9,9 @@ is made: :func:`install` wraps the log record factory, and each record is redact
 filter, handler or formatter sees it.
 
 What is redacted (``auth.tokens.redact_text``): the value of every query parameter that vodgate would
-read as a token (``token=`` / ``hdnts=``, percent-encoded names like ``%74oken=`` too), bare native
-tokens, and Akamai ``hmac=`` fields. The message, each argument (uvicorn's access formatter reads
+read as a token (``token=`` / ``hdnts=``, percent-encoded names like ``%74oken=`` too), every native
+token anywhere else in the line (``?%20token=%20vg1...``, an encoded URL in a parameter, dots written
+``%2E``), and Akamai ``hmac=`` fields. The message, each argument (uvicorn's access formatter reads
 them one by one, so their number and types are kept), the traceback and the stack text.
 """
 

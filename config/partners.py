@@ -52,6 +52,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from auth.client_ip import IPNetwork
 from auth.rules import (
+    MAX_PROFILE_PROGRAM_SIZE,
     NO_REFERRER,
     OPEN_PROFILE,
     REASON_CODE,
@@ -242,6 +243,7 @@ class _Ctx:
     source: str
     geoip_configured: bool
     tokens_configured: bool
+    pattern_sizes: list[int] = field(default_factory=list)  # RE2 instructions of the profile's user_agent patterns so far
 
 
 def _partner(pid: str, raw: Any, where: str, source: str, geoip_configured: bool) -> Partner:
@@ -375,12 +377,20 @@ def _condition(kind: str, value: Any, where: str, ctx: _Ctx, negated: bool) -> C
             raise _error(source, where, value, 'a non-empty list of addresses or CIDRs, e.g. ["192.0.2.0/24", "2001:db8::/32"]')
         return IpIn(networks=tuple(networks), negated=negated)
     if kind == "user_agent":
-        if not isinstance(value, str) or not value or len(value) > 1000:
+        if not isinstance(value, str) or not value:  # its length and size: LinearPattern says
             raise _error(source, where, value, 'a regular expression (RE2 syntax, searched anywhere in the User-Agent), e.g. "(?i)smart-?tv"')
         try:
             pattern = LinearPattern.compile(value)
         except PatternError as exc:
             raise ConfigError(f"{source}: {where} has value {_show(value)}, which is {exc}") from None
+        ctx.pattern_sizes.append(pattern.program_size)
+        total = sum(ctx.pattern_sizes)
+        if total > MAX_PROFILE_PROGRAM_SIZE:  # checked as they come: the rest is not compiled
+            raise ConfigError(
+                f"{source}: {where} has value {_show(value)}, which brings the profile's user_agent patterns to {total} RE2 "
+                f"instructions together, at most {MAX_PROFILE_PROGRAM_SIZE} in one profile (a request may search them all); "
+                "merge them into one alternation (a|b|c) or make them smaller"
+            )
         return UserAgentMatches(pattern=pattern, negated=negated)
     if kind == "schedule":
         items = value if isinstance(value, list) else [value]

@@ -33,3 +33,14 @@ def test_the_deployment_guides_origin_and_edge_files_parse():
     role, config = parse_edge_section(edge.edge_table, "edge.toml")
     assert role == "edge" and edge.edge_secrets == origin.edge_secrets
     assert dict(config.upstream_headers)["X-Vodgate-Shield"] in origin.shield_secrets
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    import pytest
+
+    from config.settings import ConfigError
+
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b'[server]\nhost = "\xed\xa0\x80"\n')
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_settings(path)
