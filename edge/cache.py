@@ -51,11 +51,6 @@ class MemoryLRU:
             _, evicted = self._items.popitem(last=False)
             self.size -= len(evicted)
 
-    def discard(self, key: str) -> None:
-        body = self._items.pop(key, None)
-        if body is not None:
-            self.size -= len(body)
-
     def discard_prefix(self, prefix: str) -> int:
         doomed = [k for k in self._items if k.startswith(prefix)]
         for key in doomed:
@@ -189,11 +184,6 @@ class DiskTier:
     def _remove(self, name: str) -> None:
         self._forget(name)
         (self.root / name).unlink(missing_ok=True)
-
-    def discard(self, key: str) -> None:
-        name = self._name(key)
-        if name in self._index:
-            self._remove(name)
 
     def discard_prefix(self, prefix: str) -> int:
         doomed = [name for name, (_, key) in self._index.items() if key.startswith(prefix)]

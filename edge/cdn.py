@@ -19,6 +19,7 @@ OPEN_PATHS = ("/healthz",)  # load balancers probe without the secret
 # A playlist that holds this viewer's token, or whose body a rule may tell viewers apart by: only the
 # viewer's own cache may keep it, briefly (origin and edge alike).
 PERSONAL_PLAYLIST_CACHE = "private, max-age=60"
+ACCESS_HEADER = "X-Vodgate-Access"  # "restricted" on media of a partner with access rules
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,19 @@ class CdnPolicy:
     stale_if_error: int = 86400
     surrogate_header: str = "Surrogate-Key"  # Fastly; "Cache-Tag" for Cloudflare/Akamai
 
-    def media_headers(self, partner: str, entry: str) -> dict[str, str]:
-        """Headers of a successful media response (playlists and segments are immutable per version)."""
+    def media_headers(self, partner: str, entry: str, restricted: bool = False) -> dict[str, str]:
+        """Headers of a successful media response (playlists and segments are immutable per version).
+
+        ``restricted``: the partner has access rules, said in ACCESS_HEADER so that an edge which has no
+        rules for it refuses to share the answer (edge/proxy.py) instead of serving it to everyone."""
         cache_control = (
             f"public, max-age={self.max_age}, s-maxage={self.s_maxage}, immutable, "
             f"stale-while-revalidate={self.stale_while_revalidate}, stale-if-error={self.stale_if_error}"
         )
-        return {"Cache-Control": cache_control, self.surrogate_header: surrogate_keys(partner, entry)}
+        headers = {"Cache-Control": cache_control, self.surrogate_header: surrogate_keys(partner, entry)}
+        if restricted:
+            headers[ACCESS_HEADER] = "restricted"
+        return headers
 
 
 def surrogate_keys(partner: str, entry: str) -> str:

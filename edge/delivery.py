@@ -84,7 +84,7 @@ class Delivery:
                     info.session_id = check.token.claims.session_id
             check_preview_marker(req.preview, grant)
             if req.format == "mp4":
-                return await serve_progressive(request, req, self.media, self.cdn, grant)
+                return await serve_progressive(request, req, self.media, self.cdn, grant, self.access.restricts(req.partner))
             return await self._hls(request, req, FORMATS[req.format], info, grant)
         except Denied as denied:
             if info is not None:
@@ -158,12 +158,7 @@ class Delivery:
             raise Denied(403, FLAVOR_NOT_ALLOWED, "no flavor of this entry is within this viewer's quality limit")
         visible = _only_videos(media_set, frozenset(shown))
         render = lambda: _master_playlist(visible, fmt, end)  # noqa: E731
-        path = urls.canonical_path(req)
-        location = None
-        if requested is not None and end is None:  # the one spelling of this subset (edges key on it)
-            every = len(shown) == len(media_set.videos)
-            location = path if every else f"{path}?flavors={','.join(sorted(shown))}"
-        return await self._playlist(request, path, em, em.version, grant, render, Variant(end, frozenset(shown)), location)
+        return await self._playlist(request, urls.canonical_path(req), em, em.version, grant, render, Variant(end, frozenset(shown)))
 
     async def _playlist(self, request, path: str, em: EntryMedia, version: str, grant: Grant, render, variant: Variant,
                         location: str | None = None) -> Response:
@@ -186,7 +181,7 @@ class Delivery:
         """Validators and cache headers of the resource ``path`` names (a variant's path, see urls.clip_marker);
         ``location``: the URL that names these bytes, when the request spelled it otherwise (RFC 9110 8.7)."""
         etag = strong_etag(version, path, str(self.media.target), *extra)
-        headers = {"ETag": etag, "Last-Modified": http_date(em.last_modified_ns), **self.cdn.media_headers(em.entry.partner, em.entry.id)}
+        headers = {"ETag": etag, "Last-Modified": http_date(em.last_modified_ns), **self.cdn.media_headers(em.entry.partner, em.entry.id, self.access.restricts(em.entry.partner))}
         if location is not None:
             headers["Content-Location"] = location
         return headers, etag

@@ -30,7 +30,8 @@ from .urls import MediaRequest
 from .viewer import Denied, Grant
 
 
-async def serve_progressive(request: Request, req: MediaRequest, media: MediaService, cdn: CdnPolicy, grant: Grant) -> Response:
+async def serve_progressive(request: Request, req: MediaRequest, media: MediaService, cdn: CdnPolicy, grant: Grant,
+                            restricted: bool = False) -> Response:
     entry = await media.catalog.entry(req.partner, req.entry)
     flavor = entry.flavor(req.rendition.flavor)
     stat = await media.stat(flavor)
@@ -48,7 +49,7 @@ async def serve_progressive(request: Request, req: MediaRequest, media: MediaSer
     size = clipped.size if clipped is not None else stat.size
     etag = strong_etag(stat.version, flavor.key, str(clipped.end) if clipped is not None else "full")
     last_modified = http_date(stat.mtime_ns)
-    headers = {"ETag": etag, "Last-Modified": last_modified, "Accept-Ranges": "bytes", **cdn.media_headers(req.partner, req.entry)}
+    headers = {"ETag": etag, "Last-Modified": last_modified, "Accept-Ranges": "bytes", **cdn.media_headers(req.partner, req.entry, restricted)}
     if req.preview is not None:  # the one spelling of these bytes (edges and CDNs may key on it)
         named = urls.progressive_path(req.partner, req.entry, flavor.id, urls.clip_marker(clipped.end) if clipped else None)
         if named != urls.canonical_path(req):

@@ -52,7 +52,6 @@ import logging
 import struct
 import time
 from contextlib import asynccontextmanager
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 
@@ -75,7 +74,7 @@ from .cache import COALESCED, HIT, MISS, DiskTier, SegmentCache
 from .errors import error_response, response_for
 from .hot import mark_shareable
 from .http import ByteSpan, is_not_modified, requested_range, strong_etag
-from .cdn import PERSONAL_PLAYLIST_CACHE
+from .cdn import ACCESS_HEADER, PERSONAL_PLAYLIST_CACHE
 from .viewer import EDGE_CHECKED_HEADER, EDGE_GRANT_HEADER, Grant, check_preview_marker, edge_grant_header, grant_for
 from .request_info import MediaInfo, attach, info_for, media_info
 from .edge_config import MB, EdgeConfig
@@ -94,9 +93,8 @@ IMMUTABLE_TTL = 10 * 365 * 86400.0  # progressive chunks: the ETag is in the key
 # response headers worth keeping with a cached object (hop-by-hop and length headers are recomputed)
 STORED_HEADERS = (
     "content-type", "etag", "last-modified", "cache-control", "surrogate-key", "surrogate-control",
-    "cache-tag", "vary", "content-language", "content-location",
+    "cache-tag", "vary", "content-language", "content-location", ACCESS_HEADER.lower(),
 )
-MAX_ALIASES = 65536  # URL spellings remembered as another spelling of a stored object (EdgeStore.settle)
 
 
 # --------------------------------------------------------------------------- stored objects
@@ -180,7 +178,6 @@ class EdgeStore:
         self.epoch = 0  # bumped by every purge: a fetch that started before one is not stored
         self.stats = {HIT: 0, MISS: 0, COALESCED: 0, STALE: 0}
         self._inflight: dict[str, asyncio.Task] = {}
-        self._aliases: OrderedDict[str, str] = OrderedDict()  # a key -> the key its object is stored under
 
     async def peek(self, key: str) -> Stored | None:
         blob = self.cache.memory.get(key)
@@ -198,26 +195,6 @@ class EdgeStore:
 
     def drop(self, key: str) -> None:
         self.cache.purge_prefix(key)  # keys are unique prefixes of themselves here (see _key users)
-
-    def resolve(self, key: str) -> str:
-        """The key an object asked for under ``key`` is stored under (itself, unless settled elsewhere)."""
-        return self._aliases.get(key, key)
-
-    async def settle(self, key: str, canonical: str) -> None:
-        """Keep what ``key`` holds under ``canonical`` only (the origin's Content-Location: the same bytes under
-        their one name), and look ``key`` up there from now on: URL spellings of one variant share one copy."""
-        if key == canonical:
-            return
-        stored = await self.peek(key)  # absent when a purge came first: then there is nothing to keep
-        if stored is not None:
-            await self.put(canonical, stored)
-            self.cache.memory.discard(key)
-            if self.cache.disk is not None:
-                await asyncio.to_thread(self.cache.disk.discard, key)
-        self._aliases[key] = canonical
-        self._aliases.move_to_end(key)
-        while len(self._aliases) > MAX_ALIASES:
-            self._aliases.popitem(last=False)
 
     async def get(self, key: str, fetch: Callable[[Stored | None], Awaitable[Stored]], all_down: Callable[[], bool]) -> tuple[Stored, str]:
         while True:
@@ -286,6 +263,13 @@ class ObjectChanged(Exception):
     """The progressive file changed upstream between its metadata and a chunk."""
 
 
+class EdgeMisconfigured(Exception):
+    """The origin says the partner has access rules and this edge has none for it: sharing the answer would
+    hand one viewer's grant to everyone, so it is refused (502) and logged."""
+
+    code = "edge_misconfigured"
+
+
 class EdgeProxy:
     def __init__(
         self,
@@ -303,6 +287,7 @@ class EdgeProxy:
         self.config = config
         self.access = access or AccessControl(AccessConfig())  # none configured: every partner is open
         self.vouch_secret = vouch_secret  # one of cdn.edge_secrets: the origin then applies our grants
+        self._misconfigured: set[str] = set()  # partners already logged by _check_rules_known
         self._pass = tuple(h.lower() for h in config.pass_headers)
         self.cache = cache
         self.pool = pool or UpstreamPool(
@@ -429,13 +414,14 @@ class EdgeProxy:
             return error_response(exc.status, exc.code, exc.detail)
         if isinstance(exc, ObjectChanged):
             return error_response(502, "upstream_changed", str(exc))
+        if isinstance(exc, EdgeMisconfigured):
+            return error_response(502, exc.code, str(exc))
         return response_for(exc)
 
     async def _object(self, request: Request, req: MediaRequest, info: MediaInfo, grant: Grant) -> Response:
         path = urls.canonical_path(req)
         key_query = flavor_subset_query(request.query_params.get("flavors")) if req.resource == "master" else ""
-        asked = f"{path}?{key_query}" if key_query else path
-        key = self.store.resolve(asked)
+        key = f"{path}?{key_query}" if key_query else path
         playlist = req.resource in PLAYLISTS
         # playlists: only what changes the body (never a token); the rest: the viewer's query as sent
         upstream_query = key_query if playlist else request.url.query
@@ -447,10 +433,7 @@ class EdgeProxy:
         info.cache = status
         if stored.status != 200:
             return self._stored_error(request, stored, status)
-        named = stored.headers.get("content-location", key)
-        if named != key and named.startswith(urls.cache_prefix(req.partner, req.entry)):
-            await self.store.settle(asked, named)
-            key = named
+        self._check_rules_known(req, stored.headers)
         headers = {**stored.headers, "X-Cache": status}
         body: bytes | memoryview = stored.body
         if playlist:
@@ -473,6 +456,14 @@ class EdgeProxy:
         elif not playlist and status != STALE and self._shareable(req):
             mark_shareable(request.scope, key, fresh_for=stored.fetched + stored.ttl - self.store.clock())
         return self._body(request, body, code, headers)
+
+    def _check_rules_known(self, req: MediaRequest, headers: Mapping[str, str]) -> None:
+        if headers.get(ACCESS_HEADER.lower()) == "restricted" and not self.access.restricts(req.partner):
+            if req.partner not in self._misconfigured:
+                self._misconfigured.add(req.partner)
+                log.error("partner %s has access rules on the origin and none on this edge: its media is refused "
+                          "(give this edge the origin's [partners.%s] tables and cdn.edge_secrets)", req.partner, req.partner)
+            raise EdgeMisconfigured(f"partner {req.partner} has access rules this edge does not have; it serves none of its media")
 
     def _shareable(self, req: MediaRequest) -> bool:
         """The same bytes for every viewer (edge/hot.py): no rule of the partner can tell viewers apart."""
@@ -546,6 +537,7 @@ class EdgeProxy:
         info.cache = meta_status
         if meta.status != 200:
             return self._stored_error(request, meta, meta_status)
+        self._check_rules_known(req, meta.headers)
         size = int(meta.extra["size"])
         headers = {**meta.headers, "Accept-Ranges": "bytes"}
         headers.setdefault("content-type", "video/mp4")

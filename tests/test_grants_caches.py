@@ -357,6 +357,7 @@ def test_8_preview_markers_are_keyed_on_the_clip_not_the_spelling(servers):
             assert again.status_code == 200 and again.content == first.content
             assert again.headers["x-cache"] == "HIT", spelling
             assert again.headers["etag"] == first.headers["etag"]
+            assert again.headers["content-location"] == "/p/demo/e/markers/hls/hi/seg-2.ts"  # the bytes' one name
         # markers that cut segment 1 at the same frame: one clip, one object
         preview = client.get(f"/p/demo/e/markers/hls/hi/index.m3u8")
         (clipped,) = [s.uri for s in m3u8.loads(preview.text).segments]
@@ -480,30 +481,18 @@ def test_7_one_value_per_header_name_upstream(tmp_path):
     assert head.count(b"user-agent:") == 1 and b"user-agent: viewer/1.0 \xff" in head, head
 
 
-def test_8_an_edge_keeps_one_copy_per_variant_whatever_the_spelling(servers):
-    """Spellings of one variant (markers past the end, flavors= with unknown ids) share one edge object."""
-    _, _, edge = servers
-    tok = token("markers")
-    with shielded(edge.base) as client:
-        def cache() -> dict:
-            return client.get("/healthz").json()["cache"]
-
-        first = client.get(f"/p/demo/e/markers/hls/hi/seg-3.ts?token={tok}")
-        assert first.status_code == 200
-        before = cache()
-        for n in range(13, 33):  # 20 spellings of the same (unclipped) segment
-            again = client.get(f"/p/demo/e/markers/hls/hi/seg-3-p{n}.ts?token={tok}")
-            assert again.status_code == 200 and again.content == first.content
-            assert again.headers["content-location"] == "/p/demo/e/markers/hls/hi/seg-3.ts"
-        after = cache()
-        assert after["objects"] == before["objects"], (before, after)
-        assert after["memory_bytes"] - before["memory_bytes"] < len(first.content) // 2, (before, after)
-        repeat = client.get(f"/p/demo/e/markers/hls/hi/seg-3-p20.ts?token={tok}")
-        assert repeat.headers["x-cache"] == "HIT"
-
-        subset = client.get(f"/p/demo/e/markers/cmaf/master.m3u8?flavors=hi&token={tok}")
-        before = cache()
-        for n in range(10):
-            odd = client.get(f"/p/demo/e/markers/cmaf/master.m3u8?flavors=hi,x{n}&token={tok}")
-            assert odd.status_code == 200 and odd.text == subset.text
-        assert cache()["objects"] == before["objects"]
+def test_an_edge_without_the_partners_rules_refuses_its_media_instead_of_sharing_it(tmp_path, servers):
+    """An edge configured without a partner's rules would cache a token holder's answer for everyone:
+    the origin marks restricted media (X-Vodgate-Access), and such an edge answers 502 edge_misconfigured."""
+    _, origin, _ = servers
+    config = _config(tmp_path / "bare.toml", f'[edge]\nhealth_interval = 0\nupstream_headers = {{ "{SHIELD_HEADER}" = "{SHIELD}" }}\n')
+    bare = _ShieldedEdge(config, origin.base, tmp_path / "bare.log")
+    try:
+        with httpx.Client(base_url=bare.base, timeout=30) as client:
+            for query in (f"?token={token('pv_edge')}", ""):
+                for path in ("hls/hi/seg-3.ts", "mp4/lo.mp4", "hls/master.m3u8"):
+                    answer = client.get(f"/p/demo/e/pv_edge/{path}{query}")
+                    assert answer.status_code == 502 and answer.json()["error"] == "edge_misconfigured", (path, query)
+    finally:
+        bare.stop()
+    assert bare.log().count("has access rules on the origin and none on this edge") == 1
