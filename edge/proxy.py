@@ -11,14 +11,20 @@ other query parameter never enter a key.
 What goes upstream:
 
 * playlists: the canonical path with only the parameters that change the
-  body (``flavors=``), never a viewer's token. A trusted edge (it sends the
-  origin-shield header) gets the token-free playlist; the edge then builds
-  each viewer's copy with :func:`add_query_to_playlist`, so one cached
-  playlist serves every viewer and no viewer's token reaches another.
+  body (``flavors=``), never a viewer's token. An edge that vouches for its
+  viewers (``cdn.edge_secrets``) gets the token-free playlist; it then writes
+  each viewer's propagated query into its copy (packager.hls.uris.with_query),
+  so one cached playlist serves every viewer and no viewer's token reaches
+  another.
 * segments, init segments, progressive chunks: the canonical path with the
   original query string (an origin that checks tokens can), and a cached
   answer is shared by every viewer: the body does not depend on the token.
-  Access control is the edge's job (its middleware runs before this).
+  Access control is the edge's job: :meth:`EdgeProxy.handle` decides it
+  (edge/viewer.grant_for) before the cache; a grant that needs the media (a
+  preview on an unmarked URL, flavor limits) goes to the origin with the
+  edge's grant (edge/viewer.edge_grant_header), streamed and uncached.
+
+Storage, freshness and single flight live in edge/edge_store.py.
 
 Freshness: an object is served from the cache for ``ttl`` seconds (capped by
 the origin's ``s-maxage``/``max-age``; ``no-store``/``private``/``no-cache``
@@ -32,15 +38,13 @@ fetch (``X-Cache: COALESCED``); the fetch runs in its own task, so a viewer
 who hangs up does not cancel it for the others.
 
 Progressive MP4 is cached as fixed-size aligned chunks (``chunk_size``,
-1 MiB) keyed by (path, ETag, chunk index), plus a small "meta" object (size,
+1 MiB) keyed by (entry, strong ETag, chunk index), plus a small "meta" object (size,
 validators) fetched with the first chunk. A seeking player costs the chunks
 its ranges touch, never the whole file; a file that changes upstream changes
 its ETag and so its chunk keys.
 
-Purge: :class:`PurgeRequest` (partner, entry or URL prefix) ->
-:func:`purge_cache` on any SegmentCache (edge or embedded role, both key by
-canonical path); :class:`PurgeBus` carries purges to every node over a Redis
-pub/sub channel.
+Purge: edge/purge.py (partner, entry or URL prefix, on every node over a
+Redis pub/sub channel).
 """
 
 from __future__ import annotations
@@ -49,11 +53,10 @@ import asyncio
 from datetime import datetime, timezone
 import json
 import logging
-import struct
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 import httpx
 
@@ -70,7 +73,7 @@ from packager.hls.uris import with_query
 
 from . import urls
 from .cors import CorsMiddleware
-from .cache import COALESCED, HIT, MISS, DiskTier, SegmentCache
+from .cache import HIT, MISS, DiskTier, SegmentCache
 from .errors import error_response, response_for
 from .hot import mark_shareable
 from .http import ByteSpan, is_not_modified, requested_range, strong_etag
@@ -78,170 +81,17 @@ from .cdn import ACCESS_HEADER, PERSONAL_PLAYLIST_CACHE
 from .viewer import EDGE_CHECKED_HEADER, EDGE_GRANT_HEADER, Grant, check_preview_marker, edge_grant_header, grant_for
 from .request_info import MediaInfo, attach, info_for, media_info
 from .edge_config import MB, EdgeConfig
+from .edge_store import STALE, EdgeStore, Stored, freshness, kept_headers
 from .purge import CachePurger, PurgeBus, PurgeRequest, PurgeResult
 from .upstream import UpstreamPool, UpstreamResponse, UpstreamUnavailable
 from .urls import BadRequest, MediaRequest
 
 log = logging.getLogger("vodgate.edge.proxy")
 
-STALE = "STALE"
 PLAYLISTS = frozenset({"master", "index", "iframes"})
 FORWARDED_VIEWER_HEADERS = ("referer", "origin", "user-agent", "cookie", "range", "if-range", "if-none-match", "if-modified-since")
 NEGATIVE_STATUSES = frozenset({404, 410})
 IMMUTABLE_TTL = 10 * 365 * 86400.0  # progressive chunks: the ETag is in the key
-
-# response headers worth keeping with a cached object (hop-by-hop and length headers are recomputed)
-STORED_HEADERS = (
-    "content-type", "etag", "last-modified", "cache-control", "surrogate-key", "surrogate-control",
-    "cache-tag", "vary", "content-language", "content-location", ACCESS_HEADER.lower(),
-)
-
-
-# --------------------------------------------------------------------------- stored objects
-
-
-@dataclass
-class Stored:
-    """An upstream answer as kept in the cache: status, kept headers, freshness, body."""
-
-    status: int
-    headers: dict[str, str]
-    fetched: float  # wall-clock time (the disk tier survives restarts)
-    ttl: float  # seconds of freshness; 0 = not cacheable, and not shared with coalesced waiters
-    body: bytes | memoryview = b""
-    extra: dict[str, Any] = field(default_factory=dict)
-    revalidated: bool = False  # transient: this copy was refreshed by a 304
-
-    MAGIC = b"VGE1"
-
-    def encode(self) -> bytes:
-        meta = json.dumps(
-            {"s": self.status, "h": self.headers, "f": self.fetched, "t": self.ttl, "x": self.extra},
-            separators=(",", ":"),
-        ).encode()
-        return b"".join((self.MAGIC, struct.pack(">I", len(meta)), meta, self.body))
-
-    @classmethod
-    def decode(cls, blob: bytes) -> "Stored | None":
-        if len(blob) < 8 or not blob.startswith(cls.MAGIC):
-            return None
-        (size,) = struct.unpack_from(">I", blob, 4)
-        try:
-            meta = json.loads(blob[8 : 8 + size])
-        except ValueError:
-            return None
-        return cls(meta["s"], meta["h"], meta["f"], meta["t"], memoryview(blob)[8 + size :], meta.get("x", {}))
-
-    def fresh(self, now: float) -> bool:
-        return now < self.fetched + self.ttl
-
-    def servable_stale(self, now: float, bound: float) -> bool:
-        return self.status == 200 and now <= self.fetched + self.ttl + bound
-
-
-def kept_headers(headers: Mapping[str, str], extra: Iterable[str] = ()) -> dict[str, str]:
-    """The upstream headers kept with a cached object (lower-case names)."""
-    return {name: headers[name] for name in (*STORED_HEADERS, *extra) if name in headers}
-
-
-def freshness(headers: Mapping[str, str], default_ttl: float) -> float:
-    """Seconds of freshness: ours, capped by the origin's s-maxage/max-age; 0 when it says not to cache."""
-    directives: dict[str, str | None] = {}
-    for part in headers.get("cache-control", "").split(","):
-        name, _, value = part.strip().partition("=")
-        if name:
-            directives[name.lower()] = value.strip().strip('"') or None
-    if {"no-store", "private", "no-cache"} & directives.keys():
-        return 0.0
-    for name in ("s-maxage", "max-age"):
-        value = directives.get(name)
-        if value is not None and value.isdigit():
-            return min(default_ttl, float(value))
-    return default_ttl
-
-
-class EdgeStore:
-    """Freshness-aware layer over SegmentCache's tiers, with single flight per key.
-
-    SegmentCache.get_or_make serves whatever it holds, which is right for the
-    embedded role (keys carry the media version) but not for an edge, whose
-    keys cannot know the upstream version: an expired object must be refetched
-    while staying servable as a stale copy. So this class uses the cache's
-    memory LRU and disk tier for storage (and its purge_prefix) and runs its
-    own single flight, in which the fetch is a task of its own.
-    """
-
-    def __init__(self, cache: SegmentCache, stale_if_error: float, clock: Callable[[], float] = time.time) -> None:
-        self.cache = cache
-        self.stale_if_error = stale_if_error
-        self.clock = clock
-        self.epoch = 0  # bumped by every purge: a fetch that started before one is not stored
-        self.stats = {HIT: 0, MISS: 0, COALESCED: 0, STALE: 0}
-        self._inflight: dict[str, asyncio.Task] = {}
-
-    async def peek(self, key: str) -> Stored | None:
-        blob = self.cache.memory.get(key)
-        if blob is None and self.cache.disk is not None:
-            blob = await asyncio.to_thread(self.cache.disk.get, key)
-            if blob is not None:
-                self.cache.memory.put(key, blob)
-        return Stored.decode(blob) if blob is not None else None
-
-    async def put(self, key: str, stored: Stored) -> None:
-        blob = stored.encode()
-        self.cache.memory.put(key, blob)
-        if self.cache.disk is not None and stored.status == 200:
-            await asyncio.to_thread(self.cache.disk.put, key, blob)
-
-    def drop(self, key: str) -> None:
-        self.cache.purge_prefix(key)  # keys are unique prefixes of themselves here (see _key users)
-
-    async def get(self, key: str, fetch: Callable[[Stored | None], Awaitable[Stored]], all_down: Callable[[], bool]) -> tuple[Stored, str]:
-        while True:
-            current = await self.peek(key)
-            now = self.clock()
-            if current is not None and current.fresh(now):
-                return self._count(current, HIT)
-            stale = current if current is not None and current.servable_stale(now, self.stale_if_error) else None
-            task = self._inflight.get(key)
-            if task is not None and task.done():
-                task = None
-            leader = task is None
-            if leader:
-                if stale is not None and all_down():
-                    return self._count(stale, STALE)  # no point waiting for a connect timeout
-                task = asyncio.get_running_loop().create_task(self._fill(key, current, fetch))
-                self._inflight[key] = task
-                task.add_done_callback(lambda t, k=key: self._done(k, t))
-            try:
-                stored = await asyncio.shield(task)
-            except UpstreamUnavailable:
-                if stale is not None:
-                    return self._count(stale, STALE)
-                raise
-            if not leader and stored.ttl <= 0:
-                continue  # an answer for that request only (403, 5xx relay...): ask for ourselves
-            if leader:
-                return self._count(stored, HIT if stored.revalidated else MISS)
-            return self._count(stored, COALESCED)
-
-    async def _fill(self, key: str, current: Stored | None, fetch: Callable[[Stored | None], Awaitable[Stored]]) -> Stored:
-        epoch = self.epoch
-        stored = await fetch(current)
-        if stored.ttl > 0 and epoch == self.epoch:
-            await self.put(key, stored)
-        return stored
-
-    def _done(self, key: str, task: asyncio.Task) -> None:
-        if self._inflight.get(key) is task:
-            del self._inflight[key]
-        if not task.cancelled():
-            task.exception()  # retrieved: waiters re-raise it; no "exception never retrieved" noise
-
-    def _count(self, stored: Stored, status: str) -> tuple[Stored, str]:
-        self.stats[status] += 1
-        return stored, status
-
 
 # --------------------------------------------------------------------------- playlists per viewer
 
