@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 
     check = commands.add_parser("check", help="validate a media library and report unplayable files")
     check.add_argument("dir", type=Path)
-    check.add_argument("--segment-duration", default="6")
+    check.add_argument("--segment-duration", help="target segment duration in seconds (default: the config's, else 6)")
+    check.add_argument("--config", type=Path, help="TOML config file: check as this server would serve (server.follow_symlinks)")
 
     commands.add_parser("bench", help="cold packaging benchmark (see docs/PERFORMANCE.md; --help for its options)", add_help=False)
     access_cli.add_token_commands(commands)
@@ -127,6 +128,12 @@ def _print_urls(settings: Settings) -> None:
     print(f"vodgate: serving {root} on {base}")
     for entry_dir in entries[:20]:
         partner, entry = entry_dir.parent.name, entry_dir.name
+        links = [p for p in (entry_dir.parent, entry_dir, *sorted(entry_dir.glob("*.mp4"))) if p.is_symlink()]
+        if links and not settings.follow_symlinks:
+            names = ", ".join(str(p.relative_to(root)) for p in links)
+            print(f"  {partner}/{entry}: symbolic links not followed (server.follow_symlinks = false), answered 404: {names}")
+            if all(p.is_symlink() for p in sorted(entry_dir.glob("*.mp4"))) or entry_dir.is_symlink() or entry_dir.parent.is_symlink():
+                continue
         print(f"  {partner}/{entry}:")
         print(f"    HLS (TS)   {base}{urls.master_path(partner, entry, 'hls')}")
         print(f"    HLS (fMP4) {base}{urls.master_path(partner, entry, 'cmaf')}")
@@ -139,11 +146,12 @@ def _print_urls(settings: Settings) -> None:
 def _check(ns: argparse.Namespace) -> int:
     from origin.check import check_library
 
-    target = segment_duration(ns.segment_duration, "--segment-duration")
+    settings = load_settings(ns.config) if ns.config else Settings()
+    target = segment_duration(ns.segment_duration, "--segment-duration") if ns.segment_duration else settings.segment_duration
     if not ns.dir.is_dir():
         print(f"vodgate check: {ns.dir} is not a folder", file=sys.stderr)
         return 2
-    reports = check_library(ns.dir, target)
+    reports = check_library(ns.dir, target, settings.follow_symlinks)
     for report in reports:
         name = report.path.relative_to(ns.dir)
         print(f"{report.status:4}  {name}  {report.summary}")

@@ -17,6 +17,7 @@ nothing here uses ``assert``, which vanishes under ``python -O``.
     max_header_bytes = 16384      # a larger request head is answered 431 and the connection closed
     max_connections = 1000        # open connections; a request on one more is answered 503
     keep_alive_timeout = 5        # seconds an idle keep-alive connection stays open
+    follow_symlinks = true        # serve flavor files and folders that are symbolic links (as nginx does)
 
     [cache]
     memory_mb = 256               # packaged segments and playlists kept in memory
@@ -67,6 +68,7 @@ class Settings:
     max_header_bytes: int = 16 * 1024
     max_connections: int = 1000  # uvicorn's limit_concurrency (cli/main.py)
     keep_alive_timeout: float = 5.0
+    follow_symlinks: bool = True  # origin/catalog.py, origin/storage.py: links the operator placed are followed
     cache_memory_mb: int = 256
     cache_disk_path: Path | None = None
     cache_disk_mb: int = 2048
@@ -95,7 +97,7 @@ class Settings:
 
 SERVER_KEYS = {
     "host", "port", "media_root", "segment_duration", "cors_origins", "index_cache_mb", "index_cache_entries", "log_level",
-    "header_timeout", "body_timeout", "max_header_bytes", "max_connections", "keep_alive_timeout",
+    "header_timeout", "body_timeout", "max_header_bytes", "max_connections", "keep_alive_timeout", "follow_symlinks",
 }
 MAX_HEADER_BYTES = (8 * 1024, 64 * 1024)  # players and CDNs send heads under 2 KiB; nginx reads at most 32 KiB
 MAX_TIMEOUT = 3600
@@ -163,6 +165,7 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         max_header_bytes=_header_bytes(_typed(server, "max_header_bytes", int, defaults.max_header_bytes, source), source),
         max_connections=_positive(_typed(server, "max_connections", int, defaults.max_connections, source), "server.max_connections", source),
         keep_alive_timeout=_timeout(server, "keep_alive_timeout", defaults.keep_alive_timeout, source),
+        follow_symlinks=_flag(server, "follow_symlinks", defaults.follow_symlinks, source),
         cache_memory_mb=_positive(_typed(cache, "memory_mb", int, defaults.cache_memory_mb, source, "cache"), "cache.memory_mb", source),
         cache_disk_path=(base_dir / disk_path) if disk_path else None,
         cache_disk_mb=_positive(_typed(cache, "disk_mb", int, defaults.cache_disk_mb, source, "cache"), "cache.disk_mb", source),
@@ -230,6 +233,13 @@ def _typed(table: dict[str, Any], key: str, kind: type, default: Any, source: st
     value = table.get(key, default)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"{source}: {section}.{key} has value {value!r}; expected a {kind.__name__}")
+    return value
+
+
+def _flag(table: dict[str, Any], key: str, default: bool, source: str, section: str = "server") -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{source}: {section}.{key} has value {value!r}; expected true or false (a TOML boolean, unquoted)")
     return value
 
 

@@ -39,7 +39,10 @@ def create_app(
     settings: Settings, catalog: Catalog | None = None, storage: Storage | None = None, redis_url: str | None = None
 ) -> Starlette:
     """Roles all and origin: package from the catalog's files, cache, and serve."""
-    catalog = catalog or (StaticCatalog(settings.catalog) if settings.catalog is not None else FileCatalog(settings.media_root))
+    catalog = catalog or (
+        StaticCatalog(settings.catalog) if settings.catalog is not None
+        else FileCatalog(settings.media_root, follow_symlinks=settings.follow_symlinks)
+    )
     storage = storage or _storage(settings)
     media = MediaService(catalog, storage, settings.segment_duration, settings.index_cache_entries, index_cache_bytes=settings.index_cache_mb * 2**20)
     cache = segment_cache(settings)
@@ -130,7 +133,7 @@ def _report_routes(settings: Settings) -> list[Route]:
 def _storage(settings: Settings) -> Storage:
     config = settings.storage
     if config is None or config.type == "local":
-        return LocalStorage(settings.media_root)
+        return LocalStorage(settings.media_root, follow_symlinks=settings.follow_symlinks)
     import httpx
 
     from origin.http_storage import HttpStorage

@@ -34,7 +34,8 @@ from origin.catalog import UnknownFlavor, valid_id
 from origin.media import EntryMedia, MediaService
 from packager.fmp4 import init_segment
 from packager.formats import FORMATS, SegmentFormat
-from packager.hls.build import MasterUris, build_iframes, build_master, build_media
+from packager.errors import NeedsFmp4
+from packager.hls.build import MasterUris, build_iframes, build_master, build_media, ts_refuses
 from packager.hls.uris import with_query
 from packager.media import Segment
 from packager.media_set import MediaSet, Rendition
@@ -119,6 +120,8 @@ class Delivery:
             segment = None
             path = urls.canonical_path(req)
         else:  # a segment: refuse what the grant does not cover before anything else, 304 included
+            if ts_refuses(rendition.track, fmt):
+                raise NeedsFmp4(f"{req.rendition.flavor} is HEVC, which HLS delivers in fMP4 only: use /cmaf/ instead of /hls/")
             segment = _granted_segment(clipped, req, end)
             path = urls.canonical_path(replace(req, preview=urls.clip_marker(end) if is_clipped(segment) else None))
         headers, etag = self._headers(path, em, version, location=_location(path, req))

@@ -34,6 +34,15 @@ class UnknownFlavor(CatalogError):
     code = "unknown_flavor"
 
 
+class SymlinkNotFollowed(CatalogError):
+    """A partner or entry folder, or a flavor file, is a symbolic link and ``[server] follow_symlinks = false``."""
+
+    code = "symlink_not_followed"
+
+
+NOT_FOLLOWED = "is a symbolic link and [server] follow_symlinks = false"
+
+
 def valid_id(value: str) -> bool:
     return ID_PATTERN.fullmatch(value) is not None
 
@@ -49,11 +58,15 @@ class Entry:
     partner: str
     id: str
     flavors: tuple[Flavor, ...]
+    refused: tuple[tuple[str, str], ...] = ()  # (flavor id, why it is not served): symlinks not followed
 
     def flavor(self, flavor_id: str) -> Flavor:
         for flavor in self.flavors:
             if flavor.id == flavor_id:
                 return flavor
+        for refused_id, reason in self.refused:
+            if refused_id == flavor_id:
+                raise SymlinkNotFollowed(reason)
         raise UnknownFlavor(f"entry {self.id} has no flavor {flavor_id}")
 
 
@@ -66,10 +79,19 @@ class Catalog(Protocol):
 
 
 class FileCatalog:
-    """Folders as catalog. Flavors are listed in name order, which is the variant order."""
+    """Folders as catalog. Flavors are listed in name order, which is the variant order.
 
-    def __init__(self, root: Path) -> None:
+    ``follow_symlinks`` (``[server] follow_symlinks``, default true, as nginx):
+    partner and entry folders and flavor files that are symbolic links are
+    served like any other. URLs still cannot reach outside the root: ids are
+    validated (no "/", no ".."), so a request only ever follows a link the
+    operator placed. When false, such links are refused with
+    :class:`SymlinkNotFollowed` (404 with the reason), never read.
+    """
+
+    def __init__(self, root: Path, follow_symlinks: bool = True) -> None:
         self.root = root
+        self.follow_symlinks = follow_symlinks
         self._listings: dict[tuple[str, str], tuple[int, Entry]] = {}  # by folder mtime
 
     def entry_sync(self, partner: str, entry: str) -> Entry:
@@ -82,6 +104,10 @@ class FileCatalog:
             if not (self.root / partner).is_dir():
                 raise UnknownPartner(f"no partner {partner}") from None
             raise UnknownEntry(f"partner {partner} has no entry {entry}") from None
+        if not self.follow_symlinks:
+            for name, path in ((f"partner folder {partner}", self.root / partner), (f"entry folder {partner}/{entry}", Path(entry_dir))):
+                if path.is_symlink():
+                    raise SymlinkNotFollowed(f"{name} {NOT_FOLLOWED}")
         cached = self._listings.get((partner, entry))
         if cached is not None and cached[0] == mtime:  # adding or removing a flavor changes the folder's mtime
             return cached[1]
@@ -96,26 +122,34 @@ class FileCatalog:
             names = sorted(os.listdir(entry_dir))
         except (FileNotFoundError, NotADirectoryError):
             raise UnknownEntry(f"partner {partner} has no entry {entry}") from None
-        flavors = tuple(
-            Flavor(name[:-4], f"{partner}/{entry}/{name}")
-            for name in names
-            if name.endswith(".mp4") and valid_id(name[:-4])
-        )
+        flavors, refused = [], []
+        for name in names:
+            if not (name.endswith(".mp4") and valid_id(name[:-4])):
+                continue
+            if not self.follow_symlinks and os.path.islink(os.path.join(entry_dir, name)):
+                refused.append((name[:-4], f"flavor file {partner}/{entry}/{name} {NOT_FOLLOWED}"))
+                continue
+            flavors.append(Flavor(name[:-4], f"{partner}/{entry}/{name}"))
         if not flavors:
+            if refused:
+                raise SymlinkNotFollowed(f"entry {partner}/{entry} has no servable flavor: " + "; ".join(r for _, r in refused))
             raise UnknownEntry(f"entry {partner}/{entry} has no .mp4 flavors")
-        return Entry(partner, entry, flavors)
+        return Entry(partner, entry, tuple(flavors), tuple(refused))
 
     async def entry(self, partner: str, entry: str) -> Entry:
         return self.entry_sync(partner, entry)
 
+    def _listed(self, path: Path) -> bool:
+        return path.is_dir() and valid_id(path.name) and (self.follow_symlinks or not path.is_symlink())
+
     async def partners(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and valid_id(p.name)) if self.root.is_dir() else []
+        return sorted(p.name for p in self.root.iterdir() if self._listed(p)) if self.root.is_dir() else []
 
     async def entries(self, partner: str) -> list[str]:
         partner_dir = self.root / partner
-        if not valid_id(partner) or not partner_dir.is_dir():
+        if not valid_id(partner) or not self._listed(partner_dir):
             raise UnknownPartner(f"no partner {partner}")
-        return sorted(e.name for e in partner_dir.iterdir() if e.is_dir() and valid_id(e.name))
+        return sorted(e.name for e in partner_dir.iterdir() if self._listed(e))
 
 
 class StaticCatalog:

@@ -38,12 +38,21 @@ def library_files(root: Path) -> Iterator[Path]:
         yield path
 
 
-def check_file(path: Path, target: Fraction) -> FileReport:
+def symlinks(path: Path) -> list[str]:
+    """What the server would have to follow to reach flavor ``path`` (ROOT/<partner>/<entry>/<flavor>.mp4)."""
+    kinds = (("partner folder", path.parent.parent), ("entry folder", path.parent), ("flavor file", path))
+    return [f"{kind} {p.name} is a symbolic link" for kind, p in kinds if p.is_symlink()]
+
+
+def check_file(path: Path, target: Fraction, follow_symlinks: bool = True) -> FileReport:
     report = FileReport(path)
     partner, entry, flavor = path.parts[-3], path.parts[-2], path.stem
     for kind, value in (("partner", partner), ("entry", entry), ("flavor", flavor)):
         if not valid_id(value):
             report.errors.append(f"{kind} id {value!r} is not servable: use letters, digits, '-' and '_' (max 64)")
+    if not follow_symlinks:
+        for link in symlinks(path):
+            report.errors.append(f"{link} and [server] follow_symlinks = false: the server answers 404 symlink_not_followed")
     try:
         index = read_index_sync(path)
         media_set = build_media_set([(flavor, index)], target)
@@ -80,5 +89,5 @@ def longest_gop(track) -> Fraction:
     return Fraction(max(b - a for a, b in zip(edges, edges[1:])), track.timescale)
 
 
-def check_library(root: Path, target: Fraction) -> list[FileReport]:
-    return [check_file(path, target) for path in library_files(root)]
+def check_library(root: Path, target: Fraction, follow_symlinks: bool = True) -> list[FileReport]:
+    return [check_file(path, target, follow_symlinks) for path in library_files(root)]

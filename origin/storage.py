@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import AsyncIterator, Protocol, Sequence
 
 import aiofiles
@@ -54,24 +54,36 @@ class Storage(Protocol):
 
 
 class LocalStorage:
-    """Files under a root folder; keys are paths relative to it (already validated by the catalog)."""
+    """Files under a root folder; keys are paths relative to it (already validated by the catalog).
 
-    def __init__(self, root: Path) -> None:
+    ``follow_symlinks`` (``[server] follow_symlinks``, default true): a key
+    whose folders or file are symbolic links is read through them, wherever
+    they point (a library of links into a storage mount). A key itself can
+    never climb out of the root (no "..", not absolute). When false, a key
+    that resolves outside the root or through any link is refused: the
+    catalog refuses those first, with the reason (origin/catalog.py).
+    """
+
+    def __init__(self, root: Path, follow_symlinks: bool = True) -> None:
         self.root = root.resolve()
+        self.follow_symlinks = follow_symlinks
         self._paths: dict[str, Path] = {}
         self._stats: dict[str, ObjectStat] = {}  # the last stat of each key: what its index was built from
 
     def path(self, key: str) -> Path:
-        """The file of ``key``, refusing anything that resolves outside the root (symlinks included).
+        """The file of ``key``: links followed or refused as configured.
 
         Resolving costs several lstat calls, and a segment can take hundreds of
         reads: remember the answer per key (bounded: keys are catalog flavors).
         """
         path = self._paths.get(key)
         if path is None:
+            parts = PurePosixPath(key).parts
+            if not parts or PurePosixPath(key).is_absolute() or any(p in ("..", ".") for p in parts) or "\\" in key or "\0" in key:
+                raise StorageError(f"key {key!r} is not a path inside the media root")
             path = (self.root / key).resolve()
-            if not path.is_relative_to(self.root):
-                raise StorageError(f"key {key!r} escapes the media root")
+            if not self.follow_symlinks and (not path.is_relative_to(self.root) or path != self.root.joinpath(*parts)):
+                raise StorageError(f"key {key!r} goes through a symbolic link and [server] follow_symlinks = false")
             if len(self._paths) > 100_000:
                 self._paths.clear()
             self._paths[key] = path

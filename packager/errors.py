@@ -39,5 +39,12 @@ class NotFound(PackagerError):
     code = "not_found"
 
 
+class NeedsFmp4(NotFound):
+    """HEVC over MPEG-TS: Apple's HLS Authoring Specification requires fMP4 for HEVC, so /hls/ (TS)
+    does not offer it; /cmaf/ does. A 404 naming the way out, not a variant players may choke on."""
+
+    code = "hevc_needs_cmaf"
+
+
 class SegmentNotFound(NotFound):
     code = "segment_not_found"

@@ -655,6 +655,96 @@ def tracks(src: bytes | str | os.PathLike) -> list[TrackInfo]:
     return out
 
 
+# --------------------------------------------------------------------------- derived bad files (tests/test_robustness.py)
+
+
+def _shift_chunk_offsets(data: bytearray, delta: int) -> None:
+    """Add ``delta`` to every stco/co64 entry of every track (``data`` is a whole file)."""
+    for track in tracks(bytes(data)):
+        for box in track.sample_table_boxes:
+            if box.type not in ("stco", "co64"):
+                continue
+            fmt = ">I" if box.type == "stco" else ">Q"
+            width = struct.calcsize(fmt)
+            (count,) = struct.unpack_from(">I", data, box.payload_offset + 4)
+            for i in range(count):
+                at = box.payload_offset + 8 + i * width
+                struct.pack_into(fmt, data, at, struct.unpack_from(fmt, data, at)[0] + delta)
+
+
+def with_boxes_before_moov(data: bytes, count: int, box_type: bytes = b"free") -> bytes:
+    """``data`` (a faststart file) with ``count`` empty 8-byte boxes between ftyp and moov; chunk offsets
+    are moved along, so apart from its box count the file is as playable as before."""
+    ftyp = next(b for b in iter_boxes(data) if b.type == "ftyp")
+    out = bytearray(data)
+    _shift_chunk_offsets(out, 8 * count)
+    return bytes(out[: ftyp.end]) + struct.pack(">I4s", 8, box_type) * count + bytes(out[ftyp.end :])
+
+
+def _parameter_set_lengths(config_type: str, body: bytes, start: int) -> list[int]:
+    """Absolute offsets of the 16-bit length fields of the parameter sets in an avcC/hvcC body at ``start``."""
+    at: list[int] = []
+    if config_type == "avcC":
+        pos = start + 5
+        for _list in range(2):
+            count = body[pos] & (0x1F if _list == 0 else 0xFF)
+            pos += 1
+            for _ in range(count):
+                at.append(pos)
+                pos += 2 + struct.unpack_from(">H", body, pos)[0]
+        return at
+    pos = start + 23
+    for _ in range(body[start + 22]):
+        (count,) = struct.unpack_from(">H", body, pos + 1)
+        pos += 3
+        for _ in range(count):
+            at.append(pos)
+            pos += 2 + struct.unpack_from(">H", body, pos)[0]
+    return at
+
+
+def with_empty_parameter_set(data: bytes, config_type: str = "avcC", number: int = 0) -> bytes:
+    """``data`` with parameter set ``number`` (in record order: avcC SPS then PPS; hvcC VPS, SPS, PPS)
+    of its ``config_type`` box made 0 bytes long. The bytes it held move to the record's end as zero
+    padding (which parsers skip), so no box changes size."""
+    moov = next(b for b in iter_boxes(data) if b.type == "moov")
+    config_at = data.index(config_type.encode(), moov.offset, moov.end) - 4
+    (config_size,) = struct.unpack_from(">I", data, config_at)
+    start, end = config_at + 8, config_at + config_size
+    length_at = _parameter_set_lengths(config_type, data, start)[number]
+    (length,) = struct.unpack_from(">H", data, length_at)
+    record = data[start:length_at] + b"\0\0" + data[length_at + 2 + length : end] + b"\0" * length
+    assert len(record) == end - start
+    return data[:start] + record + data[end:]
+
+
+def _with_co64_box(data: bytes, box: Box) -> bytes:
+    if box.type in ("moov", "trak", "mdia", "minf", "stbl"):  # containers without fields of their own
+        body = b"".join(_with_co64_box(data, child) for child in iter_boxes(data, box.payload_offset, box.end))
+        return struct.pack(">I4s", 8 + len(body), box.type.encode()) + body
+    if box.type != "stco":
+        return data[box.offset : box.end]
+    (count,) = struct.unpack_from(">I", data, box.payload_offset + 4)
+    offsets = struct.unpack_from(f">{count}I", data, box.payload_offset + 8)
+    body = data[box.payload_offset : box.payload_offset + 8] + struct.pack(f">{count}Q", *offsets)
+    return struct.pack(">I4s", 8 + len(body), b"co64") + body
+
+
+def with_co64(data: bytes) -> bytes:
+    """``data`` (moov last, so no chunk moves) with every 32-bit chunk offset table (stco) as a 64-bit one (co64)."""
+    moov = next(b for b in iter_boxes(data) if b.type == "moov")
+    assert moov.end == len(data), "with_co64 needs the moov at the end"
+    return data[: moov.offset] + _with_co64_box(data, moov)
+
+
+def with_boxes_in_moov(data: bytes, count: int, box_type: bytes = b"free") -> bytes:
+    """``data`` (moov last) with ``count`` empty 8-byte boxes appended inside its moov."""
+    moov = next(b for b in iter_boxes(data) if b.type == "moov")
+    assert moov.end == len(data) and moov.header_size == 8, "with_boxes_in_moov needs an 8-byte-header moov at the end"
+    return (data[: moov.offset] + struct.pack(">I4s", moov.size + 8 * count, b"moov")
+            + data[moov.payload_offset :] + struct.pack(">I4s", 8, box_type) * count)
+
+
 def _main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - manual use
     """``python tests/media_fixtures.py [--library DIR]``: generate and list fixtures."""
     import argparse

@@ -116,7 +116,7 @@ def test_tokens_are_checked_at_the_edge(nodes, media_fixture_paths):
     denied = httpx.get(f"{edge.base}/p/demo/e/hevc/hls/master.m3u8")
     assert denied.status_code == 403 and denied.json()["error"] == "token_required"
     token = signed(config, "hevc")
-    url = f"{edge.base}/p/demo/e/hevc/hls/master.m3u8?token={token}"
+    url = f"{edge.base}/p/demo/e/hevc/cmaf/master.m3u8?token={token}"  # HEVC is offered over fMP4 only
     assert video_hashes(url) == video_hashes(media_fixture_paths["hevc"])
     forged = httpx.get(f"{edge.base}/p/demo/e/hevc/hls/main/seg-1.ts", params={"token": token[:-2] + "xx"})
     assert forged.status_code == 403 and forged.json()["error"] == "token_bad_signature"

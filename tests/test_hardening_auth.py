@@ -193,20 +193,20 @@ def pair(media_library, tmp_path_factory):
 def test_no_log_line_of_an_edge_or_its_origin_carries_a_token(pair):
     origin, edge = pair
     token = sign_native("k1", SECRET, "/p/demo/e/hevc", in_an_hour())
-    base = f"{edge.base}/p/demo/e/hevc/hls"
-    assert httpx.get(f"{base}/main/seg-1.ts", timeout=30).status_code == 403  # the profile wants a token
+    base = f"{edge.base}/p/demo/e/hevc/cmaf"  # HEVC is offered over fMP4 only
+    assert httpx.get(f"{base}/main/seg-1.m4s", timeout=30).status_code == 403  # the profile wants a token
     requests = {
         "master.m3u8?%74oken=": httpx.get(f"{base}/master.m3u8?%74oken={token}", timeout=30),
-        "main/seg-1.ts?%74oken=": httpx.get(f"{base}/main/seg-1.ts?%74oken={token}", timeout=30),  # accepted as the token
-        "main/seg-2.ts?token=": httpx.get(f"{base}/main/seg-2.ts?token={token}", timeout=30),
+        "main/seg-1.m4s?%74oken=": httpx.get(f"{base}/main/seg-1.m4s?%74oken={token}", timeout=30),  # accepted as the token
+        "main/seg-2.m4s?token=": httpx.get(f"{base}/main/seg-2.m4s?token={token}", timeout=30),
     }
     assert {k: r.status_code for k, r in requests.items()} == dict.fromkeys(requests, 200)
-    seg1, seg2 = "/p/demo/e/hevc/hls/main/seg-1.ts?%74oken=<redacted #", "/p/demo/e/hevc/hls/main/seg-2.ts?token=<redacted #"
+    seg1, seg2 = "/p/demo/e/hevc/cmaf/main/seg-1.m4s?%74oken=<redacted #", "/p/demo/e/hevc/cmaf/main/seg-2.m4s?token=<redacted #"
     edge_log = wait_for_text(edge.log_path, f"GET {seg2}")
     origin_log = wait_for_text(origin.log_path, f"GET {seg2}")
     # every request was logged, with its token redacted: the edge's access log, the edge's httpx
     # lines for what it sent upstream (the viewer's query goes along), the origin's access log
-    for path in ("/p/demo/e/hevc/hls/master.m3u8?%74oken=<redacted #", seg1, seg2):
+    for path in ("/p/demo/e/hevc/cmaf/master.m3u8?%74oken=<redacted #", seg1, seg2):
         assert f"GET {path}" in edge_log, edge_log[-3000:]
     assert f"HTTP Request: GET {origin.base}{seg1}" in edge_log and f"HTTP Request: GET {origin.base}{seg2}" in edge_log, edge_log[-3000:]
     assert f"GET {seg1}" in origin_log and f"GET {seg2}" in origin_log, origin_log[-3000:]
@@ -242,7 +242,7 @@ def error_of(response: httpx.Response) -> tuple[int, str, str]:
 def test_a_token_with_a_repeated_claim_is_refused_over_http(http):
     exp = in_an_hour()
     good = native_token_with_claims(json.dumps({"acl": "/p/demo/e/hevc", "exp": exp}, separators=(",", ":"), sort_keys=True).encode())
-    assert http.get(f"/p/demo/e/hevc/hls/master.m3u8?token={good}").status_code == 200  # the crafting is right
+    assert http.get(f"/p/demo/e/hevc/cmaf/master.m3u8?token={good}").status_code == 200  # the crafting is right (HEVC: fMP4 only)
     twice = native_token_with_claims(f'{{"acl":"/p/demo/e/other","acl":"/p/demo/e/hevc","exp":{exp}}}'.encode())
     assert error_of(http.get(f"/p/demo/e/hevc/hls/master.m3u8?token={twice}"))[:2] == (403, "token_malformed")
 
@@ -704,7 +704,7 @@ def test_sign_native_writes_exact_types():
 
 def test_a_signed_token_with_a_string_expiry_is_refused_over_http(http):
     good = native_token_with_claims(json.dumps({"acl": HEVC, "exp": in_an_hour()}, separators=(",", ":"), sort_keys=True).encode())
-    assert http.get(f"{HEVC}/hls/master.m3u8?token={good}").status_code == 200
+    assert http.get(f"{HEVC}/cmaf/master.m3u8?token={good}").status_code == 200  # HEVC: fMP4 only
     stringly = native_token_with_claims(json.dumps({"acl": HEVC, "exp": str(in_an_hour())}, separators=(",", ":"), sort_keys=True).encode())
     status, code, detail = error_of(http.get(f"{HEVC}/hls/master.m3u8?token={stringly}"))
     assert (status, code) == (403, "token_malformed") and "claim exp is a string" in detail

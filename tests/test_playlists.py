@@ -34,13 +34,14 @@ from m3u8 import parser as m3u8_parser
 
 import media_fixtures as mf
 import oracle
-from media_fixtures import FIXTURES
+from media_fixtures import FIXTURES, LADDER
 from test_hls_decode import ENTRIES, FORMATS, LADDER_ENTRY, MEMO, entry_flavors, prefetch_sources, source_frames
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 VIDEO_ENTRIES = tuple(e for e in ENTRIES if e == LADDER_ENTRY or FIXTURES[e].expect.video_codec)
-CASES = [(entry, fmt) for entry in ENTRIES for fmt in FORMATS]
-VIDEO_CASES = [(entry, fmt) for entry in VIDEO_ENTRIES for fmt in FORMATS]
+# HEVC is offered over fMP4 only (/hls/ answers 404 hevc_needs_cmaf: test_hevc_is_not_offered_over_ts)
+CASES = [(entry, fmt) for entry in ENTRIES for fmt in FORMATS if (entry, fmt) != ("hevc", "hls")]
+VIDEO_CASES = [(entry, fmt) for entry in VIDEO_ENTRIES for fmt in FORMATS if (entry, fmt) != ("hevc", "hls")]
 SERVER_TARGET = 4  # conftest's server runs with --segment-duration 4
 H264_PROFILES = {"High": 0x64, "Main": 0x4D, "Baseline": 0x42, "Constrained Baseline": 0x42}
 
@@ -321,7 +322,7 @@ def test_master_attributes(entry, fmt, playlists):
             assert info.resolution == next(p.stream_info.resolution for p in pl.master.playlists if p.uri == video.uri)
     languages = [m.language for m in audio_media]
     if entry == "two_languages":
-        assert languages == ["eng", "fra"]
+        assert languages == ["en", "fr"]
     assert sum(m.default == "YES" for m in audio_media) == (1 if audio_media else 0)
 
 
@@ -389,8 +390,8 @@ def _min_version(text: str) -> int:
     version = 3 if re.search(r"#EXTINF:\d+\.\d", text) else 1
     if "#EXT-X-BYTERANGE" in text or "#EXT-X-I-FRAMES-ONLY" in text:
         version = max(version, 4)
-    if "#EXT-X-MAP" in text and "#EXT-X-I-FRAMES-ONLY" not in text:
-        version = max(version, 6)
+    if "#EXT-X-MAP" in text:
+        version = max(version, 5 if "#EXT-X-I-FRAMES-ONLY" in text else 6)
     return version
 
 
@@ -479,35 +480,129 @@ def test_irregular_gop(fmt, server, playlists):
             assert oracle.decoded_frame_count(path, "a:0") > 0, f"audio seg {n} is empty"
 
 
+def _ranged_get(client: httpx.Client, url: str, length: int, offset: int) -> bytes:
+    full_size = int(client.head(url).headers["content-length"])
+    response = client.get(url, headers={"Range": f"bytes={offset}-{offset + length - 1}"})
+    assert response.status_code == 206, f"{url}: Range request answered {response.status_code}"
+    assert response.headers["content-range"] == f"bytes {offset}-{offset + length - 1}/{full_size}"
+    assert len(response.content) == length
+    return response.content
+
+
+def _byterange(segment) -> tuple[int, int]:
+    length, _, offset = segment.byterange.partition("@")
+    return int(length), int(offset or 0)
+
+
+@functools.cache
+def _source_keyframes(fixture: str) -> list[oracle.FrameHash]:
+    """The source's keyframes, decoded alone (-skip_frame nokey), in presentation order."""
+    return oracle.framemd5(mf.fixture_path(fixture), "v:0", extra_input_args=["-skip_frame", "nokey"])
+
+
 @pytest.mark.parametrize("entry, fmt", VIDEO_CASES, ids=_ids(VIDEO_CASES))
 def test_iframe_playlists(entry, fmt, client, server, playlists):
-    """Each I-frame entry: a Range request for its byte range (206, exactly those bytes)
-    decodes (fMP4: after init.mp4) to exactly one frame, the source keyframe at that segment's
-    start; EXTINF and URIs are the media playlist's."""
+    """TS: one entry per keyframe (not per segment), each a byte range of its segment, in increasing
+    order, lasting until the next keyframe; EXT-X-MAP names the PAT/PMT (the first 376 bytes of segment 1).
+    Fetched with a Range request (206, exactly those bytes) behind the map, each decodes as a TS to exactly
+    one picture: the source's keyframe at that time. fMP4: one entry per segment (a keyframe inside a
+    fragment is not decodable without its moof), decoding after init.mp4 to the segment's first keyframe."""
     pl = playlists(entry, fmt)
     for r in pl.videos():
         text, iframes = fetch_playlist(client, f"{pl.root}/{r.dir}/iframes.m3u8")
         assert iframes.is_i_frames_only and iframes.is_endlist and iframes.playlist_type == "vod"
         assert iframes.version >= _min_version(text)
-        assert [(s.uri, s.duration) for s in iframes.segments] == [(s.uri, s.duration) for s in r.playlist.segments]
-        if fmt == "cmaf":
-            assert [m.uri for m in iframes.segment_map] == ["init.mp4"]
-        init = client.get(f"{pl.root}/{r.dir}/init.mp4").content if fmt == "cmaf" else b""
         src = source_frames(r.source, "v:0")
+        if fmt == "hls":
+            assert [(m.uri, m.byterange) for m in iframes.segment_map] == [("seg-1.ts", "376@0")]
+            psi = _ranged_get(client, f"{pl.root}/{r.dir}/seg-1.ts", 376, 0)
+            keys = _source_keyframes(r.source)
+            assert len(iframes.segments) == len(keys), "one I-frame entry per source keyframe"
+            media = {s.uri: s.duration for s in r.playlist.segments}
+            assert [s.uri for s in iframes.segments if s.uri] == sorted(
+                (s.uri for s in iframes.segments), key=lambda u: int(re.search(r"seg-(\d+)", u)[1])
+            )
+            for uri in media:  # durations add up to the segment's; ranges increase within it
+                own = [s for s in iframes.segments if s.uri == uri]
+                assert own and sum(s.duration for s in own) == pytest.approx(media[uri], abs=1e-5)
+                ranges = [_byterange(s) for s in own]
+                assert ranges[0][1] == 376 and all(a[1] + a[0] <= b[1] for a, b in zip(ranges, ranges[1:]))
+            at, starts = 0.0, []
+            for segment, key in zip(iframes.segments, keys):
+                length, offset = _byterange(segment)
+                body = _ranged_get(client, f"{pl.root}/{r.dir}/{segment.uri}", length, offset)
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / "iframe.ts"
+                    path.write_bytes(psi + body)
+                    frames = oracle.framemd5(path, "v:0")
+                assert len(frames) == 1, f"{r.dir}/{segment.uri}@{offset} decodes to {len(frames)} frames"
+                assert frames[0].md5 == key.md5, f"{r.dir}/{segment.uri}@{offset} is not the source keyframe at {at:.3f}s"
+                starts.append(at - key.pts_time)
+                at += segment.duration
+            # each EXTINF runs to the next keyframe: entries start at their keyframe's time (the first one at
+            # 0, which may precede its keyframe, e.g. under an edit list's empty edit)
+            assert max(starts[1:], default=0) - min(starts[1:], default=0) < 1e-3, starts
+            continue
+        assert [(s.uri, s.duration) for s in iframes.segments] == [(s.uri, s.duration) for s in r.playlist.segments]
+        assert [m.uri for m in iframes.segment_map] == ["init.mp4"]
+        init = client.get(f"{pl.root}/{r.dir}/init.mp4").content
         placed = place_segments(server.base, pl, r)
         for segment, p in zip(iframes.segments, placed):
-            length, _, offset = segment.byterange.partition("@")
-            length, offset = int(length), int(offset or 0)
-            full_size = int(client.head(f"{pl.root}/{r.dir}/{segment.uri}").headers["content-length"])
-            response = client.get(
-                f"{pl.root}/{r.dir}/{segment.uri}", headers={"Range": f"bytes={offset}-{offset + length - 1}"}
-            )
-            assert response.status_code == 206, f"{segment.uri}: Range request answered {response.status_code}"
-            assert response.headers["content-range"] == f"bytes {offset}-{offset + length - 1}/{full_size}"
-            assert len(response.content) == length
+            length, offset = _byterange(segment)
+            body = _ranged_get(client, f"{pl.root}/{r.dir}/{segment.uri}", length, offset)
             with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / ("iframe.ts" if fmt == "hls" else "iframe.mp4")
-                path.write_bytes(init + response.content)
+                path = Path(tmp) / "iframe.mp4"
+                path.write_bytes(init + body)
                 frames = oracle.framemd5(path, "v:0")
             assert len(frames) == 1, f"{r.dir}/{segment.uri} range decodes to {len(frames)} frames"
             assert frames[0].md5 == src[p.offset].md5 == p.decode.keyframes[0].md5
+
+
+# --------------------------------------------------------------------------- HEVC: fMP4 only
+
+
+def test_hevc_is_not_offered_over_ts(client):
+    """Apple's HLS Authoring Specification requires fMP4 for HEVC: /hls/ (TS) refuses an HEVC-only entry's
+    master, its video playlists and segments with a 404 naming /cmaf/; /cmaf/ offers it."""
+    root = "/p/demo/e/hevc"
+    for path in ("hls/master.m3u8", "hls/main/index.m3u8", "hls/main/iframes.m3u8", "hls/main/seg-1.ts"):
+        response = client.get(f"{root}/{path}")
+        assert response.status_code == 404, (path, response.status_code, response.text)
+        body = response.json()
+        assert body["error"] == "hevc_needs_cmaf" and "/cmaf/" in body["detail"], body
+    _, master = fetch_playlist(client, f"{root}/cmaf/master.m3u8")
+    assert [p.stream_info.codecs.split(",")[0][:5] for p in master.playlists] == ["hvc1."]
+
+
+def test_ts_master_leaves_hevc_variants_out():
+    """An entry with an H.264 and an HEVC flavor: the TS master lists the H.264 variant (and its I-frame
+    playlist) only; the fMP4 master lists both."""
+    from fractions import Fraction
+
+    from origin.local import read_index_sync
+    from packager.formats import FMP4, TS
+    from packager.hls.build import MasterUris, build_master
+    from packager.media_set import build_media_set
+
+    media_set = build_media_set(
+        [("avc", read_index_sync(mf.fixture_path("h264_baseline"))), ("hevc", read_index_sync(mf.fixture_path("hevc")))],
+        Fraction(4),
+    )
+    uris = MasterUris(lambda rid: f"{rid.flavor}/index.m3u8", lambda rid: f"{rid.flavor}/iframes.m3u8")
+    ts, fmp4 = (m3u8.loads(build_master(media_set, fmt, uris)) for fmt in (TS, FMP4))
+    assert [p.uri for p in ts.playlists] == ["avc/index.m3u8"]
+    assert [p.uri for p in ts.iframe_playlists] == ["avc/iframes.m3u8"]
+    assert [p.uri for p in fmp4.playlists] == ["avc/index.m3u8", "hevc/index.m3u8"]
+
+
+def test_ladder_ts_iframes_list_every_keyframe(client):
+    """The ladder has a keyframe every 2 s and 4 s segments: twice as many I-frames as segments, and ffmpeg
+    plays the I-frame playlist itself (EXT-X-MAP of the PAT/PMT + each range)."""
+    root = f"/p/demo/e/{LADDER_ENTRY}/hls/hi"
+    _, media = fetch_playlist(client, f"{root}/index.m3u8")
+    _, iframes = fetch_playlist(client, f"{root}/iframes.m3u8")
+    assert len(iframes.segments) == 2 * len(media.segments) == len(_source_keyframes(LADDER["hi"]))
+    assert [s.duration for s in iframes.segments] == [2.0] * len(iframes.segments)
+    offsets = [(int(s.uri[4:-3]), _byterange(s)[1]) for s in iframes.segments]
+    assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
+    assert oracle.decoded_frame_count(f"{client.base_url}{root}/iframes.m3u8") == len(iframes.segments)

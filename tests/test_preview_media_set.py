@@ -114,7 +114,8 @@ def test_clipped_segments_decode_to_the_source_frames_before_e(name, seconds, tm
                 match = oracle.audio_hashes_match(src[: k - 1], ours, max_leading=1, max_trailing=0)
                 assert match and match.leading == 1 and not match.tail_trimmed, match.reason
                 assert (ours[-1].pts + ours[-1].duration) * ours[-1].tb - (ours[0].pts + ours[0].duration) * ours[0].tb <= end
-        playlist = build_media(rendition, TS, lambda s: f"seg-{s.number}.ts", None)
+        hevc = track.codec_string.startswith("hvc1")  # offered over fMP4 only (packager/hls/build.py NeedsFmp4)
+        playlist = build_media(rendition, FMP4 if hevc else TS, lambda s: f"seg-{s.number}.ts", "init.mp4" if hevc else None)
         extinf = [Fraction(line[8:-1]) for line in playlist.splitlines() if line.startswith("#EXTINF:")]
         assert len(extinf) == len(rendition.segments)
         assert abs(sum(extinf) - end) < Fraction(1, 1000)

@@ -8,15 +8,18 @@ from the real segment layout.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Callable
 
+from ..errors import NeedsFmp4
 from ..formats import SegmentFormat
-from ..media import Segment
+from ..media import Segment, Track
 from ..media_set import MediaSet, Rendition, RenditionId, frame_rate
 from ..segmenter import target_duration
 from .bandwidth import average_bandwidth, peak_bandwidth
+from .iframes import PSI_RANGE, iframes as iframe_entries
+from .language import language_tag, rendition_names
 from .playlists import (
     AudioRendition,
     IFrameVariant,
@@ -28,6 +31,16 @@ from .playlists import (
 )
 
 AUDIO_GROUP = "audio"
+
+
+def ts_refuses(track: Track, fmt: SegmentFormat) -> bool:
+    """HEVC is delivered in fMP4 only (see :class:`NeedsFmp4`)."""
+    return not fmt.has_init and track.kind == "video" and track.codec_string.startswith(("hvc1", "hev1"))
+
+
+def _check_format(rendition: Rendition, fmt: SegmentFormat) -> None:
+    if ts_refuses(rendition.track, fmt):
+        raise NeedsFmp4(f"{rendition.id.flavor} is HEVC, which HLS delivers in fMP4 only: use /cmaf/ instead of /hls/")
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,10 @@ def rendition_bandwidth(rendition: Rendition, fmt: SegmentFormat) -> Bandwidth:
 
 
 def build_master(media_set: MediaSet, fmt: SegmentFormat, uris: MasterUris) -> str:
+    offered = tuple(v for v in media_set.videos if not ts_refuses(v.track, fmt))
+    if media_set.videos and not offered:
+        raise NeedsFmp4("this entry's video is HEVC only, which HLS delivers in fMP4: use /cmaf/master.m3u8 instead of /hls/")
+    media_set = replace(media_set, videos=offered)
     audio_bw = {r.id: rendition_bandwidth(r, fmt) for r in media_set.audios}
     if media_set.audio_only:
         variants = [
@@ -80,11 +97,12 @@ def build_master(media_set: MediaSet, fmt: SegmentFormat, uris: MasterUris) -> s
             )
         )
         iframes.append(IFrameVariant(uris.iframes(video.id), iframe_bandwidth(video, fmt), video.track.codec_string, resolution))
+    names = rendition_names([r.track.language for r in media_set.audios])
     audio = [
         AudioRendition(
             AUDIO_GROUP,
-            name=_audio_name(r, i),
-            language=r.track.language if r.track.language != "und" else None,
+            name=names[i],
+            language=language_tag(r.track.language),
             uri=uris.media(r.id),
             default=i == 0,
             channels=r.track.audio.channels if r.track.audio else None,
@@ -94,24 +112,23 @@ def build_master(media_set: MediaSet, fmt: SegmentFormat, uris: MasterUris) -> s
     return master_playlist(variants, audio, iframes, version=fmt.version)
 
 
-def _audio_name(rendition: Rendition, position: int) -> str:
-    language = rendition.track.language
-    return language if language != "und" else f"audio {position + 1}"
-
-
 def build_media(rendition: Rendition, fmt: SegmentFormat, segment_uri: Callable[[Segment], str], init_uri: str | None) -> str:
+    _check_format(rendition, fmt)
     segments = [PlaylistSegment(segment_uri(s), s.duration) for s in rendition.segments]
     init = InitSection(init_uri) if fmt.has_init and init_uri else None
     return media_playlist(segments, target_duration=target_duration(rendition.segments), version=fmt.version, init=init)
 
 
 def build_iframes(rendition: Rendition, fmt: SegmentFormat, segment_uri: Callable[[Segment], str], init_uri: str | None) -> str:
-    """One I-frame per segment (each segment starts with one), as a byte range of that segment."""
-    segments = [
-        PlaylistSegment(segment_uri(s), s.duration, fmt.first_frame_range(rendition.track, s))
-        for s in rendition.segments
-    ]
-    init = InitSection(init_uri) if fmt.has_init and init_uri else None
+    """Every keyframe over TS, each a byte range of its segment behind the PAT/PMT of EXT-X-MAP; one per
+    segment over fMP4 (packager/hls/iframes.py says why)."""
+    _check_format(rendition, fmt)
+    entries = iframe_entries(rendition.track, rendition.segments, fmt)
+    segments = [PlaylistSegment(segment_uri(f.segment), f.duration, f.byterange) for f in entries]
+    if fmt.has_init:
+        init = InitSection(init_uri) if init_uri else None
+    else:
+        init = InitSection(segment_uri(rendition.segments[0]), PSI_RANGE) if rendition.segments else None
     return media_playlist(
         segments,
         target_duration=target_duration(rendition.segments),
@@ -122,7 +139,6 @@ def build_iframes(rendition: Rendition, fmt: SegmentFormat, segment_uri: Callabl
 
 
 def iframe_bandwidth(rendition: Rendition, fmt: SegmentFormat) -> int:
-    rates = [
-        fmt.first_frame_range(rendition.track, s)[0] * 8 / s.duration for s in rendition.segments if s.duration > 0
-    ]
+    """Peak bits/s of an I-frame playlist: the largest I-frame over its duration (its EXT-X-MAP aside)."""
+    rates = [f.byterange[0] * 8 / f.duration for f in iframe_entries(rendition.track, rendition.segments, fmt) if f.duration > 0]
     return math.ceil(max(rates, default=0))

@@ -12,11 +12,12 @@ from typing import Sequence
 from . import tags as t
 
 # EXT-X-VERSION by feature (RFC 8216 section 7): decimal EXTINF needs 3,
-# EXT-X-BYTERANGE / I-FRAMES-ONLY need 4 (our TS I-frame ranges include
-# PAT/PMT, so no EXT-X-MAP), EXT-X-MAP for ordinary segments 6. We announce 7
-# for fMP4 as Apple's authoring spec does for CMAF.
+# EXT-X-BYTERANGE / I-FRAMES-ONLY need 4, EXT-X-MAP in an I-frame playlist 5
+# (our TS I-frame playlists name the PAT/PMT with it: each keyframe's range is
+# its PES alone, packager/hls/iframes.py), EXT-X-MAP for ordinary segments 6.
+# We announce 7 for fMP4 as Apple's authoring spec does for CMAF.
 VERSION_TS = 3
-VERSION_TS_IFRAMES = 4
+VERSION_TS_IFRAMES = 5
 VERSION_FMP4 = 7
 
 EXTINF_PLACES = 6  # microseconds: the sum of EXTINF stays within a frame of the real duration

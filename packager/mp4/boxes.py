@@ -66,20 +66,48 @@ def parse_header(buf: bytes | memoryview, pos: int, base: int, limit: int) -> Bo
     return BoxHeader(box_type, offset, size, header_size)
 
 
-def iter_boxes(buf: bytes | memoryview, start: int, end: int, base: int = 0) -> Iterator[BoxHeader]:
-    """Yield the headers of consecutive boxes in ``buf[start:end]``."""
+class BoxBudget:
+    """How many more box headers one parse may read.
+
+    A box is at least 8 bytes, so a 100 MB moov may hold 12 million of them, and walking each is
+    Python work: a hostile or broken file must not buy that much of a request's time. Real moovs
+    hold a few dozen boxes a track. Shared by every walk of one parse (one counter, not one per
+    container: per-container caps multiply with nesting).
+    """
+
+    __slots__ = ("limit", "left", "where")
+
+    def __init__(self, limit: int, where: str) -> None:
+        self.limit = limit
+        self.left = limit
+        self.where = where
+
+    def take(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise MalformedMedia(f"more than {self.limit} boxes in {self.where}: not walking them all")
+
+
+def iter_boxes(
+    buf: bytes | memoryview, start: int, end: int, base: int = 0, budget: BoxBudget | None = None
+) -> Iterator[BoxHeader]:
+    """Yield the headers of consecutive boxes in ``buf[start:end]`` (each one spends ``budget``)."""
     pos = start
     while pos < end:
+        if budget is not None:
+            budget.take()
         header = parse_header(buf, pos, base, base + end)
         yield header
         pos += header.size
 
 
-def children(buf: bytes | memoryview, parent: BoxHeader, skip: int = 0, base: int = 0) -> dict[str, BoxHeader]:
+def children(
+    buf: bytes | memoryview, parent: BoxHeader, skip: int = 0, base: int = 0, budget: BoxBudget | None = None
+) -> dict[str, BoxHeader]:
     """The first child of each type inside ``parent`` (``skip`` bytes of fields come first)."""
     start = parent.payload_offset - base + skip
     found: dict[str, BoxHeader] = {}
-    for child in iter_boxes(buf, start, parent.end - base, base):
+    for child in iter_boxes(buf, start, parent.end - base, base, budget):
         found.setdefault(child.type, child)
     return found
 

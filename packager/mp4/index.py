@@ -19,12 +19,18 @@ import numpy as np
 from ..errors import MalformedMedia, TruncatedMedia, UnsupportedMedia
 from ..media import ByteRange, MediaIndex, Track, TrackKind
 from . import sample_table as st
-from .boxes import BoxHeader, children, fourcc, iter_boxes, parse_header, payload, printable
+from .boxes import BoxBudget, BoxHeader, children, fourcc, iter_boxes, parse_header, payload, printable
 from .sample_entry import parse_sample_entry
 
 HEAD_READ = 64 * 1024  # first read: usually ftyp + moov of a faststart file
 TOP_LEVEL_TYPES = {"ftyp", "moov", "mdat", "free", "skip", "wide", "uuid", "pdin", "meta", "moof", "mfra", "styp", "sidx"}
 HANDLERS: dict[str, TrackKind] = {"vide": "video", "soun": "audio"}
+# Bounded work per index, whatever the file holds. Real files put a handful of boxes before moov
+# (ftyp, free, mdat, uuid); each one past the first read costs a read of its header, so a file of
+# millions of 8-byte boxes would hold a request for minutes.
+MAX_BOXES_BEFORE_MOOV = 1024
+# Every box header read inside moov, across all its walks (a track costs a few dozen).
+MAX_BOXES_IN_MOOV = 10_000
 
 IndexReader = Generator[ByteRange, bytes, MediaIndex]
 
@@ -39,6 +45,7 @@ def index_reader(file_size: int) -> IndexReader:
         raise MalformedMedia(f"not an MP4 file: it starts with '{printable(first_type)}', not an MP4 box")
     brand = "isom"
     offset = 0
+    passed = 0  # boxes walked past while looking for moov
     while offset < file_size:
         if offset + 16 <= len(head):
             window, window_base = head, 0
@@ -46,6 +53,11 @@ def index_reader(file_size: int) -> IndexReader:
             window_base = offset
             window = yield ByteRange(offset, min(16, file_size - offset))
         box = parse_header(window, offset - window_base, window_base, file_size)
+        if box.type != "moov" and passed == MAX_BOXES_BEFORE_MOOV:
+            raise MalformedMedia(
+                f"more than {MAX_BOXES_BEFORE_MOOV} boxes before 'moov' (the next at offset {offset}): not walking them all"
+            )
+        passed += 1
         if box.type == "ftyp":
             brand = _major_brand(head, box)
         elif box.type == "moov":
@@ -80,15 +92,16 @@ def _major_brand(head: bytes, box: BoxHeader) -> str:
 
 
 def parse_moov(buf: bytes, moov: BoxHeader, base: int, brand: str, file_size: int) -> MediaIndex:
-    boxes = children(buf, moov, base=base)
+    budget = BoxBudget(MAX_BOXES_IN_MOOV, f"the 'moov' box at offset {moov.offset}")
+    boxes = children(buf, moov, base=base, budget=budget)
     mvhd = boxes.get("mvhd")
     if mvhd is None:
         raise MalformedMedia("'moov' has no 'mvhd' box")
     movie_timescale = _timescale(payload(buf, mvhd, base), "mvhd")
     tracks = []
-    for trak in iter_boxes(buf, moov.payload_offset - base, moov.end - base, base):
+    for trak in iter_boxes(buf, moov.payload_offset - base, moov.end - base, base, budget):
         if trak.type == "trak":
-            track = _parse_trak(buf, trak, base, movie_timescale, file_size)
+            track = _parse_trak(buf, trak, base, movie_timescale, file_size, budget)
             if track is not None:
                 tracks.append(track)
     if not tracks:
@@ -125,22 +138,24 @@ def _require(boxes: dict[str, BoxHeader], name: str, where: str) -> BoxHeader:
     return boxes[name]
 
 
-def _parse_trak(buf: bytes, trak: BoxHeader, base: int, movie_timescale: int, file_size: int) -> Track | None:
-    trak_boxes = children(buf, trak, base=base)
+def _parse_trak(
+    buf: bytes, trak: BoxHeader, base: int, movie_timescale: int, file_size: int, budget: BoxBudget
+) -> Track | None:
+    trak_boxes = children(buf, trak, base=base, budget=budget)
     tkhd = payload(buf, _require(trak_boxes, "tkhd", "trak"), base)
     track_id = struct.unpack_from(">I", tkhd, 20 if tkhd[0] == 1 else 12)[0]
-    mdia = children(buf, _require(trak_boxes, "mdia", "trak"), base=base)
+    mdia = children(buf, _require(trak_boxes, "mdia", "trak"), base=base, budget=budget)
     hdlr = payload(buf, _require(mdia, "hdlr", "mdia"), base)
     kind = HANDLERS.get(fourcc(bytes(hdlr[8:12])))
     if kind is None:  # subtitles, timecode, hint tracks: not ours to package
         return None
     mdhd = payload(buf, _require(mdia, "mdhd", "mdia"), base)
     timescale = _timescale(mdhd, "mdhd")
-    minf = children(buf, _require(mdia, "minf", "mdia"), base=base)
+    minf = children(buf, _require(mdia, "minf", "mdia"), base=base, budget=budget)
     stbl_box = _require(minf, "stbl", "minf")
-    stbl = children(buf, stbl_box, base=base)
+    stbl = children(buf, stbl_box, base=base, budget=budget)
     stsd_box = _require(stbl, "stsd", "stbl")
-    description = parse_sample_entry(payload(buf, stsd_box, base), stsd_box.payload_offset)
+    description = parse_sample_entry(payload(buf, stsd_box, base), stsd_box.payload_offset, budget)
 
     def body(name: str) -> memoryview | None:
         return payload(buf, stbl[name], base) if name in stbl else None
@@ -153,7 +168,7 @@ def _parse_trak(buf: bytes, trak: BoxHeader, base: int, movie_timescale: int, fi
         raise TruncatedMedia(
             f"track {track_id}: samples reach offset {int((offsets + sizes).max())} but the file ends at {file_size}"
         )
-    shift, edit_end = _edit_list(buf, trak_boxes.get("edts"), base, movie_timescale, timescale)
+    shift, edit_end = _edit_list(buf, trak_boxes.get("edts"), base, movie_timescale, timescale, budget)
     return Track(
         track_id=track_id,
         kind=kind,
@@ -175,7 +190,9 @@ def _parse_trak(buf: bytes, trak: BoxHeader, base: int, movie_timescale: int, fi
     )
 
 
-def _edit_list(buf: bytes, edts: BoxHeader | None, base: int, movie_ts: int, track_ts: int) -> tuple[int, int | None]:
+def _edit_list(
+    buf: bytes, edts: BoxHeader | None, base: int, movie_ts: int, track_ts: int, budget: BoxBudget | None = None
+) -> tuple[int, int | None]:
     """(presentation shift, presentation end) in track timescale from edts/elst.
 
     Leading empty edits (media_time -1) delay the track; the first media edit's
@@ -184,7 +201,7 @@ def _edit_list(buf: bytes, edts: BoxHeader | None, base: int, movie_ts: int, tra
     """
     if edts is None:
         return 0, None
-    elst_box = children(buf, edts, base=base).get("elst")
+    elst_box = children(buf, edts, base=base, budget=budget).get("elst")
     if elst_box is None:
         return 0, None
     elst = payload(buf, elst_box, base)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..errors import MalformedMedia, TruncatedMedia, UnsupportedMedia
 from ..media import AudioInfo, VideoInfo
-from .boxes import BoxHeader, iter_boxes, printable
+from .boxes import BoxBudget, BoxHeader, iter_boxes, printable
 
 VIDEO_ENTRIES = {"avc1", "avc3", "hvc1", "hev1"}
 AUDIO_ENTRIES = {"mp4a"}
@@ -29,6 +29,9 @@ DECODER_CONFIG_TAG = 0x04
 DECODER_SPECIFIC_INFO_TAG = 0x05
 OBJECT_TYPE_AAC = 0x40  # "Audio ISO/IEC 14496-3"
 
+# HEVC NAL unit types of an hvcC array (ITU-T H.265 Table 7-1), for messages.
+HEVC_PARAMETER_SETS = {32: "VPS", 33: "SPS", 34: "PPS", 39: "prefix SEI", 40: "suffix SEI"}
+
 AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 
 
@@ -41,35 +44,35 @@ class SampleDescription:
     audio: AudioInfo | None = None
 
 
-def parse_sample_entry(stsd_payload: memoryview, stsd_offset: int) -> SampleDescription:
-    """Parse the first sample entry of an stsd box (payload after its box header)."""
+def parse_sample_entry(stsd_payload: memoryview, stsd_offset: int, budget: BoxBudget | None = None) -> SampleDescription:
+    """Parse the first sample entry of an stsd box (payload after its box header); box walks spend ``budget``."""
     if len(stsd_payload) < 8:
         raise TruncatedMedia(f"'stsd' box at offset {stsd_offset} is cut short")
     (count,) = struct.unpack_from(">I", stsd_payload, 4)
     if count < 1:
         raise MalformedMedia(f"'stsd' box at offset {stsd_offset} holds no sample entry")
-    entry = next(iter_boxes(stsd_payload, 8, len(stsd_payload), base=0))
+    entry = next(iter_boxes(stsd_payload, 8, len(stsd_payload), base=0, budget=budget))
     raw = bytes(stsd_payload[entry.offset : entry.end])
     if entry.type in VIDEO_ENTRIES:
-        return _parse_visual(entry.type, raw)
+        return _parse_visual(entry.type, raw, budget)
     if entry.type in AUDIO_ENTRIES:
-        return _parse_audio(entry.type, raw)
+        return _parse_audio(entry.type, raw, budget)
     raise UnsupportedMedia(f"codec '{printable(entry.type)}' is not supported (supported: H.264, HEVC, AAC)")
 
 
-def _child_boxes(raw: bytes, start: int) -> dict[str, BoxHeader]:
+def _child_boxes(raw: bytes, start: int, budget: BoxBudget | None) -> dict[str, BoxHeader]:
     found: dict[str, BoxHeader] = {}
-    for child in iter_boxes(raw, start, len(raw)):
+    for child in iter_boxes(raw, start, len(raw), budget=budget):
         found.setdefault(child.type, child)
     return found
 
 
-def _parse_visual(entry_type: str, raw: bytes) -> SampleDescription:
+def _parse_visual(entry_type: str, raw: bytes, budget: BoxBudget | None) -> SampleDescription:
     fields_end = 8 + VISUAL_ENTRY_FIELDS
     if len(raw) < fields_end:
         raise TruncatedMedia(f"'{entry_type}' sample entry is cut short")
     width, height = struct.unpack_from(">HH", raw, 8 + 24)
-    boxes = _child_boxes(raw, fields_end)
+    boxes = _child_boxes(raw, fields_end, budget)
     if entry_type in ("avc1", "avc3"):
         config = boxes.get("avcC")
         if config is None:
@@ -104,10 +107,13 @@ def _parse_avcc(entry_type: str, body: bytes) -> tuple[int, tuple[bytes, ...], s
 
 
 def _read_nal_list(body: bytes, pos: int, count: int, out: list[bytes], what: str) -> int:
-    for _ in range(count):
+    for number in range(1, count + 1):
         if pos + 2 > len(body):
             raise TruncatedMedia(f"{what} list is cut short")
         (length,) = struct.unpack_from(">H", body, pos)
+        if length == 0:
+            # an empty parameter set reaches the decoder as a bare start code: every segment fails to decode
+            raise MalformedMedia(f"{what} {number} of {count} is empty (0 bytes)")
         if pos + 2 + length > len(body):
             raise TruncatedMedia(f"{what} NAL unit is cut short")
         out.append(bytes(body[pos + 2 : pos + 2 + length]))
@@ -126,7 +132,8 @@ def _parse_hvcc(entry_type: str, body: bytes) -> tuple[int, tuple[bytes, ...], s
         if pos + 3 > len(body):
             raise TruncatedMedia("hvcC NAL array is cut short")
         (count,) = struct.unpack_from(">H", body, pos + 1)
-        pos = _read_nal_list(body, pos + 3, count, sets, "hvcC")
+        nal_type = body[pos] & 0x3F
+        pos = _read_nal_list(body, pos + 3, count, sets, f"hvcC {HEVC_PARAMETER_SETS.get(nal_type, f'NAL type {nal_type}')}")
     return nal_length_size, tuple(sets), hevc_codec_string(entry_type, body)
 
 
@@ -145,7 +152,7 @@ def hevc_codec_string(entry_type: str, hvcc: bytes) -> str:
     return ".".join(parts)
 
 
-def _parse_audio(entry_type: str, raw: bytes) -> SampleDescription:
+def _parse_audio(entry_type: str, raw: bytes, budget: BoxBudget | None) -> SampleDescription:
     if len(raw) < 8 + AUDIO_ENTRY_FIELDS:
         raise TruncatedMedia(f"'{entry_type}' sample entry is cut short")
     (version,) = struct.unpack_from(">H", raw, 16)
@@ -154,11 +161,11 @@ def _parse_audio(entry_type: str, raw: bytes) -> SampleDescription:
     extra = QT_SOUND_EXTRA.get(version)
     if extra is None:
         raise UnsupportedMedia(f"'{entry_type}' sound description version {version} is not supported")
-    boxes = _child_boxes(raw, 8 + AUDIO_ENTRY_FIELDS + extra)
+    boxes = _child_boxes(raw, 8 + AUDIO_ENTRY_FIELDS + extra, budget)
     esds = boxes.get("esds")
     if esds is None and "wave" in boxes:  # QuickTime nests esds in a 'wave' box
         wave = boxes["wave"]
-        inner = {b.type: b for b in iter_boxes(raw, wave.payload_offset, wave.end)}
+        inner = {b.type: b for b in iter_boxes(raw, wave.payload_offset, wave.end, budget=budget)}
         esds = inner.get("esds")
     if esds is None:
         raise MalformedMedia(f"'{entry_type}' sample entry has no esds box")

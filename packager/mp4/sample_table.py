@@ -18,6 +18,9 @@ import numpy as np
 
 from ..errors import MalformedMedia, TruncatedMedia
 
+# Chunk offsets at or above this are refused: no file is 4 EiB, and below it offset + size stays in int64.
+MAX_FILE_OFFSET = 1 << 62
+
 
 def _table(body: memoryview, name: str, entry_fields: int, dtype: str, header: int = 8) -> np.ndarray:
     """Full box ``version/flags + entry_count`` then ``entry_count`` rows of ``entry_fields``."""
@@ -135,7 +138,11 @@ def chunk_offsets(stco: memoryview | None, co64: memoryview | None) -> np.ndarra
     if stco is not None:
         return _table(stco, "stco", 1, ">u4")[:, 0].astype(np.int64)
     if co64 is not None:
-        return _table(co64, "co64", 1, ">u8")[:, 0].astype(np.int64)
+        raw = _table(co64, "co64", 1, ">u8")[:, 0]
+        if raw.size and int(raw.max()) >= MAX_FILE_OFFSET:
+            # as int64 it would wrap negative (or wrap when a size is added) and slip past the end-of-file check
+            raise MalformedMedia(f"'co64' holds chunk offset {int(raw.max())}, past the end of any file")
+        return raw.astype(np.int64)
     raise MalformedMedia("sample table has neither 'stco' nor 'co64'")
 
 

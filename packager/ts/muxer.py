@@ -14,12 +14,14 @@ payload areas, one strided numpy copy into the packets and ``tobytes``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import numpy as np
 
 from ..errors import MalformedMedia, PackagerError
 from ..media import SampleBatch, Track
 from . import psi
-from .layout import SegmentLayout, compute_layout
+from .layout import PSI_PACKETS, SegmentLayout, compute_layout
 from .packets import HEADER_SIZE, PACKET_SIZE, PAYLOAD_SIZE, adaptation_fields, write_packet_headers
 from .pes import pes_headers
 from .streams import ElementaryStream, elementary_stream
@@ -54,21 +56,50 @@ def segment_sizes(track: Track, segment_starts: np.ndarray, stop: int | None = N
     return layout.segment_sizes
 
 
-def mux_segment(batch: SampleBatch, continuity_start: int = 0) -> bytes:
+@dataclass(frozen=True, eq=False)
+class ContinuedBatch(SampleBatch):
+    """A SampleBatch that knows where its stream's continuity counter stands at the segment's start:
+    the packets its rendition's earlier segments carried on the stream PID, mod 16 (:func:`continuity_starts`)."""
+
+    continuity_start: int = 0
+
+
+def continued(batch: SampleBatch, continuity_start: int) -> ContinuedBatch:
+    """``batch`` carrying ``continuity_start`` (for :func:`mux_segment`)."""
+    return ContinuedBatch(**{f.name: getattr(batch, f.name) for f in fields(SampleBatch)}, continuity_start=continuity_start)
+
+
+def continuity_starts(track: Track, segment_starts: np.ndarray, stop: int | None = None) -> np.ndarray:
+    """The continuity counter each of consecutive segments of ``track`` opens its stream PID with, so that
+    the counters run on across segment boundaries as if the segments were one stream.
+
+    Segments are packaged one at a time (and cached), so segment k's counter cannot come from muxing
+    segments 1..k-1: it is the stream packets of those segments mod 16, from the same one-pass layout
+    :func:`segment_sizes` uses (no sample bytes). Computed once per rendition, it is O(1) a segment.
+    """
+    packets = segment_sizes(track, segment_starts, stop) // PACKET_SIZE - PSI_PACKETS
+    before = np.zeros(packets.shape[0], dtype=np.int64)
+    np.cumsum(packets[:-1], out=before[1:])
+    return (before & 0x0F).astype(np.uint8)
+
+
+def mux_segment(batch: SampleBatch, continuity_start: int | None = None) -> bytes:
     """The MPEG-TS segment carrying ``batch``: PAT, PMT, then one PES stream.
 
     ``continuity_start`` is the continuity counter of the segment's first
-    elementary-stream packet. 0 is fine for HLS, where each segment is fetched
-    on its own; a caller that wants counters continuous across consecutive
-    segments passes, for segment k+1, ``(continuity_start_k +
-    segment_size_k // 188 - 2) % 16`` (the stream's packets are all but the
-    PAT and PMT). The PAT and PMT counters are ``batch.sequence_number - 1``
-    modulo 16, which is continuous when sequence numbers are.
+    elementary-stream packet; by default a :class:`ContinuedBatch`'s own, else 0.
+    For counters continuous across a rendition's segments (13818-1 2.4.3.3; some
+    demuxers log every restart as a discontinuity) segment k starts where
+    segment k-1 left off: :func:`continuity_starts`. The PAT and PMT counters are
+    ``batch.sequence_number - 1`` modulo 16, which is continuous when sequence
+    numbers are (one PAT and one PMT a segment).
 
     Raises UnsupportedMedia for codecs TS/HLS cannot carry here (anything but
     H.264, HEVC and ADTS-expressible AAC) and MalformedMedia when the batch's
     bytes do not match its sizes or a video sample's NAL units do not parse.
     """
+    if continuity_start is None:
+        continuity_start = batch.continuity_start if isinstance(batch, ContinuedBatch) else 0
     stream = elementary_stream(batch.track)
     sizes = np.asarray(batch.sizes, dtype=np.int64)
     keyframes = np.asarray(batch.keyframes, dtype=bool)
