@@ -1,0 +1,142 @@
+// Plays one HLS URL to the end in hls.js or shaka-player and reports what happened:
+// every player error (fatal or not), every stall, the decoded frame counts and the buffered ranges.
+"use strict";
+
+function bufferedRanges(video) {
+  const out = [];
+  for (let i = 0; i < video.buffered.length; i++) {
+    out.push([video.buffered.start(i), video.buffered.end(i)]);
+  }
+  return out;
+}
+
+window.runPlayback = function (opts) {
+  const { player, url, rate = 4, secondAudio = false, timeoutMs = 20000, stallMs = 3000 } = opts;
+  const video = document.getElementById("video");
+  video.muted = true;
+  const t0 = performance.now();
+  const wall = () => Math.round(performance.now() - t0) / 1000;
+  const report = {
+    player, url, errors: [], stalls: [], events: [], audioTracks: [], audioSwitched: null,
+    ended: false, timedOut: false, duration: null, currentTime: null, buffered: [],
+    totalVideoFrames: null, droppedVideoFrames: null, version: null, elapsed: null,
+  };
+  let playing = false;
+  let lastTime = -1;
+  let lastProgressWall = 0;
+  let hls = null;
+  let shakaPlayer = null;
+
+  const note = (kind, extra) => report.events.push(Object.assign({ kind, t: video.currentTime, wall: wall() }, extra || {}));
+  const addError = (e) => report.errors.push(Object.assign({ t: video.currentTime, wall: wall() }, e));
+
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      clearInterval(watch);
+      const q = video.getVideoPlaybackQuality();
+      report.totalVideoFrames = q.totalVideoFrames;
+      report.droppedVideoFrames = q.droppedVideoFrames;
+      report.duration = video.duration;
+      report.currentTime = video.currentTime;
+      report.buffered = bufferedRanges(video);
+      report.elapsed = wall();
+      if (hls) report.audioTracks = hls.audioTracks.map((t) => t.lang || t.name);
+      if (shakaPlayer) report.audioTracks = shakaPlayer.getAudioTracks().map((t) => t.language);
+      const teardown = hls ? Promise.resolve(hls.destroy()) : shakaPlayer ? shakaPlayer.destroy() : Promise.resolve();
+      teardown.catch(() => {}).then(() => resolve(report));
+    };
+
+    video.addEventListener("error", () => {
+      const err = video.error;
+      addError({ source: "video", fatal: true, code: err && err.code, message: err && err.message });
+      finish();
+    });
+    video.addEventListener("playing", () => { playing = true; note("playing"); });
+    video.addEventListener("waiting", () => {
+      note("waiting");
+      // the wait before the first frame is start-up, not a stall
+      if (playing) report.stalls.push({ kind: "waiting", t: video.currentTime, wall: wall(), buffered: bufferedRanges(video) });
+    });
+    video.addEventListener("ended", () => { report.ended = true; note("ended"); finish(); });
+    video.addEventListener("ratechange", () => note("ratechange", { rate: video.playbackRate }));
+
+    const watch = setInterval(() => {
+      const now = wall();
+      if (video.currentTime !== lastTime) {
+        lastTime = video.currentTime;
+        lastProgressWall = now;
+      } else if (playing && !video.paused && !video.ended && (now - lastProgressWall) * 1000 > stallMs) {
+        report.stalls.push({ kind: "no-progress", t: video.currentTime, wall: now, buffered: bufferedRanges(video) });
+        lastProgressWall = now; // report each stuck period once per stallMs
+      }
+      if (now * 1000 > timeoutMs) { report.timedOut = true; finish(); }
+    }, 100);
+
+    const start = () => {
+      // the second audio language from the start: a switch during playback flushes the audio
+      // buffer by design (a stall that says nothing about the media)
+      if (secondAudio && shakaPlayer) {
+        const other = shakaPlayer.getAudioTracks().filter((t) => !t.active);
+        if (other.length) { shakaPlayer.selectAudioTrack(other[0]); report.audioSwitched = other[0].language; }
+      }
+      video.playbackRate = rate;
+      video.defaultPlaybackRate = rate;
+      const p = video.play();
+      if (p) p.catch((e) => addError({ source: "video.play", fatal: true, message: String(e) }));
+    };
+
+    if (player === "hls.js") {
+      report.version = Hls.version;
+      if (!Hls.isSupported()) { addError({ source: "hls.js", fatal: true, message: "MSE not supported" }); finish(); return; }
+      hls = new Hls({ debug: false, enableWorker: true });
+      hls.on(Hls.Events.ERROR, (_, d) => {
+        addError({
+          source: "hls.js", type: d.type, details: d.details, fatal: d.fatal,
+          url: d.frag ? d.frag.url : d.url || (d.context && d.context.url) || null,
+          sn: d.frag ? d.frag.sn : null, level: d.frag ? d.frag.level : null,
+          message: d.error ? String(d.error.message || d.error) : d.reason || null,
+          buffered: bufferedRanges(video),
+        });
+        if (d.fatal) finish();
+      });
+      hls.on(Hls.Events.AUDIO_TRACKS_UPDATED, (_, d) => {
+        if (secondAudio && report.audioSwitched === null && d.audioTracks.length > 1) {
+          hls.audioTrack = 1;
+          report.audioSwitched = d.audioTracks[1].lang || d.audioTracks[1].name;
+        }
+      });
+      hls.on(Hls.Events.MANIFEST_PARSED, start);
+      hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => note("level", { level: d.level }));
+      hls.on(Hls.Events.AUDIO_TRACK_SWITCHED, (_, d) => note("audioTrack", { id: d.id }));
+      hls.loadSource(url);
+      hls.attachMedia(video);
+    } else if (player === "shaka") {
+      shaka.polyfill.installAll();
+      report.version = shaka.Player.version;
+      if (!shaka.Player.isBrowserSupported()) { addError({ source: "shaka", fatal: true, message: "browser not supported" }); finish(); return; }
+      shakaPlayer = new shaka.Player();
+      shakaPlayer.addEventListener("error", (ev) => {
+        const e = ev.detail;
+        addError({ source: "shaka", fatal: e.severity === 2, severity: e.severity, category: e.category, code: e.code, message: e.message || null, data: JSON.stringify(e.data).slice(0, 500) });
+        if (e.severity === 2) finish();
+      });
+      shakaPlayer.addEventListener("buffering", (ev) => {
+        note("buffering", { buffering: ev.buffering });
+        if (ev.buffering && playing) report.stalls.push({ kind: "shaka-buffering", t: video.currentTime, wall: wall(), buffered: bufferedRanges(video) });
+      });
+      shakaPlayer.addEventListener("variantchanged", () => note("variant"));
+      shakaPlayer.attach(video)
+        .then(() => shakaPlayer.load(url))
+        .then(() => {
+          start();
+        })
+        .catch((e) => { addError({ source: "shaka.load", fatal: true, code: e.code, message: String(e.message || e), data: JSON.stringify(e.data || null).slice(0, 500) }); finish(); });
+    } else {
+      addError({ source: "harness", fatal: true, message: "unknown player " + player });
+      finish();
+    }
+  });
+};
