@@ -139,7 +139,7 @@ class Delivery:
             return Response(b"", media_type=fmt.content_type, headers={**headers, "Accept-Ranges": "bytes", "Content-Length": str(size)})
 
         async def package() -> bytes:
-            batch = await self.media.batch(em.entry, rendition, segment)
+            batch = await self.media.batch(em.entry, rendition, segment, fmt)
             started = time.perf_counter()
             body = await run_in_threadpool(fmt.mux, batch)
             info.package_seconds = time.perf_counter() - started

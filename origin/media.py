@@ -25,20 +25,20 @@ import logging
 import time
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Awaitable, Callable, Collection, Generic, Hashable, Iterable, TypeVar
 
 import numpy as np
 
-from packager.errors import MediaError, PackagerError
+from packager.errors import MediaError
 from packager.media import MediaIndex, SampleBatch, Segment, Track
 from packager.media_set import MediaSet, Rendition, build_media_set
 from packager.mp4.index import index_reader
 from packager.mp4.writer import VirtualFile, clipped_mp4
 from packager.preview import clip_media_set, keeps_everything
 from packager.samples import byte_ranges, make_batch
-from packager.ts import continued, continuity_starts
+from packager.formats import SegmentFormat
 
 from .catalog import Catalog, Entry, Flavor
 from .storage import ObjectStat, Storage, StorageChanged
@@ -285,9 +285,11 @@ class MediaService:
         self.stat_ttl = stat_ttl
         self._stats: dict[str, tuple[ObjectStat, float]] = {}
         self._clipped: weakref.WeakSet[Track] = weakref.WeakSet()  # tracks holding a clip table (weighed with their index)
-        # TS continuity counter at each segment's start, per rendition: one byte a segment, computed once and
-        # kept exactly as long as the media set holding the rendition (not weighed: SEGMENT_BYTES has room)
-        self._continuity: weakref.WeakKeyDictionary[Rendition, np.ndarray | None] = weakref.WeakKeyDictionary()
+        # what a format carries over between segments (TS continuity counters), per rendition: one byte a segment,
+        # kept as long as the media set holding the rendition (not weighed: SEGMENT_BYTES has room)
+        self._continuity_by_rendition: weakref.WeakKeyDictionary[Rendition, dict[str, np.ndarray | None]] = (
+            weakref.WeakKeyDictionary()
+        )
         self.indexes: AsyncLRU[tuple[str, str], MediaIndex] = AsyncLRU(
             "index cache", index_cache_bytes, self._index_weight, index_cache_entries
         )
@@ -391,7 +393,9 @@ class MediaService:
             (flavor.key, stat.version, seconds), lambda: asyncio.to_thread(clipped_mp4, index, seconds), sources
         )
 
-    async def batch(self, entry: Entry, rendition: Rendition, segment: Segment) -> SampleBatch:
+    async def batch(self, entry: Entry, rendition: Rendition, segment: Segment, fmt: SegmentFormat | None = None) -> SampleBatch:
+        """The segment's samples; with ``fmt``, carrying what that format continues from the rendition's earlier
+        segments (``SampleBatch.continuity_start``)."""
         flavor = entry.flavor(rendition.id.flavor)
         ranges = byte_ranges(rendition.track, segment.span)
         try:
@@ -400,25 +404,16 @@ class MediaService:
             self._stats.pop(flavor.key, None)  # the next request indexes the new file instead of failing for STAT_TTL
             raise
         batch = make_batch(rendition.track, segment.span, chunks, sequence_number=segment.number)
-        starts = await self._continuity_starts(rendition)
-        if starts is None:
+        if fmt is None:
             return batch
-        return continued(batch, int(starts[segment.number - rendition.segments[0].number]))
+        starts = await self._continuity(rendition, fmt)
+        return batch if starts is None else replace(batch, continuity_start=int(starts[segment.number - rendition.segments[0].number]))
 
-    async def _continuity_starts(self, rendition: Rendition) -> np.ndarray | None:
-        """Where each segment's TS stream counter starts (packager.ts.continuity_starts), so a rendition's
-        counters run on across segments; None when sizes depend on content (1- or 2-byte NAL lengths)."""
-        if rendition in self._continuity:
-            return self._continuity[rendition]
-
-        def compute() -> np.ndarray | None:
-            segments = rendition.segments
-            starts = np.array([s.span.first for s in segments], dtype=np.int64)
-            try:
-                return continuity_starts(rendition.track, starts, segments[-1].span.stop) if segments else None
-            except PackagerError:
-                return None
-
-        starts = await asyncio.to_thread(compute)  # a layout pass over the track: off the event loop
-        self._continuity[rendition] = starts
-        return starts
+    async def _continuity(self, rendition: Rendition, fmt: SegmentFormat) -> np.ndarray | None:
+        """What ``fmt`` carries over between the rendition's segments (TS continuity counters), computed once per
+        rendition and format and kept exactly as long as the media set holding the rendition."""
+        per_format = self._continuity_by_rendition.setdefault(rendition, {})
+        if fmt.name not in per_format:
+            segments = rendition.segments  # a layout pass over the track: off the event loop
+            per_format[fmt.name] = await asyncio.to_thread(fmt.continuity, rendition.track, segments)
+        return per_format[fmt.name]

@@ -143,6 +143,7 @@ class SampleBatch:
     durations: np.ndarray  # int64
     keyframes: np.ndarray  # bool
     sequence_number: int = 1  # 1-based fragment number (fMP4 mfhd)
+    continuity_start: int = 0  # TS: the stream PID's continuity counter at the segment's start (SegmentFormat.continuity)
 
     @property
     def sample_count(self) -> int:

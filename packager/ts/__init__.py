@@ -1,7 +1,7 @@
 """MPEG-TS segments for HLS: one elementary stream (a video track, or an audio
 track served as its own rendition) behind a PAT and PMT.
 
-    mux_segment(batch, continuity_start=None) -> bytes   # a ContinuedBatch carries its own counter
+    mux_segment(batch, continuity_start=None) -> bytes   # default: batch.continuity_start
     continuity_starts(track, starts, stop=None) -> ndarray  # each segment's first stream counter (continuous)
     segment_size(track, sizes, keyframes) -> int         # == len(mux_segment(...)), no sample bytes needed
     segment_sizes(track, starts, stop=None) -> ndarray   # segment_size of many consecutive segments in one pass
@@ -25,6 +25,6 @@ Choices, with the reasons in the modules that make them:
   are header + 184 bytes and the packetisation is a few numpy operations.
 """
 
-from .muxer import ContinuedBatch, continued, continuity_starts, mux_segment, segment_size, segment_sizes
+from .muxer import continuity_starts, mux_segment, segment_size, segment_sizes
 
-__all__ = ["ContinuedBatch", "continued", "continuity_starts", "mux_segment", "segment_size", "segment_sizes"]
+__all__ = ["continuity_starts", "mux_segment", "segment_size", "segment_sizes"]

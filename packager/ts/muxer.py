@@ -14,8 +14,6 @@ payload areas, one strided numpy copy into the packets and ``tobytes``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import numpy as np
 
 from ..errors import MalformedMedia, PackagerError
@@ -56,19 +54,6 @@ def segment_sizes(track: Track, segment_starts: np.ndarray, stop: int | None = N
     return layout.segment_sizes
 
 
-@dataclass(frozen=True, eq=False)
-class ContinuedBatch(SampleBatch):
-    """A SampleBatch that knows where its stream's continuity counter stands at the segment's start:
-    the packets its rendition's earlier segments carried on the stream PID, mod 16 (:func:`continuity_starts`)."""
-
-    continuity_start: int = 0
-
-
-def continued(batch: SampleBatch, continuity_start: int) -> ContinuedBatch:
-    """``batch`` carrying ``continuity_start`` (for :func:`mux_segment`)."""
-    return ContinuedBatch(**{f.name: getattr(batch, f.name) for f in fields(SampleBatch)}, continuity_start=continuity_start)
-
-
 def continuity_starts(track: Track, segment_starts: np.ndarray, stop: int | None = None) -> np.ndarray:
     """The continuity counter each of consecutive segments of ``track`` opens its stream PID with, so that
     the counters run on across segment boundaries as if the segments were one stream.
@@ -87,7 +72,7 @@ def mux_segment(batch: SampleBatch, continuity_start: int | None = None) -> byte
     """The MPEG-TS segment carrying ``batch``: PAT, PMT, then one PES stream.
 
     ``continuity_start`` is the continuity counter of the segment's first
-    elementary-stream packet; by default a :class:`ContinuedBatch`'s own, else 0.
+    elementary-stream packet; by default the batch's own (``SampleBatch.continuity_start``).
     For counters continuous across a rendition's segments (13818-1 2.4.3.3; some
     demuxers log every restart as a discontinuity) segment k starts where
     segment k-1 left off: :func:`continuity_starts`. The PAT and PMT counters are
@@ -99,7 +84,7 @@ def mux_segment(batch: SampleBatch, continuity_start: int | None = None) -> byte
     bytes do not match its sizes or a video sample's NAL units do not parse.
     """
     if continuity_start is None:
-        continuity_start = batch.continuity_start if isinstance(batch, ContinuedBatch) else 0
+        continuity_start = batch.continuity_start
     stream = elementary_stream(batch.track)
     sizes = np.asarray(batch.sizes, dtype=np.int64)
     keyframes = np.asarray(batch.keyframes, dtype=bool)
