@@ -24,15 +24,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
-import numpy as np
-
+from .. import ts
 from ..formats import SegmentFormat
 from ..media import Segment, Track
-from ..ts.layout import PSI_PACKETS, compute_layout
-from ..ts.packets import PACKET_SIZE
-from ..ts.streams import elementary_stream
 
-PSI_RANGE = (PSI_PACKETS * PACKET_SIZE, 0)  # (length, offset) of the PAT and PMT that open a TS segment
+PSI_RANGE = (ts.PSI_BYTES, 0)  # (length, offset) of the PAT and PMT that open a TS segment
 
 
 @dataclass(frozen=True)
@@ -45,22 +41,13 @@ class IFrame:
 def iframes(track: Track, segments: Sequence[Segment], fmt: SegmentFormat) -> list[IFrame]:
     if fmt.has_init or not segments:
         return [IFrame(s, s.duration, fmt.first_frame_range(track, s)) for s in segments]
-    first, stop = segments[0].span.first, segments[-1].span.stop
-    starts = np.array([s.span.first - first for s in segments], dtype=np.int64)
-    keyframes = np.asarray(track.keyframes[first:stop], dtype=bool)
-    layout = compute_layout(elementary_stream(track), track.sizes[first:stop], keyframes, segment_starts=starts)
-    # stream packets (PAT/PMT excluded) before each segment: PES offsets are counted across all segments
-    before = np.concatenate(([0], np.cumsum(layout.segment_packets - PSI_PACKETS)))
-    pts = track.pts
+    starts = [s.span.first for s in segments]
+    ranges = ts.keyframe_ranges(track, starts, segments[-1].span.stop)
     out: list[IFrame] = []
-    for i, segment in enumerate(segments):
-        lo, hi = segment.span.first - first, segment.span.stop - first
-        keys = lo + np.flatnonzero(keyframes[lo:hi])
-        keys = keys[np.argsort(pts[first + keys], kind="stable")]  # presentation order
+    for segment, keys in zip(segments, ranges):
+        keys = sorted(keys, key=lambda key: int(track.pts[key[0]]))  # presentation order (stable)
         end = segment.start + segment.duration
-        times = [segment.start] + [min(max(Fraction(int(pts[first + k]), track.timescale), segment.start), end) for k in keys[1:]]
+        times = [segment.start] + [min(max(Fraction(int(track.pts[k]), track.timescale), segment.start), end) for k, _, _ in keys[1:]]
         times.append(end)
-        for n, k in enumerate(keys):
-            offset = (PSI_PACKETS + int(layout.first_packet[k]) - int(before[i])) * PACKET_SIZE
-            out.append(IFrame(segment, times[n + 1] - times[n], (int(layout.packet_count[k]) * PACKET_SIZE, offset)))
+        out.extend(IFrame(segment, times[n + 1] - times[n], (length, offset)) for n, (_, length, offset) in enumerate(keys))
     return out

@@ -3,6 +3,8 @@ track served as its own rendition) behind a PAT and PMT.
 
     mux_segment(batch, continuity_start=None) -> bytes   # default: batch.continuity_start
     continuity_starts(track, starts, stop=None) -> ndarray  # each segment's first stream counter (continuous)
+    keyframe_ranges(track, starts, stop=None) -> lists     # each keyframe's (sample, length, offset) in its segment
+    PSI_BYTES                                             # the PAT and PMT that open every segment
     segment_size(track, sizes, keyframes) -> int         # == len(mux_segment(...)), no sample bytes needed
     segment_sizes(track, starts, stop=None) -> ndarray   # segment_size of many consecutive segments in one pass
 
@@ -25,6 +27,10 @@ Choices, with the reasons in the modules that make them:
   are header + 184 bytes and the packetisation is a few numpy operations.
 """
 
-from .muxer import continuity_starts, mux_segment, segment_size, segment_sizes
+from .layout import PSI_PACKETS
+from .muxer import continuity_starts, keyframe_ranges, mux_segment, segment_size, segment_sizes
+from .packets import PACKET_SIZE
 
-__all__ = ["continuity_starts", "mux_segment", "segment_size", "segment_sizes"]
+PSI_BYTES = PSI_PACKETS * PACKET_SIZE
+
+__all__ = ["PSI_BYTES", "continuity_starts", "keyframe_ranges", "mux_segment", "segment_size", "segment_sizes"]

@@ -54,6 +54,28 @@ def segment_sizes(track: Track, segment_starts: np.ndarray, stop: int | None = N
     return layout.segment_sizes
 
 
+def keyframe_ranges(track: Track, segment_starts: np.ndarray, stop: int | None = None) -> list[list[tuple[int, int, int]]]:
+    """For each of consecutive segments of ``track``: (sample index, length, offset) of every keyframe's packets
+    within its segment, in decode order, from the one-pass layout :func:`segment_sizes` uses (PES k carries
+    sample k). A segment opens with PSI_PACKETS of PAT and PMT, which no keyframe's range includes."""
+    stop = track.sample_count if stop is None else stop
+    first = int(segment_starts[0])
+    keyframes = np.asarray(track.keyframes[first:stop], dtype=bool)
+    starts = np.asarray(segment_starts, dtype=np.int64) - first
+    layout = compute_layout(elementary_stream(track), track.sizes[first:stop], keyframes, segment_starts=starts)
+    # stream packets (PAT/PMT excluded) before each segment: PES packets are counted across all segments
+    before = np.concatenate(([0], np.cumsum(layout.segment_packets - PSI_PACKETS)))
+    bounds = [*starts.tolist(), stop - first]
+    out = []
+    for i in range(len(starts)):
+        keys = bounds[i] + np.flatnonzero(keyframes[bounds[i] : bounds[i + 1]])
+        out.append([
+            (first + int(k), int(layout.packet_count[k]) * PACKET_SIZE, (PSI_PACKETS + int(layout.first_packet[k]) - int(before[i])) * PACKET_SIZE)
+            for k in keys
+        ])
+    return out
+
+
 def continuity_starts(track: Track, segment_starts: np.ndarray, stop: int | None = None) -> np.ndarray:
     """The continuity counter each of consecutive segments of ``track`` opens its stream PID with, so that
     the counters run on across segment boundaries as if the segments were one stream.
