@@ -110,6 +110,8 @@ class Delivery:
         rendition = em.media_set.rendition(req.rendition)
         if rendition.kind == "video" and not _flavor_allowed(rendition, grant):
             raise Denied(403, FLAVOR_NOT_ALLOWED, f"flavor {req.rendition.flavor} is above this viewer's quality limit")
+        if ts_refuses(rendition.track, fmt):  # no representation over TS: before any conditional request
+            raise NeedsFmp4(f"{req.rendition.flavor} is HEVC, which HLS delivers in fMP4 only: use /cmaf/ instead of /hls/")
         clipped = media_set.rendition(req.rendition)
         version = em.flavor_version(req.rendition.flavor)
         if req.resource in ("index", "iframes"):
@@ -120,8 +122,6 @@ class Delivery:
             segment = None
             path = urls.canonical_path(req)
         else:  # a segment: refuse what the grant does not cover before anything else, 304 included
-            if ts_refuses(rendition.track, fmt):
-                raise NeedsFmp4(f"{req.rendition.flavor} is HEVC, which HLS delivers in fMP4 only: use /cmaf/ instead of /hls/")
             segment = _granted_segment(clipped, req, end)
             path = urls.canonical_path(replace(req, preview=urls.clip_marker(end) if is_clipped(segment) else None))
         headers, etag = self._headers(path, em, version, location=_location(path, req))
@@ -159,6 +159,8 @@ class Delivery:
             if requested is not None and not any(v.id.flavor in requested for v in media_set.videos):
                 raise UnknownFlavor(f"flavors= names none of this entry's flavors ({', '.join(v.id.flavor for v in media_set.videos)})")
             raise Denied(403, FLAVOR_NOT_ALLOWED, "no flavor of this entry is within this viewer's quality limit")
+        if media_set.videos and all(ts_refuses(v.track, fmt) for v in media_set.videos if v.id.flavor in shown):
+            raise NeedsFmp4("the flavors this master would list are HEVC, which HLS delivers in fMP4 only: use /cmaf/master.m3u8")
         visible = _only_videos(media_set, frozenset(shown))
         render = lambda: _master_playlist(visible, fmt, end)  # noqa: E731
         return await self._playlist(request, urls.canonical_path(req), em, em.version, grant, render, Variant(end, frozenset(shown)))

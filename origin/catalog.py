@@ -124,8 +124,8 @@ class FileCatalog:
             raise UnknownEntry(f"partner {partner} has no entry {entry}") from None
         flavors, refused = [], []
         for name in names:
-            if not (name.endswith(".mp4") and valid_id(name[:-4])):
-                continue
+            if not (name.endswith(".mp4") and valid_id(name[:-4])) or os.path.isdir(os.path.join(entry_dir, name)):
+                continue  # a folder named like a flavor is not one
             if not self.follow_symlinks and os.path.islink(os.path.join(entry_dir, name)):
                 refused.append((name[:-4], f"flavor file {partner}/{entry}/{name} {NOT_FOLLOWED}"))
                 continue

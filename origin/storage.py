@@ -90,6 +90,9 @@ class LocalStorage:
         return path
 
     def stat_sync(self, key: str) -> ObjectStat:
+        # resolved anew at each stat (MediaService asks once a second at most): a link pointed elsewhere, or a
+        # moved target, shows up as a new file within that time, as a replaced regular file does
+        self._paths.pop(key, None)
         try:
             info = os.stat(self.path(key))
         except OSError as exc:
@@ -109,7 +112,10 @@ class LocalStorage:
             self._check_unchanged(key, fd)
             chunks = []
             for r in ranges:
-                data = os.pread(fd, r.size, r.offset)
+                try:
+                    data = os.pread(fd, r.size, r.offset)
+                except OSError as exc:  # a folder named like a flavor, an I/O error: this key's failure only
+                    raise StorageError(f"{key}: {exc.strerror}") from None
                 if len(data) != r.size:
                     raise StorageError(f"{key}: short read at offset {r.offset} ({len(data)} of {r.size} bytes)")
                 chunks.append(data)

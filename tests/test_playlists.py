@@ -565,11 +565,14 @@ def test_hevc_is_not_offered_over_ts(client):
     """Apple's HLS Authoring Specification requires fMP4 for HEVC: /hls/ (TS) refuses an HEVC-only entry's
     master, its video playlists and segments with a 404 naming /cmaf/; /cmaf/ offers it."""
     root = "/p/demo/e/hevc"
-    for path in ("hls/master.m3u8", "hls/main/index.m3u8", "hls/main/iframes.m3u8", "hls/main/seg-1.ts"):
-        response = client.get(f"{root}/{path}")
-        assert response.status_code == 404, (path, response.status_code, response.text)
-        body = response.json()
-        assert body["error"] == "hevc_needs_cmaf" and "/cmaf/" in body["detail"], body
+    paths = ("hls/master.m3u8", "hls/main/index.m3u8", "hls/main/iframes.m3u8", "hls/main/seg-1.ts", "hls/main/index-p3.m3u8")
+    for path in paths:
+        # a conditional request gets the same 404: there is no representation to be "not modified"
+        for headers in ({}, {"If-None-Match": "*"}, {"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"}):
+            response = client.get(f"{root}/{path}", headers=headers)
+            assert response.status_code == 404, (path, headers, response.status_code, response.text)
+            body = response.json()
+            assert body["error"] == "hevc_needs_cmaf" and "/cmaf/" in body["detail"], body
     _, master = fetch_playlist(client, f"{root}/cmaf/master.m3u8")
     assert [p.stream_info.codecs.split(",")[0][:5] for p in master.playlists] == ["hvc1."]
 

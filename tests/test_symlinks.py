@@ -163,3 +163,52 @@ def test_storage_keys_cannot_climb_out_of_the_root(linked_library):
     assert LocalStorage(linked_library).path("demo/linked/main.mp4").name == "h264_baseline.mp4"
     with pytest.raises(StorageError, match="symbolic link"):
         LocalStorage(linked_library, follow_symlinks=False).path("demo/linked/main.mp4")
+
+
+def test_a_relinked_or_moved_target_is_picked_up_like_a_replaced_file(tmp_path, media_fixture_paths):
+    """A link pointed at another file (a takedown, a re-encode) is served within the stat window, and a
+    moved old target does not leave the flavor failing: links are resolved again at every stat."""
+    import time
+
+    import httpx
+
+    store, root = tmp_path / "store", tmp_path / "lib"
+    store.mkdir()
+    (root / "open" / "ln").mkdir(parents=True)
+    first, second = store / "a.mp4", store / "b.mp4"
+    first.write_bytes(media_fixture_paths["ladder_hi"].read_bytes())
+    second.write_bytes(media_fixture_paths["ladder_lo"].read_bytes())
+    link = root / "open" / "ln" / "v.mp4"
+    link.symlink_to(first)
+    server = ServerProcess(["--media", str(root), "--segment-duration", "4"], tmp_path / "server.log")
+    try:
+        url = f"{server.base}/p/open/e/ln/mp4/v.mp4"
+        assert httpx.get(url, timeout=30).content == first.read_bytes()
+        link.unlink()
+        link.symlink_to(second)
+        time.sleep(1.5)  # past MediaService's stat window (origin.media.STAT_TTL)
+        assert httpx.get(url, timeout=30).content == second.read_bytes()
+        assert "RESOLUTION=320x180" in httpx.get(f"{server.base}/p/open/e/ln/hls/master.m3u8", timeout=30).text
+        first.rename(store / "a-old.mp4")
+        time.sleep(1.5)
+        assert httpx.get(f"{server.base}/p/open/e/ln/hls/v/seg-2.ts", timeout=30).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_a_folder_named_like_a_flavor_is_not_a_flavor(tmp_path, media_fixture_paths):
+    import httpx
+
+    entry = tmp_path / "lib" / "open" / "mixed"
+    entry.mkdir(parents=True)
+    (entry / "lo.mp4").write_bytes(media_fixture_paths["ladder_lo"].read_bytes())
+    (entry / "x.mp4").mkdir()
+    server = ServerProcess(["--media", str(tmp_path / "lib"), "--segment-duration", "4"], tmp_path / "server.log")
+    try:
+        master = httpx.get(f"{server.base}/p/open/e/mixed/hls/master.m3u8", timeout=30)
+        assert master.status_code == 200 and "lo/index.m3u8" in master.text and "x/" not in master.text
+        missing = httpx.get(f"{server.base}/p/open/e/mixed/mp4/x.mp4", timeout=30)
+        assert missing.status_code == 404, missing.text
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()
