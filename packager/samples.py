@@ -39,13 +39,21 @@ def make_batch(track: Track, span: SampleSpan, chunks: Sequence[bytes], sequence
             f"track {track.track_id}: read {len(data)} bytes for samples {span.first}-{span.stop} "
             f"but the index says {int(sizes.sum())} (file changed or truncated?)"
         )
+    dts = track.dts[span.first : span.stop] + track.presentation_shift
+    durations = track.durations[span.first : span.stop]
+    if span.first == 0 and track.late_start and span.stop > 0:
+        # The track's first sample presents from 0 and is held over the delay (Track.late_start);
+        # its longer duration keeps every later decode time where it was.
+        durations = durations.copy()
+        dts[0] -= track.late_start
+        durations[0] += track.late_start
     return SampleBatch(
         track=track,
         data=data,
         sizes=sizes,
-        dts=track.dts[span.first : span.stop] + track.presentation_shift,
+        dts=dts,
         cts_offsets=track.cts_offsets[span.first : span.stop],
-        durations=track.durations[span.first : span.stop],
+        durations=durations,
         keyframes=track.keyframes[span.first : span.stop],
         sequence_number=sequence_number,
     )

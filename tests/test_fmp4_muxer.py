@@ -161,6 +161,20 @@ def sample_entry(fourcc: str, body: bytes = b"\x00" * 6 + b"\x00\x01" + b"vodgat
     return struct.pack(">I4s", 8 + len(body), fourcc.encode()) + body
 
 
+def init_edits(track: Track) -> list[tuple[int, int]] | None:
+    """(segment_duration, media_time) rows of the init segment's elst, None without an edts."""
+    data = init_segment(track)
+    boxes = {b.type: b for b in walk(data)}
+    elst = boxes["moov"].find("trak/edts/elst")
+    if boxes["moov"].find("trak/edts") is None:
+        return None
+    version = data[elst.payload]
+    (count,) = struct.unpack_from(">I", data, elst.payload + 4)
+    row = ">Qqhh" if version else ">Iihh"
+    width = struct.calcsize(row)
+    return [struct.unpack_from(row, data, elst.payload + 8 + i * width)[:2] for i in range(count)]
+
+
 def make_track(
     kind: str = "video",
     *,
@@ -369,23 +383,41 @@ def test_negative_shift_later_segment():
     assert frag.pts.tolist() == batch.pts.tolist()
 
 
-def test_positive_shift_stays_in_tfdt():
-    track = make_track("video", ctts=BFRAME_CTTS, shift=7680)  # 0.6 s empty edit
+def test_positive_shift_tfdt_is_the_keyframes_presentation_time():
+    """Behind a 0.6 s empty edit the segment's tfdt is where its keyframe presents (0.6 s + the
+    B-frame delay the media edit trims, here 0), not its decode time: players place a segment
+    by tfdt."""
+    track = make_track("video", ctts=BFRAME_CTTS, shift=7680 - BFRAME_CTTS[0])
     batch = make_batch(track, 0, 8)
+    assert batch.pts[0] == 7680
     frag = read_fragment(media_segment(batch))
     assert frag.base_decode_time == 7680
-    assert frag.trun_version == 0
-    assert frag.composition_offsets.tolist() == BFRAME_CTTS
     assert frag.pts.tolist() == batch.pts.tolist()
+    assert track.pre_roll == 0 and init_edits(track) is None
 
 
-def test_audio_priming_shift():
+def test_audio_priming_is_written_and_the_init_edit_takes_it_off():
     track = make_track("audio", shift=-1024, duration=1024, timescale=48000)
     batch = make_batch(track)
     frag = read_fragment(media_segment(batch))
-    assert frag.base_decode_time == 0 and frag.trun_version == 1
-    assert set(frag.composition_offsets.tolist()) == {-1024}
-    assert frag.pts.tolist() == batch.pts.tolist()
+    assert track.pre_roll == 1024
+    assert frag.base_decode_time == 0 and frag.trun_version == 0
+    assert set(frag.composition_offsets.tolist()) == {0}
+    assert frag.pts.tolist() == (batch.pts + 1024).tolist()
+    assert init_edits(track) == [(0, 1024)]
+
+
+def test_start_trimmed_pre_roll_is_written_from_zero_and_trimmed_by_the_init_edit():
+    """ffmpeg -ss T -c copy: the edit starts 1.4 s (35 frames) after the kept keyframe, whose
+    B-frame delay is 1024: 33 frames present before 0."""
+    track = make_track("video", ctts=BFRAME_CTTS, shift=-35 * 512)
+    assert track.pts.min() == 1024 - 35 * 512 and track.pre_roll == 33 * 512
+    frag = read_fragment(media_segment(make_batch(track, 0, 8)))
+    assert frag.base_decode_time == 0
+    assert frag.pts.tolist() == (track.pts[:8] + track.pre_roll).tolist()
+    assert init_edits(track) == [(0, 33 * 512)]
+    later = read_fragment(media_segment(make_batch(track, 4, 8, sequence_number=2)))
+    assert later.pts.tolist() == (track.pts[4:8] + track.pre_roll).tolist()
 
 
 def test_offsets_follow_durations_when_dts_disagree():

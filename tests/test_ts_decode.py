@@ -121,7 +121,11 @@ def test_concatenated_file_decodes_to_source_frames(packaged):
     ours = _decode(out / "whole.ts", track, "-copyts")
     _check_frames(_decode(src, track), ours, track)
     if track.kind == "video":
-        expected = rescale(np.sort(track.pts), track.timescale, 90000) + TIMESTAMP_OFFSET_90K
+        # a track behind an empty edit (edit_list: 0.6 s) presents its first frame from 0, held
+        # over the delay (Track.late_start); every other frame where the source presents it
+        pts = track.pts.copy()
+        pts[0] -= track.late_start
+        expected = rescale(np.sort(pts), track.timescale, 90000) + TIMESTAMP_OFFSET_90K
         assert [f.pts for f in ours] == expected.tolist()
     else:
         # the priming frame presents at the track's first pts (-1024 samples)
@@ -164,3 +168,35 @@ def test_in_band_access_unit_delimiters(tmp_path, name, bsf):
     ok, err = oracle.decode_ok(out, maps=("0:v",))
     assert ok, err
     assert oracle.video_hashes(out) == oracle.video_hashes(src)
+
+
+def _packet_times(segment: Path, kind: str) -> list[tuple[int, int]]:
+    """(dts, pts) in 90 kHz of every packet of one segment's stream, as ffmpeg's demuxer reads them."""
+    out = media_fixtures.run_ffmpeg(["-v", "error", "-copyts", "-i", str(segment), "-map", f"0:{kind[0]}",
+                                     "-c", "copy", "-f", "framecrc", "-"])
+    rows = [line.split(",") for line in out.stdout.splitlines() if line and not line.startswith("#")]
+    return [(int(r[1]), int(r[2])) for r in rows]
+
+
+def test_each_segment_starts_decoding_where_it_presents_and_decode_times_run_on(packaged):
+    """Players place a TS segment by its first DTS (shaka: each segment's timestampOffset from its first
+    PES's min(DTS, PTS); hls.js: the timeline's start) and hls.js moves frames when the decode clock
+    jumps between segments by more than a frame (packager.ts.timing.fit_decode_times)."""
+    _, out, track, _, batches = packaged
+    previous = None
+    for number, batch in enumerate(batches, 1):
+        times = _packet_times(out / f"seg-{number}.ts", track.kind)
+        if track.kind == "audio":  # ffmpeg's parser splits PES into frames
+            assert len(times) == batch.sample_count and all(d == p for d, p in times)
+        assert len(times) == batch.sample_count
+        first_presented = min(pts for _, pts in times)
+        assert times[0][0] == times[0][1] == first_presented
+        dts = [d for d, _ in times]
+        assert all(b > a for a, b in zip(dts, dts[1:])) and all(d <= p for d, p in times)
+        if previous is not None:
+            # hls.js: the next decode time is the last plus the last interval; a jump of more than a
+            # frame ("hole") or back by more than a tick ("overlap") makes it move frames
+            expected_next = previous[-1] + (previous[-1] - previous[-2])
+            frame = rescale(int(np.median(batch.durations)), track.timescale, 90_000)
+            assert -1 <= dts[0] - expected_next <= frame, (number, dts[0], expected_next)
+        previous = dts

@@ -184,9 +184,16 @@ def test_video_segment_round_trip():
     pes_list = demux(data)
     assert [p.payload for p in pes_list] == expected
     assert all(p.pid == VIDEO_PID and p.stream_id == 0xE0 and p.packet_length == 0 for p in pes_list)
-    pts90, dts90 = to90k(dts + cts, 12800), to90k(dts, 12800)
+    pts90, source_dts90 = to90k(dts + cts, 12800), to90k(dts, 12800)
     assert [p.pts for p in pes_list] == pts90.tolist()
-    assert [p.dts if p.dts is not None else p.pts for p in pes_list] == dts90.tolist()
+    dts90 = np.array([p.dts if p.dts is not None else p.pts for p in pes_list])
+    # fitted to the segment (packager.ts.timing.fit_decode_times): the first DTS is the first PTS, the
+    # three decode times up to it squeezed after it, the last raised; the rest are the source's
+    assert dts90[0] == pts90[0]
+    assert (dts90[1:3] > pts90[0]).all() and (dts90[1:3] < source_dts90[3]).all()
+    assert dts90[3:-1].tolist() == source_dts90[3:-1].tolist()
+    assert source_dts90[-1] <= dts90[-1] <= pts90[-1]
+    assert (np.diff(dts90) > 0).all() and (dts90 <= pts90).all()
     assert all((p.dts is None) == (d == t) for p, d, t in zip(pes_list, dts90, pts90))  # DTS only when it differs
     layout = compute_layout(elementary_stream(track), batch.sizes, batch.keyframes)
     assert [len(p.header) for p in pes_list] == (19 + layout.header_stuffing).tolist()
@@ -252,7 +259,8 @@ def test_negative_composition_offsets_keep_dts_below_pts():
     dts = [p.dts if p.dts is not None else p.pts for p in pes_list]
     assert all(d <= p.pts for d, p in zip(dts, pes_list))
     assert dts == sorted(dts) and len(set(dts)) == n
-    assert dts[0] == TIMESTAMP_OFFSET_90K - rescale(512, 12800, 90000)  # shifted by the track's most negative offset
+    # shifted by the track's most negative offset, then fitted to the segment: the first DTS is the first PTS
+    assert dts[0] == pes_list[0].pts == TIMESTAMP_OFFSET_90K
 
 
 def test_two_byte_nal_lengths():

@@ -2,13 +2,13 @@
 
 Timing. A :class:`~packager.media.SampleBatch` gives decode times already shifted
 by the track's ``presentation_shift`` (the edit list), so ``dts + cts_offsets``
-is presentation time and the first ``dts`` may be negative (the B-frame delay or
-AAC priming a media edit trims). tfdt is unsigned, so the decode time written is
-``batch.dts - min(0, presentation_shift)`` -- the source file's own decode time
-when the shift trims -- and the composition offset written is whatever makes
-``tfdt + sum(earlier durations) + offset`` equal the presentation time exactly
-(negative offsets -> trun version 1). A positive shift (an empty edit delaying
-the track) stays in tfdt, with the ctts values as offsets.
+is presentation time and early samples may present before 0 (the track's
+``pre_roll``: frames a start trim keeps before its edit, AAC priming). Written
+times are presentation time plus that pre-roll, which the init segment's edit
+list removes again (as in the source file), so every written time is >= 0. The
+decode clock is chosen by :func:`decode_base`; the composition offset written
+is whatever makes ``tfdt + sum(earlier durations) + offset`` equal the written
+presentation time exactly (negative offsets -> trun version 1).
 
 Layout. The moof is the same shape for every segment of a track: one traf with
 tfhd (default-base-is-moof), tfdt v1 and a trun with per-sample duration, size,
@@ -45,8 +45,19 @@ SEGMENT_TYPE = SegmentTypeBox(major_brand=b"msdh", minor_version=0, compatible_b
 
 
 def decode_base(track: Track) -> int:
-    """What to add to a batch's (presentation-shifted) dts to get the written decode time."""
-    return -min(0, track.presentation_shift)
+    """What to add to a batch's (presentation-shifted) dts to get the written decode time.
+
+    Two rules fix it. The track's first sample -- a keyframe -- is written with decode time
+    equal to its presentation time (its composition offset moves onto the decode clock), so
+    every segment's tfdt is the presentation time its keyframe starts at: players that place a
+    segment by its tfdt (shaka, hls.js) put it where the playlist does, even behind an empty
+    edit. And the earliest sample is written at time 0 or later: the track's ``pre_roll`` (the
+    frames a start trim keeps before the edit, AAC priming) is added, and the init segment's
+    edit list (:func:`packager.fmp4.init.edit_list`) takes it off again.
+    """
+    if track.sample_count == 0:
+        return 0
+    return int(track.cts_offsets[0]) + track.pre_roll
 
 
 def _as_bytes_view(data: bytes | bytearray | memoryview) -> Chunk:
@@ -145,9 +156,9 @@ def media_segment(batch: SampleBatch) -> bytes:
     implied_dts[0] = base_decode_time
     np.cumsum(durations[:-1], out=implied_dts[1:])
     implied_dts[1:] += base_decode_time
-    # Presentation times are written as they are (tfdt + offset = batch.pts): only
-    # the decode clock moves.
-    offsets = batch.dts + batch.cts_offsets - implied_dts
+    # Presentation times are written as they are plus the pre-roll the init's edit list
+    # takes off again (tfdt + offset = batch.pts + pre_roll): only the decode clock moves.
+    offsets = batch.dts + batch.cts_offsets + track.pre_roll - implied_dts
 
     chunks = _segment_chunks(
         track_id=track.track_id,

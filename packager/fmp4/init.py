@@ -4,9 +4,12 @@ The moov has no samples (empty stts/stsc/stsz/stco, zero durations) and an
 mvex/trex announcing fragments. The track's sample entry (avc1/hvc1/mp4a with
 its avcC/hvcC/esds...) is copied verbatim from the source file.
 
-No edit list is written: media segments carry times that already include the
-source's edit list (see :mod:`packager.fmp4.fragment`), and players differ on
-whether they honour an elst in fragmented files.
+The edit list. Media segments carry presentation times plus the track's
+``pre_roll`` (see :mod:`packager.fmp4.fragment`); when that is not 0 the init
+carries one edit whose media_time takes it off again -- what the source's own
+edit list did -- so players that honour edit lists (ffmpeg, AVPlayer,
+ExoPlayer) present the source's frames from the source's first presented one.
+A track without pre-roll (no start trim, no priming) gets no edit list.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from .boxes import (
     DataEntryUrlBox,
     DataInformationBox,
     DataReferenceBox,
+    EditBox,
+    EditListBox,
     FileTypeBox,
     HandlerBox,
     MediaBox,
@@ -82,14 +87,25 @@ def init_boxes(track: Track) -> tuple[FileTypeBox, MovieBox]:
         )
     )
     header, media = track_header_and_media(track, sample_table)
+    edits = edit_list(track)
     movie = MovieBox(
         (
             MovieHeaderBox(MOVIE_TIMESCALE, next_track_id=track.track_id + 1),
-            TrackBox((header, media)),
+            TrackBox((header, EditBox((edits,)), media) if edits else (header, media)),
             MovieExtendsBox((TrackExtendsBox(track.track_id),)),
         )
     )
     return INIT_FILE_TYPE, movie
+
+
+def edit_list(track: Track) -> EditListBox | None:
+    """The init's elst: one edit starting at the track's pre-roll, or None without one.
+
+    Its segment_duration is 0: a fragmented track's length is not known from the
+    init (ISO/IEC 14496-12 8.6.6: the edit then runs to the end of the media), as
+    ffmpeg's fragmenting muxer writes it.
+    """
+    return EditListBox(((0, track.pre_roll),)) if track.pre_roll else None
 
 
 def track_header_and_media(

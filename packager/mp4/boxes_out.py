@@ -57,29 +57,6 @@ def runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- file and movie level
 
 
-@dataclass(frozen=True)
-class EditBox(ContainerBox):
-    FOURCC = b"edts"
-
-
-@dataclass(frozen=True)
-class EditListBox(FullBox):
-    """elst: rows of (segment_duration in movie timescale, media_time or -1 for empty, rate 1.0)."""
-
-    FOURCC = b"elst"
-    entries: tuple[tuple[int, int], ...]
-
-    def version(self) -> int:
-        small = all(_fits_u32(d) and I32_MIN <= t <= I32_MAX for d, t in self.entries)
-        return 0 if small else 1
-
-    def payload(self):
-        yield u32(len(self.entries))
-        row = ">Qqhh" if self.version() else ">Iihh"
-        for duration, media_time in self.entries:
-            yield struct.pack(row, duration, media_time, 1, 0)
-
-
 # --------------------------------------------------------------------------- sample tables
 
 

@@ -40,6 +40,8 @@ import numpy as np
 from ..errors import MalformedMedia
 from ..fmp4.boxes import (
     U32_MAX,
+    EditBox,
+    EditListBox,
     FileTypeBox,
     MovieBox,
     MovieHeaderBox,
@@ -54,8 +56,6 @@ from .boxes_out import (
     ChunkLargeOffsetBox,
     ChunkOffsetBox,
     CompositionOffsetBox,
-    EditBox,
-    EditListBox,
     SampleSizeBox,
     SampleToChunkBox,
     SyncSampleBox,

@@ -48,14 +48,51 @@ def decode_shift(track: Track) -> int:
 
 
 def timestamps_90k(batch: SampleBatch) -> tuple[np.ndarray, np.ndarray]:
-    """(pts, dts) of each sample of ``batch`` in 90 kHz, offset by TIMESTAMP_OFFSET_90K."""
+    """(pts, dts) of each sample of ``batch`` in 90 kHz, offset by TIMESTAMP_OFFSET_90K.
+
+    Decode times are then fitted to the segment (:func:`fit_decode_times`).
+    """
     timescale = batch.track.timescale
     dts = np.asarray(batch.dts, dtype=np.int64)
     pts = dts + np.asarray(batch.cts_offsets, dtype=np.int64)
     shift = decode_shift(batch.track)
     if shift:
         dts = dts - shift
-    return (
-        rescale(pts, timescale, CLOCK_HZ) + TIMESTAMP_OFFSET_90K,
-        rescale(dts, timescale, CLOCK_HZ) + TIMESTAMP_OFFSET_90K,
-    )
+    pts90 = rescale(pts, timescale, CLOCK_HZ)
+    dts90 = fit_decode_times(pts90, rescale(dts, timescale, CLOCK_HZ), rescale(pts + batch.durations, timescale, CLOCK_HZ))
+    return pts90 + TIMESTAMP_OFFSET_90K, dts90 + TIMESTAMP_OFFSET_90K
+
+
+def fit_decode_times(pts: np.ndarray, dts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The decode times of one segment, moved so that players place it where its playlist does.
+
+    With B-frames a segment's first frame (a keyframe) decodes before it presents: DTS 3.92 s,
+    PTS 4.00 s. Players place a TS segment by its first timestamp, the DTS: shaka sets each
+    segment's timestampOffset from its first PES's min(DTS, PTS), hls.js starts the timeline at
+    the first segment's DTS. So:
+
+    * head: the decode times up to the segment's first presentation are squeezed, in order, between
+      that presentation and the first decode time after it (4.00 / 4.013 / 4.027 s instead of
+      3.92 / 3.96 / 4.00 s): the segment's first DTS is its first PTS;
+    * tail: the last frame's decode time moves up (never past its own PTS) so that the decode clock,
+      stepped by its last interval, reaches the segment's end -- where the next segment's first DTS
+      now is: hls.js checks that decode times run on across segments and otherwise moves frames.
+
+    Every DTS stays at or below its PTS and strictly increasing; decoders only need the order.
+    Only a few frames at each end of a segment move; without B-frames nothing does.
+    """
+    n = dts.size
+    if n == 0 or dts[0] >= pts[0]:
+        return dts
+    dts = dts.copy()
+    first = int(pts[0])
+    after = int(np.searchsorted(dts, first, side="right"))  # first decode time past the first presentation
+    end = int(dts[after]) if after < n else first + after
+    head = dts[:after]
+    squeezed = first + (head - head[0]) * (end - first) // (end - int(head[0]))
+    dts[:after] = np.minimum(squeezed, pts[:after])
+    if n >= 2 and after < n:
+        last = n - 1
+        target = (int(ends.max()) + int(dts[last - 1])) // 2
+        dts[last] = min(int(pts[last]), max(int(dts[last]), target))
+    return dts
