@@ -59,7 +59,11 @@ def create_app(
     admin = Admin(access, purger, _report_routes(settings))
 
     async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+        body: dict = {"status": "ok"}
+        skipped = media.skipped_report()
+        if skipped["count"]:  # tracks of parsed files left out (unsupported audio codecs): still healthy
+            body["skipped_tracks"] = skipped
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         return error_response(404, "not_found", f"no such resource: {request.url.path}")

@@ -64,6 +64,8 @@ def check_file(path: Path, target: Fraction, follow_symlinks: bool = True) -> Fi
         return report
     parts = [f"{t.kind} {t.codec_string}" + (f" {t.video.width}x{t.video.height}" if t.video else f" {t.language}") for t in index.tracks]
     report.summary = f"{float(index.duration_seconds):.2f}s, " + ", ".join(parts)
+    for skipped in index.skipped:
+        report.warnings.append(f"{path.name}: {skipped.describe()}; the rest of the file plays")
     for rendition in media_set.videos:
         track = rendition.track
         if not bool(track.keyframes[0]):

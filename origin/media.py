@@ -3,7 +3,8 @@
 Each flavor's moov is parsed once per (storage key, size, mtime) and kept in
 an LRU bounded in bytes; concurrent first requests share one parse (single
 flight). Failures are cached too, so a corrupt file is parsed and logged once,
-not once per request.
+not once per request; so is an audio track a parse leaves out (a codec we cannot
+package), which /healthz also lists (``skipped_report``).
 
 Memory. An index weighs what its tracks hold: six per-sample arrays, 41 bytes
 a sample (int64 dts, composition offset, duration, size, offset; a bool
@@ -32,7 +33,7 @@ from typing import Awaitable, Callable, Collection, Generic, Hashable, Iterable,
 import numpy as np
 
 from packager.errors import MediaError
-from packager.media import MediaIndex, SampleBatch, Segment, Track
+from packager.media import MediaIndex, SampleBatch, Segment, SkippedTrack, Track
 from packager.media_set import MediaSet, Rendition, build_media_set
 from packager.mp4.index import index_reader
 from packager.mp4.writer import VirtualFile, clipped_mp4
@@ -59,6 +60,7 @@ SEGMENT_BYTES = 512  # one Segment of a media set (about 400 measured: object, s
 MEDIA_SET_OVERHEAD = 4096  # a media set or preview set and its renditions
 SOURCE_RANGE_BYTES = 192  # one source range of a clipped MP4 (a ByteRange: about 160 measured)
 FAILURE_BYTES = 4096  # a remembered failure (its traceback is dropped)
+SKIPPED_FILES_KEPT = 1000  # files whose left-out tracks /healthz lists (the most recently parsed)
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -300,6 +302,8 @@ class MediaService:
         self.previews: AsyncLRU[tuple, MediaSet | VirtualFile] = AsyncLRU(
             "preview cache", derived_bytes, preview_weight, derived_entries, derived_from=self.indexes
         )
+        # storage key -> the tracks its last parse left out (unsupported audio codecs), for /healthz
+        self.skipped: OrderedDict[str, tuple[SkippedTrack, ...]] = OrderedDict()
 
     def _index_weight(self, index: MediaIndex) -> int:
         return INDEX_OVERHEAD + sum(track_weight(t, t in self._clipped) for t in index.tracks)
@@ -337,10 +341,33 @@ class MediaService:
                 (data,) = await self.storage.read(key, [request])
                 request = reader.send(data)
         except StopIteration as done:
-            return done.value
+            index: MediaIndex = done.value
         except MediaError as exc:
+            self.skipped.pop(key, None)  # what /healthz lists is about playable files
             log.warning("unplayable flavor %s: %s", key, exc)  # logged once: the failure is cached
             raise FlavorError(key, exc) from exc
+        self._note_skipped(key, index.skipped)
+        return index
+
+    def _note_skipped(self, key: str, skipped: tuple[SkippedTrack, ...]) -> None:
+        """Log the tracks a parse left out (once per file version: the index is cached) and keep them for /healthz."""
+        self.skipped.pop(key, None)
+        if not skipped:
+            return
+        for track in skipped:
+            log.warning("flavor %s: %s; the rest of the file plays", key, track.describe())
+        self.skipped[key] = skipped
+        if len(self.skipped) > SKIPPED_FILES_KEPT:
+            self.skipped.popitem(last=False)
+
+    def skipped_report(self) -> dict:
+        """What /healthz says about left-out tracks: how many, and which (file, track, codec, reason)."""
+        tracks = [
+            {"file": key, "track": t.track_id, "kind": t.kind, "codec": t.codec, "reason": t.reason}
+            for key, skipped in self.skipped.items()
+            for t in skipped
+        ]
+        return {"count": len(tracks), "tracks": tracks}
 
     async def entry_media(self, partner: str, entry_id: str) -> EntryMedia:
         """The entry's media set over its playable flavors.

@@ -9,6 +9,8 @@ edge/ maps each class to an HTTP status in one place (edge/errors.py).
     │   ├── MalformedMedia    a box is internally inconsistent
     │   └── UnsupportedMedia  valid MP4, but a codec/feature we do not package
     └── NotFound
+        ├── NeedsFmp4         a rendition HLS delivers in fMP4 only, asked for over MPEG-TS
+        │   └── OpusNeedsFmp4
         └── SegmentNotFound   a segment number outside the media
 """
 
@@ -44,6 +46,14 @@ class NeedsFmp4(NotFound):
     does not offer it; /cmaf/ does. A 404 naming the way out, not a variant players may choke on."""
 
     code = "hevc_needs_cmaf"
+
+
+class OpusNeedsFmp4(NeedsFmp4):
+    """Opus over MPEG-TS needs its own framing (a control header before each packet, a DVB extension
+    descriptor in the PMT) that few HLS players read, and Apple's HLS carries Opus in fMP4 only: /hls/
+    leaves Opus renditions out, /cmaf/ offers them."""
+
+    code = "opus_needs_cmaf"
 
 
 class SegmentNotFound(NotFound):

@@ -18,6 +18,8 @@ from typing import Literal
 import numpy as np
 
 TrackKind = Literal["video", "audio"]
+# What an audio track's samples are, whatever its sample entry says (mp4a carries both AAC and MP3).
+AudioCodec = Literal["aac", "mp3", "ac3", "eac3", "opus"]
 
 
 def rescale(value: int | np.ndarray, src_timescale: int, dst_timescale: int):
@@ -41,8 +43,9 @@ class VideoInfo:
 class AudioInfo:
     sample_rate: int
     channels: int
-    audio_specific_config: bytes  # from esds DecoderSpecificInfo
-    object_type: int  # AAC audio object type (2 = AAC-LC, 5 = HE-AAC)
+    audio_specific_config: bytes  # from esds DecoderSpecificInfo (AAC only; empty for other codecs)
+    object_type: int  # AAC audio object type (2 = AAC-LC, 5 = HE-AAC); 0 for other codecs
+    codec: AudioCodec = "aac"
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,6 +95,31 @@ class Track:
         return min(end, self.edit_end) if self.edit_end is not None else end
 
     @cached_property
+    def pre_roll(self) -> int:
+        """How long before presentation time 0 the earliest sample presents (track timescale; 0 if none does).
+
+        These samples are decoded but not shown: the frames from the keyframe a start-trimmed file
+        (``ffmpeg -ss T -c copy``) had to keep up to the first frame of its edit, or the AAC priming
+        frame. fMP4 hides them with an edit list; MPEG-TS has none (see docs/URLS.md, "Edit lists").
+        """
+        if self.sample_count == 0:
+            return 0
+        return max(0, -int(self.pts.min()))
+
+    @cached_property
+    def late_start(self) -> int:
+        """How long after presentation time 0 the track's earliest sample presents (0 if at or before).
+
+        A leading empty edit delays a track (video behind its audio). HLS players place a rendition
+        by its first segment's first timestamp, so HLS segments present the first sample from 0
+        instead (:func:`packager.samples.make_batch`): it is held over the delay, and no player
+        sees a hole or shifts the rendition by the delay.
+        """
+        if self.sample_count == 0:
+            return 0
+        return max(0, int(self.pts.min()))
+
+    @cached_property
     def duration_seconds(self) -> Fraction:
         return Fraction(self.end_time, self.timescale)
 
@@ -102,9 +130,22 @@ class Track:
         return int(int(self.sizes.sum()) * 8 / seconds) if seconds else 0
 
 
+@dataclass(frozen=True)
+class SkippedTrack:
+    """A track of the file left out of packaging, and why (an audio codec we cannot package)."""
+
+    track_id: int
+    kind: TrackKind
+    codec: str  # its sample entry type (e.g. alac, ipcm; mp4a when the esds names another object type)
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.kind} track {self.track_id} ({self.codec}) left out: {self.reason}"
+
+
 @dataclass(frozen=True, eq=False)
 class MediaIndex:
-    """What parsing a file's moov tells: its tracks, in file order."""
+    """What parsing a file's moov tells: its tracks, in file order, and the tracks it left out."""
 
     tracks: tuple[Track, ...]
     movie_timescale: int
@@ -112,6 +153,7 @@ class MediaIndex:
     moov_offset: int = 0
     moov_size: int = 0
     file_size: int = 0
+    skipped: tuple[SkippedTrack, ...] = ()
 
     @property
     def video(self) -> Track | None:

@@ -48,6 +48,13 @@ puts 1024 priming samples in front and an edit list that skips them):
                        keyframe times (every 2 s), identical AAC, 12 s
 =====================  ======================================================
 
+Audio codec fixtures (:data:`AUDIO_CODECS`; H.264 320x180 25 fps GOP 2 s, 4 s, 48 kHz):
+``h264_ac3`` (AC-3 5.1), ``h264_eac3`` (E-AC-3 stereo), ``h264_opus`` (Opus
+stereo), ``h264_mp3`` (MP3 stereo in mp4a, object type 0x6B) and
+``aac_and_alac`` (ALAC ``fra`` as audio track 1, which vodgate leaves out,
+then AAC ``eng``), ``aac_and_ac3`` (AAC stereo ``eng``, then AC-3 5.1 ``fra``) and
+``opus_only`` (Opus, no video).
+
 Bad fixtures:
 
 * ``truncated`` -- faststart file cut in the middle of its ``moov`` box.
@@ -96,7 +103,7 @@ from origin.demo_media import (  # noqa: E402
 )
 
 __all__ = [
-    "ALL_BAD", "ALL_GOOD", "Box", "EditEntry", "Expect", "FIXTURES", "Fixture",
+    "ALL_BAD", "ALL_GOOD", "AUDIO_CODECS", "PRE_ROLL", "Box", "EditEntry", "Expect", "FIXTURES", "Fixture",
     "FfmpegError", "FfmpegNotAvailable", "TrackInfo", "build_library", "cache_dir",
     "ensure_fixtures", "ffmpeg_exe", "find_boxes", "fixture_path", "iter_boxes",
     "make_demo_library", "movie_timescale", "top_level_boxes", "tracks",
@@ -125,6 +132,7 @@ class Expect:
     audio_rate: int | None = None
     languages: tuple[str, ...] = ()
     faststart: bool = True
+    audio_codecs: tuple[str, ...] = ()      # ffmpeg codec names of the audio streams, when not all "aac"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +194,23 @@ def _aac(rate: int = 48000, bitrate: str = "128k") -> list[str]:
 
 _COMMON = ("-threads", "1", *BITEXACT_ARGS)
 _FASTSTART = ("-movflags", "+faststart")
+
+
+def _start_trimmed(data: bytes) -> bytes:
+    """``ffmpeg -ss 3.32 -i base -c copy``: the common way to cut a file without re-encoding.
+
+    The copy starts at the keyframe before 3.32 s (2.0 s) and writes edit lists that start the
+    presentation 1.32 s later, so 33 frames of video (and the audio of the same span) are
+    decoded but not presented.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "in.mp4", Path(tmp) / "out.mp4"
+        src.write_bytes(data)
+        run_ffmpeg(["-y", "-v", "error", "-ss", "3.32", "-i", str(src), "-map", "0", "-c", "copy",
+                    *_COMMON, *_FASTSTART, str(out)], capture_stdout=False)
+        return out.read_bytes()
 
 
 # ---- derive functions for bad fixtures (set .version when changing behaviour)
@@ -312,6 +337,13 @@ def _recipes() -> dict[str, Fixture]:
                       video_frames=200, gop_seconds=2, audio_streams=2, audio_rate=48000,
                       languages=("eng", "fra"))))
 
+    f.append(Fixture(
+        "start_trimmed", "ladder_mid cut by `ffmpeg -ss 3.32 -c copy`: edits start 1.32 s after the kept "
+        "keyframe (33 frames of pre-roll), 8.68 s presented", kind="derived", base="ladder_mid",
+        derive=_start_trimmed,
+        expect=Expect(duration=8.68, video_codec="h264", fps=fps25, width=LADDER_FLAVORS["mid"][0],
+                      height=LADDER_FLAVORS["mid"][1], video_frames=217, audio_streams=1, audio_rate=48000)))
+
     for flavor in ("hi", "mid", "lo"):
         w, h, _ = LADDER_FLAVORS[flavor]
         f.append(Fixture(
@@ -335,6 +367,48 @@ def _recipes() -> dict[str, Fixture]:
               *_aac(48000), *_COMMON, *_FASTSTART),
         expect=Expect(duration=4, video_codec="mpeg4", fps=fps25, width=320, height=180,
                       video_frames=100, gop_seconds=2, audio_streams=1, audio_rate=48000)))
+
+    # ---- audio codecs other than AAC (tests/test_audio_codecs.py): short, small, one GOP every 2 s
+    def with_audio(name: str, description: str, codec_args: Sequence[str], channels: int, codec: str) -> Fixture:
+        return Fixture(
+            name, f"H.264 320x180 25 fps GOP 2 s + {description}, 4 s",
+            args=(*_lavfi_video("320x180", "25", 4), *_lavfi_sine(440, 48000, 4),
+                  "-map", "0:v", "-map", "1:a", *_x264("high", 50), *codec_args,
+                  "-ac", str(channels), "-ar", "48000", *_COMMON, *_FASTSTART),
+            expect=Expect(duration=4, video_codec="h264", fps=fps25, width=320, height=180,
+                          video_frames=100, gop_seconds=2, audio_streams=1, audio_rate=48000,
+                          audio_codecs=(codec,)))
+
+    f.append(with_audio("h264_ac3", "AC-3 5.1 (ac-3 + dac3)", ("-c:a", "ac3", "-b:a", "256k"), 6, "ac3"))
+    f.append(with_audio("h264_eac3", "E-AC-3 stereo (ec-3 + dec3)", ("-c:a", "eac3", "-b:a", "96k"), 2, "eac3"))
+    f.append(with_audio("h264_opus", "Opus stereo (Opus + dOps)", ("-c:a", "libopus", "-b:a", "64k"), 2, "opus"))
+    f.append(with_audio("h264_mp3", "MP3 stereo (mp4a, esds object type 0x6B)",
+                        ("-c:a", "libmp3lame", "-b:a", "128k"), 2, "mp3"))
+    f.append(Fixture(
+        "aac_and_alac", "H.264 + ALAC 880 Hz (fra, audio track 1: not packageable) + AAC 440 Hz (eng), 4 s",
+        args=(*_lavfi_video("320x180", "25", 4), *_lavfi_sine(880, 48000, 4), *_lavfi_sine(440, 48000, 4),
+              "-map", "0:v", "-map", "1:a", "-map", "2:a", *_x264("high", 50),
+              "-c:a:0", "alac", "-c:a:1", "aac", "-b:a:1", "128k", "-ac", "2", "-ar", "48000",
+              "-metadata:s:a:0", "language=fra", "-metadata:s:a:1", "language=eng",
+              *_COMMON, *_FASTSTART),
+        expect=Expect(duration=4, video_codec="h264", fps=fps25, width=320, height=180,
+                      video_frames=100, gop_seconds=2, audio_streams=2, audio_rate=48000,
+                      languages=("fra", "eng"), audio_codecs=("alac", "aac"))))
+    f.append(Fixture(
+        "opus_only", "Opus stereo 48 kHz only (no video), 4 s",
+        args=(*_lavfi_sine(440, 48000, 4), "-map", "0:a", "-c:a", "libopus", "-b:a", "64k", "-ac", "2",
+              *_COMMON, *_FASTSTART),
+        expect=Expect(duration=4, audio_streams=1, audio_rate=48000, audio_codecs=("opus",))))
+    f.append(Fixture(
+        "aac_and_ac3", "H.264 + AAC stereo 440 Hz (eng) + AC-3 5.1 880 Hz (fra), 4 s",
+        args=(*_lavfi_video("320x180", "25", 4), *_lavfi_sine(440, 48000, 4), *_lavfi_sine(880, 48000, 4),
+              "-map", "0:v", "-map", "1:a", "-map", "2:a", *_x264("high", 50),
+              "-c:a:0", "aac", "-b:a:0", "128k", "-ac:a:0", "2", "-c:a:1", "ac3", "-b:a:1", "256k", "-ac:a:1", "6",
+              "-ar", "48000", "-metadata:s:a:0", "language=eng", "-metadata:s:a:1", "language=fra",
+              *_COMMON, *_FASTSTART),
+        expect=Expect(duration=4, video_codec="h264", fps=fps25, width=320, height=180,
+                      video_frames=100, gop_seconds=2, audio_streams=2, audio_rate=48000,
+                      languages=("eng", "fra"), audio_codecs=("aac", "ac3"))))
     return {x.name: x for x in f}
 
 
@@ -346,9 +420,15 @@ ALL_GOOD: tuple[str, ...] = (
     "ladder_hi", "ladder_mid", "ladder_lo",
 )
 ALL_BAD: tuple[str, ...] = ("truncated", "corrupt", "text_as_mp4", "empty", "unsupported_codec")
+#: Playable, with audio other than AAC (or an audio track left out); not in build_library's catalog.
+AUDIO_CODECS: tuple[str, ...] = ("h264_ac3", "h264_eac3", "h264_opus", "h264_mp3", "aac_and_alac", "aac_and_ac3",
+                                 "opus_only")
+#: Playable files whose decoded frames are not all presented (tests/test_edit_lists.py): in build_library's
+#: catalog, but not in ALL_GOOD, whose tests expect every decoded frame to be presented.
+PRE_ROLL: tuple[str, ...] = ("start_trimmed",)
 LADDER: dict[str, str] = {"hi": "ladder_hi", "mid": "ladder_mid", "lo": "ladder_lo"}
 
-assert set(ALL_GOOD) | set(ALL_BAD) == set(FIXTURES)
+assert set(ALL_GOOD) | set(ALL_BAD) | set(AUDIO_CODECS) | set(PRE_ROLL) == set(FIXTURES)
 
 
 # --------------------------------------------------------------------------- generation
@@ -432,7 +512,7 @@ def _place(src: Path, dest: Path, mode: str) -> None:
 def build_library(root: str | os.PathLike, mode: str = "copy") -> Path:
     """Lay out a catalog under ``root`` and return ``root``.
 
-    ``root/demo/<fixture>/main.mp4`` for every good fixture,
+    ``root/demo/<fixture>/main.mp4`` for every good fixture (and PRE_ROLL's),
     ``root/demo/ladder/{hi,mid,lo}.mp4`` for the ladder, and
     ``root/bad/<fixture>/main.mp4`` for every bad fixture.
 
@@ -444,7 +524,7 @@ def build_library(root: str | os.PathLike, mode: str = "copy") -> Path:
         raise ValueError(f"bad mode {mode!r}")
     root = Path(root)
     paths = ensure_fixtures()
-    for name in ALL_GOOD:
+    for name in (*ALL_GOOD, *PRE_ROLL):
         _place(paths[name], root / "demo" / name / "main.mp4", mode)
     for flavor, name in LADDER.items():
         _place(paths[name], root / "demo" / "ladder" / f"{flavor}.mp4", mode)

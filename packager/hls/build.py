@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Callable
+from typing import Callable, Sequence
 
-from ..errors import NeedsFmp4
+from ..errors import NeedsFmp4, OpusNeedsFmp4
 from ..formats import SegmentFormat
 from ..media import Segment, Track
 from ..media_set import MediaSet, Rendition, RenditionId, frame_rate
@@ -34,13 +34,23 @@ AUDIO_GROUP = "audio"
 
 
 def ts_refuses(track: Track, fmt: SegmentFormat) -> bool:
-    """HEVC is delivered in fMP4 only (see :class:`NeedsFmp4`)."""
-    return not fmt.has_init and track.kind == "video" and track.codec_string.startswith(("hvc1", "hev1"))
+    """HEVC video and Opus audio are delivered in fMP4 only (see :class:`NeedsFmp4`, :class:`OpusNeedsFmp4`)."""
+    if fmt.has_init:
+        return False
+    if track.kind == "video":
+        return track.codec_string.startswith(("hvc1", "hev1"))
+    return track.audio is not None and track.audio.codec == "opus"
 
 
-def _check_format(rendition: Rendition, fmt: SegmentFormat) -> None:
-    if ts_refuses(rendition.track, fmt):
-        raise NeedsFmp4(f"{rendition.id.flavor} is HEVC, which HLS delivers in fMP4 only: use /cmaf/ instead of /hls/")
+def check_format(rendition: Rendition, fmt: SegmentFormat) -> None:
+    """Raise the 404 naming /cmaf/ for a rendition ``fmt`` does not offer (:func:`ts_refuses`)."""
+    if not ts_refuses(rendition.track, fmt):
+        return
+    if rendition.kind == "audio":
+        raise OpusNeedsFmp4(
+            f"{rendition.id.flavor} audio {rendition.id.audio} is Opus, which HLS delivers in fMP4 only: use /cmaf/ instead of /hls/"
+        )
+    raise NeedsFmp4(f"{rendition.id.flavor} is HEVC, which HLS delivers in fMP4 only: use /cmaf/ instead of /hls/")
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,11 @@ def build_master(media_set: MediaSet, fmt: SegmentFormat, uris: MasterUris) -> s
     offered = tuple(v for v in media_set.videos if not ts_refuses(v.track, fmt))
     if media_set.videos and not offered:
         raise NeedsFmp4("this entry's video is HEVC only, which HLS delivers in fMP4: use /cmaf/master.m3u8 instead of /hls/")
-    media_set = replace(media_set, videos=offered)
+    # Opus renditions are left out of a TS master (the video plays with the other audio, or none)
+    audios = tuple(a for a in media_set.audios if not ts_refuses(a.track, fmt))
+    if media_set.audios and not audios and not offered:
+        raise OpusNeedsFmp4("this entry's audio is Opus only, which HLS delivers in fMP4: use /cmaf/master.m3u8 instead of /hls/")
+    media_set = replace(media_set, videos=offered, audios=audios)
     audio_bw = {r.id: rendition_bandwidth(r, fmt) for r in media_set.audios}
     if media_set.audio_only:
         variants = [
@@ -74,46 +88,66 @@ def build_master(media_set: MediaSet, fmt: SegmentFormat, uris: MasterUris) -> s
             for r in media_set.audios
         ]
         return master_playlist(variants, version=fmt.version)
-    default_audio = media_set.audios[0] if media_set.audios else None
-    # A variant's BANDWIDTH must cover the heaviest audio it may be played with.
-    audio_peak = max((bw.peak for bw in audio_bw.values()), default=0)
-    audio_average = max((bw.average for bw in audio_bw.values()), default=0)
+    groups = audio_groups(media_set.audios)
+    variant_groups: list[tuple[str | None, tuple[Rendition, ...]]] = list(groups.items()) or [(None, ())]
     variants, iframes = [], []
     for video in media_set.videos:
         bw = rendition_bandwidth(video, fmt)
-        codecs = video.track.codec_string + (f",{default_audio.track.codec_string}" if default_audio else "")
         info = video.track.video
         resolution = (info.width, info.height) if info else None
         rate = frame_rate(video.track)
-        variants.append(
-            Variant(
-                uris.media(video.id),
-                bw.peak + audio_peak,
-                bw.average + audio_average,
-                codecs,
-                resolution,
-                Fraction(round(rate * 1000), 1000) if rate else None,
-                AUDIO_GROUP if default_audio else None,
+        # one variant per audio group: the same video playlist, with the codecs and BANDWIDTH of that
+        # group's audio (a BANDWIDTH must cover the heaviest rendition it may be played with)
+        for group_id, renditions in variant_groups:
+            peak = max((audio_bw[r.id].peak for r in renditions), default=0)
+            average = max((audio_bw[r.id].average for r in renditions), default=0)
+            codecs = video.track.codec_string + (f",{renditions[0].track.codec_string}" if renditions else "")
+            variants.append(
+                Variant(
+                    uris.media(video.id),
+                    bw.peak + peak,
+                    bw.average + average,
+                    codecs,
+                    resolution,
+                    Fraction(round(rate * 1000), 1000) if rate else None,
+                    group_id,
+                )
             )
-        )
         iframes.append(IFrameVariant(uris.iframes(video.id), iframe_bandwidth(video, fmt), video.track.codec_string, resolution))
     names = rendition_names([r.track.language for r in media_set.audios])
+    name_of = {r.id: names[i] for i, r in enumerate(media_set.audios)}
     audio = [
         AudioRendition(
-            AUDIO_GROUP,
-            name=names[i],
+            group_id,
+            name=name_of[r.id],
             language=language_tag(r.track.language),
             uri=uris.media(r.id),
             default=i == 0,
             channels=r.track.audio.channels if r.track.audio else None,
         )
-        for i, r in enumerate(media_set.audios)
+        for group_id, renditions in groups.items()
+        for i, r in enumerate(renditions)
     ]
     return master_playlist(variants, audio, iframes, version=fmt.version)
 
 
+def audio_groups(audios: Sequence[Rendition]) -> dict[str, tuple[Rendition, ...]]:
+    """The EXT-X-MEDIA groups of ``audios``: one per codec. Apple ("Adding alternate media to a playlist":
+    the elements of a group have the same codecs) and Dolby's multi-codec HLS guide give each codec its
+    group and each video a variant per group, so a variant's CODECS names exactly what it plays and a
+    player that cannot decode AC-3, say, still takes the AAC variant. The first codec's group is
+    ``audio``, the others ``audio-<codec>``, in the order the renditions come."""
+    by_codec: dict[str, list[Rendition]] = {}
+    for rendition in audios:
+        by_codec.setdefault(rendition.track.codec_string, []).append(rendition)
+    return {
+        AUDIO_GROUP if i == 0 else f"{AUDIO_GROUP}-{codec}": tuple(renditions)
+        for i, (codec, renditions) in enumerate(by_codec.items())
+    }
+
+
 def build_media(rendition: Rendition, fmt: SegmentFormat, segment_uri: Callable[[Segment], str], init_uri: str | None) -> str:
-    _check_format(rendition, fmt)
+    check_format(rendition, fmt)
     segments = [PlaylistSegment(segment_uri(s), s.duration) for s in rendition.segments]
     init = InitSection(init_uri) if fmt.has_init and init_uri else None
     return media_playlist(segments, target_duration=target_duration(rendition.segments), version=fmt.version, init=init)
@@ -122,7 +156,7 @@ def build_media(rendition: Rendition, fmt: SegmentFormat, segment_uri: Callable[
 def build_iframes(rendition: Rendition, fmt: SegmentFormat, segment_uri: Callable[[Segment], str], init_uri: str | None) -> str:
     """Every keyframe over TS, each a byte range of its segment behind the PAT/PMT of EXT-X-MAP; one per
     segment over fMP4 (packager/hls/iframes.py says why)."""
-    _check_format(rendition, fmt)
+    check_format(rendition, fmt)
     entries = iframe_entries(rendition.track, rendition.segments, fmt)
     segments = [PlaylistSegment(segment_uri(f.segment), f.duration, f.byterange) for f in entries]
     if fmt.has_init:

@@ -17,7 +17,7 @@ from typing import Callable, Generator
 import numpy as np
 
 from ..errors import MalformedMedia, TruncatedMedia, UnsupportedMedia
-from ..media import ByteRange, MediaIndex, Track, TrackKind
+from ..media import ByteRange, MediaIndex, SkippedTrack, Track, TrackKind
 from . import sample_table as st
 from .boxes import BoxBudget, BoxHeader, children, fourcc, iter_boxes, parse_header, payload, printable
 from .sample_entry import parse_sample_entry
@@ -98,15 +98,20 @@ def parse_moov(buf: bytes, moov: BoxHeader, base: int, brand: str, file_size: in
     if mvhd is None:
         raise MalformedMedia("'moov' has no 'mvhd' box")
     movie_timescale = _timescale(payload(buf, mvhd, base), "mvhd")
-    tracks = []
+    tracks: list[Track] = []
+    skipped: list[SkippedTrack] = []
     for trak in iter_boxes(buf, moov.payload_offset - base, moov.end - base, base, budget):
         if trak.type == "trak":
             track = _parse_trak(buf, trak, base, movie_timescale, file_size, budget)
-            if track is not None:
+            if isinstance(track, SkippedTrack):
+                skipped.append(track)
+            elif track is not None:
                 tracks.append(track)
     if not tracks:
+        if skipped:  # nothing left to play: the file fails with what was left out
+            raise UnsupportedMedia("; ".join(s.describe() for s in skipped))
         raise UnsupportedMedia("no video or audio track")
-    return MediaIndex(tuple(tracks), movie_timescale, brand, moov.offset, moov.size, file_size)
+    return MediaIndex(tuple(tracks), movie_timescale, brand, moov.offset, moov.size, file_size, tuple(skipped))
 
 
 def _timescale(body: memoryview, name: str) -> int:
@@ -140,7 +145,10 @@ def _require(boxes: dict[str, BoxHeader], name: str, where: str) -> BoxHeader:
 
 def _parse_trak(
     buf: bytes, trak: BoxHeader, base: int, movie_timescale: int, file_size: int, budget: BoxBudget
-) -> Track | None:
+) -> Track | SkippedTrack | None:
+    """The track, None for a kind we do not package (subtitles...), or a SkippedTrack for an audio track
+    whose codec we cannot package: one such track must not make the video and the other audio unplayable.
+    A video codec we cannot package still fails the file (there is no picture to offer without it)."""
     trak_boxes = children(buf, trak, base=base, budget=budget)
     tkhd = payload(buf, _require(trak_boxes, "tkhd", "trak"), base)
     track_id = struct.unpack_from(">I", tkhd, 20 if tkhd[0] == 1 else 12)[0]
@@ -155,7 +163,13 @@ def _parse_trak(
     stbl_box = _require(minf, "stbl", "minf")
     stbl = children(buf, stbl_box, base=base, budget=budget)
     stsd_box = _require(stbl, "stsd", "stbl")
-    description = parse_sample_entry(payload(buf, stsd_box, base), stsd_box.payload_offset, budget)
+    stsd = payload(buf, stsd_box, base)
+    try:
+        description = parse_sample_entry(stsd, stsd_box.payload_offset, budget)
+    except UnsupportedMedia as exc:
+        if kind != "audio":
+            raise
+        return SkippedTrack(track_id, kind, _entry_type(stsd), str(exc))
 
     def body(name: str) -> memoryview | None:
         return payload(buf, stbl[name], base) if name in stbl else None
@@ -188,6 +202,11 @@ def _parse_trak(
         presentation_shift=shift,
         edit_end=edit_end,
     )
+
+
+def _entry_type(stsd: memoryview) -> str:
+    """The first sample entry's type, for messages (printable: it comes from the file)."""
+    return printable(fourcc(bytes(stsd[12:16]))) if len(stsd) >= 16 else "?"
 
 
 def _edit_list(

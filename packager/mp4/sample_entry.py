@@ -1,7 +1,9 @@
 """Sample descriptions (stsd): codec configuration and RFC 6381 codec strings.
 
-Supported: avc1/avc3 (avcC), hvc1/hev1 (hvcC), mp4a with esds carrying AAC.
-Anything else raises UnsupportedMedia naming the sample entry type.
+Supported: avc1/avc3 (avcC), hvc1/hev1 (hvcC); audio: mp4a with an esds
+carrying AAC or MP3, ac-3 (dac3), ec-3 (dec3) and Opus (dOps).
+Anything else raises UnsupportedMedia naming the sample entry type (the
+index leaves such an *audio* track out and keeps the rest of the file).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from ..media import AudioInfo, VideoInfo
 from .boxes import BoxBudget, BoxHeader, iter_boxes, printable
 
 VIDEO_ENTRIES = {"avc1", "avc3", "hvc1", "hev1"}
-AUDIO_ENTRIES = {"mp4a"}
+AUDIO_ENTRIES = {"mp4a", "ac-3", "ec-3", "Opus"}
+SUPPORTED = "H.264, HEVC; audio AAC, MP3, AC-3, E-AC-3, Opus"
 
 # VisualSampleEntry fields before its child boxes (ISO 14496-12 12.1.3).
 VISUAL_ENTRY_FIELDS = 78
@@ -28,6 +31,21 @@ ES_DESCRIPTOR_TAG = 0x03
 DECODER_CONFIG_TAG = 0x04
 DECODER_SPECIFIC_INFO_TAG = 0x05
 OBJECT_TYPE_AAC = 0x40  # "Audio ISO/IEC 14496-3"
+# MPEG-1/2 audio in an esds (MP4RA object types): 0x69 is ISO/IEC 13818-3 (the half rates, 16-24 kHz),
+# 0x6B ISO/IEC 11172-3 (32-48 kHz). Both also cover layers I and II (MP2), which only the frames' own
+# headers tell apart and the index never reads a frame: such a rare file is packaged the same way (TS
+# stream types 0x03/0x04 carry every layer), only its CODECS then says MP3.
+OBJECT_TYPES_MP3 = (0x69, 0x6B)
+# The CODECS string of MP3: Apple's HLS Authoring Specification (appendix "Values for the CODECS
+# attribute") writes MP3 as MPEG-4 audio object type 34 (Layer-3), and hls.js and Shaka recognise it;
+# RFC 6381's "mp4a.6B" is not what HLS players look for.
+MP3_CODEC_STRING = "mp4a.40.34"
+
+# AC-3 acmod (ATSC A/52 table 5.8): full-bandwidth channels of each audio coding mode; lfeon adds one.
+AC3_ACMOD_CHANNELS = (2, 1, 2, 3, 3, 4, 4, 5)
+# E-AC-3 chan_loc bits (ETSI TS 102 366 table F.6.1), bit 0 (value 1) first as Chromium's mp4 parser reads
+# them: the channels each location adds to its independent substream (pairs count two).
+EC3_CHAN_LOC_CHANNELS = (2, 2, 1, 1, 2, 2, 2, 1, 1)  # Lc/Rc, Lrs/Rrs, Cs, Ts, Lsd/Rsd, Lw/Rw, Lvh/Rvh, Cvh, LFE2
 
 # HEVC NAL unit types of an hvcC array (ITU-T H.265 Table 7-1), for messages.
 HEVC_PARAMETER_SETS = {32: "VPS", 33: "SPS", 34: "PPS", 39: "prefix SEI", 40: "suffix SEI"}
@@ -57,7 +75,7 @@ def parse_sample_entry(stsd_payload: memoryview, stsd_offset: int, budget: BoxBu
         return _parse_visual(entry.type, raw, budget)
     if entry.type in AUDIO_ENTRIES:
         return _parse_audio(entry.type, raw, budget)
-    raise UnsupportedMedia(f"codec '{printable(entry.type)}' is not supported (supported: H.264, HEVC, AAC)")
+    raise UnsupportedMedia(f"codec '{printable(entry.type)}' is not supported (supported: {SUPPORTED})")
 
 
 def _child_boxes(raw: bytes, start: int, budget: BoxBudget | None) -> dict[str, BoxHeader]:
@@ -162,6 +180,19 @@ def _parse_audio(entry_type: str, raw: bytes, budget: BoxBudget | None) -> Sampl
     if extra is None:
         raise UnsupportedMedia(f"'{entry_type}' sound description version {version} is not supported")
     boxes = _child_boxes(raw, 8 + AUDIO_ENTRY_FIELDS + extra, budget)
+    rate = rate_fixed >> 16
+    if entry_type == "ac-3":
+        body = _config_body(raw, boxes, entry_type, "dac3")
+        return SampleDescription(entry_type, "ac-3", raw, audio=AudioInfo(rate, ac3_channels(body), b"", 0, "ac3"))
+    if entry_type == "ec-3":
+        body = _config_body(raw, boxes, entry_type, "dec3")
+        return SampleDescription(entry_type, "ec-3", raw, audio=AudioInfo(rate, ec3_channels(body), b"", 0, "eac3"))
+    if entry_type == "Opus":
+        body = _config_body(raw, boxes, entry_type, "dOps")
+        # Opus in ISOBMFF 4.3.2: Version, OutputChannelCount, ...; Opus always decodes at 48 kHz
+        if len(body) < 2:
+            raise TruncatedMedia("dOps box is cut short")
+        return SampleDescription(entry_type, "opus", raw, audio=AudioInfo(48000, body[1], b"", 0, "opus"))
     esds = boxes.get("esds")
     if esds is None and "wave" in boxes:  # QuickTime nests esds in a 'wave' box
         wave = boxes["wave"]
@@ -169,15 +200,55 @@ def _parse_audio(entry_type: str, raw: bytes, budget: BoxBudget | None) -> Sampl
         esds = inner.get("esds")
     if esds is None:
         raise MalformedMedia(f"'{entry_type}' sample entry has no esds box")
-    asc = _decoder_specific_info(raw[esds.payload_offset + 4 : esds.end])
+    object_type_indication, asc = _decoder_config(raw[esds.payload_offset + 4 : esds.end])
+    if object_type_indication in OBJECT_TYPES_MP3:
+        # MPEG audio frames carry their own headers: no decoder configuration to read
+        return SampleDescription(entry_type, MP3_CODEC_STRING, raw, audio=AudioInfo(rate, channels, b"", 0, "mp3"))
     object_type, sample_rate, channel_config = parse_audio_specific_config(asc)
     info = AudioInfo(
-        sample_rate=sample_rate or rate_fixed >> 16,
+        sample_rate=sample_rate or rate,
         channels=channel_config or channels,
         audio_specific_config=asc,
         object_type=object_type,
     )
     return SampleDescription(entry_type, f"mp4a.40.{object_type}", raw, audio=info)
+
+
+def _config_body(raw: bytes, boxes: dict[str, BoxHeader], entry_type: str, name: str) -> bytes:
+    config = boxes.get(name)
+    if config is None:
+        raise MalformedMedia(f"'{entry_type}' sample entry has no {name} box")
+    return raw[config.payload_offset : config.end]
+
+
+def ac3_channels(dac3: bytes) -> int:
+    """Channels of an AC3SpecificBox (ETSI TS 102 366 F.4): fscod(2) bsid(5) bsmod(3) acmod(3) lfeon(1) ..."""
+    if len(dac3) < 3:
+        raise TruncatedMedia("dac3 box is cut short")
+    bits = int.from_bytes(dac3[:3], "big")
+    acmod, lfeon = (bits >> 11) & 0x7, (bits >> 10) & 0x1
+    return AC3_ACMOD_CHANNELS[acmod] + lfeon
+
+
+def ec3_channels(dec3: bytes) -> int:
+    """Channels of the first independent substream of an EC3SpecificBox (ETSI TS 102 366 F.6), its dependent
+    substreams' channel locations included: data_rate(13) num_ind_sub(3), then per substream fscod(2)
+    bsid(5) reserved(1) asvc(1) bsmod(3) acmod(3) lfeon(1) reserved(3) num_dep_sub(4) chan_loc(9)|reserved(1).
+
+    Further independent substreams are other programs (e.g. a commentary), not more channels of this one.
+    """
+    if len(dec3) < 5:
+        raise TruncatedMedia("dec3 box is cut short")
+    bits = int.from_bytes(dec3[2:5], "big")  # the first substream's 23 bits start at byte 2
+    acmod, lfeon = (bits >> 9) & 0x7, (bits >> 8) & 0x1
+    dependents = (bits >> 1) & 0xF
+    channels = AC3_ACMOD_CHANNELS[acmod] + lfeon
+    if dependents:
+        if len(dec3) < 6:
+            raise TruncatedMedia("dec3 box is cut short")
+        chan_loc = ((dec3[4] & 0x1) << 8) | dec3[5]
+        channels += sum(n for i, n in enumerate(EC3_CHAN_LOC_CHANNELS) if chan_loc & (1 << i))
+    return channels
 
 
 def _read_descriptor(data: bytes, pos: int) -> tuple[int, int, int]:
@@ -200,7 +271,8 @@ def _read_descriptor(data: bytes, pos: int) -> tuple[int, int, int]:
     return tag, pos, length
 
 
-def _decoder_specific_info(esds: bytes) -> bytes:
+def _decoder_config(esds: bytes) -> tuple[int, bytes]:
+    """(objectTypeIndication, AAC AudioSpecificConfig or b"" for MP3) of an esds body (after version/flags)."""
     tag, pos, _ = _read_descriptor(esds, 0)
     if tag != ES_DESCRIPTOR_TAG:
         raise MalformedMedia(f"esds does not start with an ES descriptor (tag 0x{tag:02x})")
@@ -215,12 +287,17 @@ def _decoder_specific_info(esds: bytes) -> bytes:
     tag, pos, _ = _read_descriptor(esds, pos)
     if tag != DECODER_CONFIG_TAG:
         raise MalformedMedia(f"esds has no decoder config descriptor (found tag 0x{tag:02x})")
-    if esds[pos] != OBJECT_TYPE_AAC:
-        raise UnsupportedMedia(f"audio object type 0x{esds[pos]:02x} is not AAC (only AAC audio is supported)")
+    object_type_indication = esds[pos]
+    if object_type_indication in OBJECT_TYPES_MP3:
+        return object_type_indication, b""
+    if object_type_indication != OBJECT_TYPE_AAC:
+        raise UnsupportedMedia(
+            f"mp4a object type 0x{object_type_indication:02x} is not supported (supported mp4a audio: AAC, MP3)"
+        )
     tag, pos, length = _read_descriptor(esds, pos + 13)
     if tag != DECODER_SPECIFIC_INFO_TAG:
         raise MalformedMedia("AAC esds has no AudioSpecificConfig")
-    return bytes(esds[pos : pos + length])
+    return object_type_indication, bytes(esds[pos : pos + length])
 
 
 def parse_audio_specific_config(asc: bytes) -> tuple[int, int, int]:

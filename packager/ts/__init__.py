@@ -9,7 +9,8 @@ track served as its own rendition) behind a PAT and PMT.
     segment_sizes(track, starts, stop=None) -> ndarray   # segment_size of many consecutive segments in one pass
 
 Modules, one concept each: annexb (AVC/HEVC samples -> Annex B access
-units), adts (AAC frames -> ADTS), pes (PES headers), psi (PAT/PMT, CRC32),
+units), adts (AAC frames -> ADTS; MP3, AC-3 and E-AC-3 frames pass as they
+are), pes (PES headers), psi (PAT/PMT, CRC32),
 packets (188-byte packets, adaptation field, PCR), timing (90 kHz clock),
 streams (track -> PID/stream type), layout (where every byte goes), muxer.
 
@@ -22,7 +23,7 @@ Choices, with the reasons in the modules that make them:
   segment's first PES and on every video keyframe.
 * A video PES is one access unit: AUD, parameter sets on keyframes, 4-byte
   start codes; its header always has room for a DTS. An audio PES holds up to
-  5 ADTS frames. Both keep a segment's size a function of sample sizes.
+  5 audio frames. Both keep a segment's size a function of sample sizes.
 * Only a PES's first packet has an adaptation field, so all later packets
   are header + 184 bytes and the packetisation is a few numpy operations.
 """

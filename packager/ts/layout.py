@@ -5,7 +5,7 @@ reads its total and :func:`mux_segment` fills it in, so the two cannot
 disagree.
 
 A segment is the PAT packet, the PMT packet, then one PES per video access
-unit (or per group of AAC frames) on the stream's PID. A PES of ``L`` bytes
+unit (or per group of audio frames) on the stream's PID. A PES of ``L`` bytes
 (header + payload) takes ``n`` packets; the first carries the adaptation field
 (PCR and/or stuffing) and the rest carry exactly 184 payload bytes each::
 
@@ -34,7 +34,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import pes
-from .adts import HEADER_SIZE as ADTS_HEADER_SIZE
 from .packets import PACKET_SIZE, PAYLOAD_SIZE, PCR_ADAPTATION_SIZE
 from .streams import ElementaryStream
 
@@ -140,7 +139,7 @@ def compute_layout(
         payload = stream.annexb.access_unit_sizes(sizes, keyframes, nal_counts)
         bounds = np.arange(n + 1, dtype=np.int64)  # one access unit per PES
     else:
-        frames = sizes + ADTS_HEADER_SIZE
+        frames = sizes + stream.frame_header_size  # ADTS frames, or AC-3/E-AC-3/MP3 frames as they are
         bounds = audio_pes_bounds(frames, opens_segment)
         cumulative = np.concatenate(([0], np.cumsum(frames)))
         payload = cumulative[bounds[1:]] - cumulative[bounds[:-1]]

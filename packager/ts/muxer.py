@@ -102,7 +102,8 @@ def mux_segment(batch: SampleBatch, continuity_start: int | None = None) -> byte
     numbers are (one PAT and one PMT a segment).
 
     Raises UnsupportedMedia for codecs TS/HLS cannot carry here (anything but
-    H.264, HEVC and ADTS-expressible AAC) and MalformedMedia when the batch's
+    H.264, HEVC, ADTS-expressible AAC, MP3, AC-3 and E-AC-3; Opus raises
+    OpusNeedsFmp4) and MalformedMedia when the batch's
     bytes do not match its sizes or a video sample's NAL units do not parse.
     """
     if continuity_start is None:
@@ -120,10 +121,9 @@ def mux_segment(batch: SampleBatch, continuity_start: int | None = None) -> byte
         units, nal_counts = stream.annexb.access_units(view, sizes, keyframes)
         layout = compute_layout(stream, sizes, keyframes, nal_counts)
     else:
-        assert stream.adts is not None
         layout = compute_layout(stream, sizes, keyframes)
-        frames = memoryview(stream.adts.frames(view, sizes))
-        ends = np.cumsum(layout.payload_size).tolist()  # PES k holds ADTS bytes [ends[k-1], ends[k])
+        frames = memoryview(stream.audio_frames(view, sizes))
+        ends = np.cumsum(layout.payload_size).tolist()  # PES k holds frame bytes [ends[k-1], ends[k])
         units = [[frames[a:b]] for a, b in zip([0] + ends[:-1], ends)]
     payload = b"".join(_pes_pieces(stream, layout, pts, dts, keyframes, units))
     if len(payload) != layout.stream_packets * PAYLOAD_SIZE:  # pragma: no cover - a layout bug
@@ -132,7 +132,7 @@ def mux_segment(batch: SampleBatch, continuity_start: int | None = None) -> byte
     out = np.empty(layout.size, dtype=np.uint8)
     psi_cc = (batch.sequence_number - 1) & 0x0F
     out[:PACKET_SIZE] = np.frombuffer(psi.psi_packet(psi.PAT_PID, psi.pat_section(), psi_cc), dtype=np.uint8)
-    pmt = psi.pmt_section(stream.stream_type, stream.pid, stream.language)
+    pmt = psi.pmt_section(stream.stream_type, stream.pid, stream.language, stream.registration)
     out[PACKET_SIZE : 2 * PACKET_SIZE] = np.frombuffer(psi.psi_packet(psi.PMT_PID, pmt, psi_cc), dtype=np.uint8)
     packets = out[2 * PACKET_SIZE :].reshape(-1, PACKET_SIZE)
     write_packet_headers(packets, stream.pid, layout.first_packet, layout.adaptation_size, continuity_start & 0x0F)

@@ -17,6 +17,8 @@ PACKET_START_CODE_PREFIX = b"\x00\x00\x01"
 # which is what every HLS packager uses for H.264/HEVC and AAC.
 STREAM_ID_VIDEO = 0xE0
 STREAM_ID_AUDIO = 0xC0
+# AC-3 and E-AC-3 are not MPEG audio: ATSC A/52 Annex A puts them in private_stream_1, as ffmpeg does.
+STREAM_ID_PRIVATE_1 = 0xBD
 
 TIMESTAMP_SIZE = 5  # a PTS or DTS field: 4-bit prefix, 33 bits, 3 marker bits
 # Bytes before the optional fields: prefix (3), stream_id, PES_packet_length (2),

@@ -35,6 +35,13 @@ PROGRAM_NUMBER = 0x0001
 
 # --- stream_type values in the PMT (13818-1 table 2-34 and amendments) -----
 STREAM_TYPE_AAC_ADTS = 0x0F  # ISO/IEC 13818-7 audio with ADTS transport syntax
+STREAM_TYPE_MPEG1_AUDIO = 0x03  # ISO/IEC 11172-3 audio (MP3 at 32, 44.1, 48 kHz)
+STREAM_TYPE_MPEG2_AUDIO = 0x04  # ISO/IEC 13818-3 audio (MP3's half rates, 16-24 kHz)
+# Dolby audio as ATSC A/52 Annex A (and Apple's HLS) carries it: user-private stream types, told
+# apart by a registration descriptor. DVB's alternative (stream_type 0x06 with an AC-3 descriptor)
+# is not what HLS players look for.
+STREAM_TYPE_AC3 = 0x81
+STREAM_TYPE_EAC3 = 0x87
 STREAM_TYPE_H264 = 0x1B  # ITU-T H.264 | ISO/IEC 14496-10 video
 STREAM_TYPE_HEVC = 0x24  # ITU-T H.265 | ISO/IEC 23008-2 video
 
@@ -42,6 +49,12 @@ STREAM_TYPE_HEVC = 0x24  # ITU-T H.265 | ISO/IEC 23008-2 video
 # can label the rendition even when they look at the TS rather than the playlist.
 ISO_639_LANGUAGE_DESCRIPTOR = 0x0A
 AUDIO_TYPE_UNDEFINED = 0x00
+# Registration descriptor (13818-1 2.6.8): a format_identifier registered with SMPTE-RA, which
+# is what names a user-private stream type: ffmpeg, for one, reads 0x87 as E-AC-3 only with 'EAC3'
+# (alone it is Blu-ray's meaning of the number), as ATSC A/52 and ffmpeg's own muxer write it.
+REGISTRATION_DESCRIPTOR = 0x05
+FORMAT_AC3 = b"AC-3"
+FORMAT_EAC3 = b"EAC3"
 
 _SECTION_VERSION = 0  # tables never change within a stream
 
@@ -97,11 +110,14 @@ def pat_section() -> bytes:
 
 
 @lru_cache(maxsize=64)
-def pmt_section(stream_type: int, pid: int, language: str | None = None) -> bytes:
-    """The PMT of a one-stream program whose PCR travels on the stream's own PID."""
+def pmt_section(stream_type: int, pid: int, language: str | None = None, registration: bytes | None = None) -> bytes:
+    """The PMT of a one-stream program whose PCR travels on the stream's own PID; ``registration`` is the
+    stream's format_identifier, for a user-private stream type."""
     es_info = b""
+    if registration is not None:
+        es_info += bytes((REGISTRATION_DESCRIPTOR, len(registration))) + registration
     if language and len(language) == 3 and language.isascii() and language != "und":
-        es_info = bytes((ISO_639_LANGUAGE_DESCRIPTOR, 4)) + language.encode("ascii") + bytes((AUDIO_TYPE_UNDEFINED,))
+        es_info += bytes((ISO_639_LANGUAGE_DESCRIPTOR, 4)) + language.encode("ascii") + bytes((AUDIO_TYPE_UNDEFINED,))
     body = struct.pack(
         ">HHBHH",
         0xE000 | pid,  # 3 reserved bits + PCR_PID
