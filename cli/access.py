@@ -46,7 +46,6 @@ from config.partners import AccessConfig, Partner, load_access
 from config.settings import ConfigError
 
 LoadConfig = Callable[[Path], AccessConfig]
-DEFAULT_BASE_URL = "http://127.0.0.1:8080"
 _TTL = re.compile(r"(\d+)\s*([smhd]?)")
 _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _PARTNER = re.compile(r"/p/([^/]+)/")
@@ -63,7 +62,8 @@ def add_token_commands(subparsers: Any, load_config: LoadConfig = load_access) -
     sign.add_argument("--ttl", default="1h", help="lifetime: 3600, 90s, 15m, 1h, 2d (default 1h)")
     sign.add_argument("--ip", help="bind to this client: an address (IPv6: its token_ipv6_prefix) or a CIDR")
     sign.add_argument("--format", choices=("vodgate", "hdnts"), default="vodgate", help="hdnts: Akamai EdgeAuth")
-    sign.add_argument("--base-url", help=f"scheme://host:port in front of the path (default {DEFAULT_BASE_URL})")
+    sign.add_argument("--base-url", help="scheme://host:port in front of the path (default: the config's "
+                                         "[server] host and port, http://127.0.0.1:8080 when unset)")
     sign.add_argument("--delivery", choices=("hls", "cmaf"), default="hls")
     sign.add_argument("--key", help="key id to sign with (default the partner's token_signing_key)")
     sign.add_argument("--session", help="play session id carried in the token")
@@ -136,7 +136,7 @@ def _token_sign(ns: argparse.Namespace, out: TextIO) -> int:
             query = f"token={token}"
     except TokenError as exc:
         raise ConfigError(str(exc)) from None
-    base = (ns.base_url or DEFAULT_BASE_URL).rstrip("/")
+    base = (ns.base_url or _configured_base_url(Path(ns.config))).rstrip("/")
     print(f"{base}{path}?{query}", file=out)
     bound = f", bound to {ns.ip}" if ns.ip else ""
     print(f"# {ns.format} token, key {kid}, covers {tree}/..., expires {_iso(expires)}{bound}", file=sys.stderr)
@@ -282,6 +282,21 @@ def parse_time(text: str) -> datetime:
     except ValueError:
         raise ConfigError(f"time {text!r} is not ISO 8601; expected e.g. 2026-07-01T18:30:00+02:00 or 2026-07-01T16:30:00Z") from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def _configured_base_url(path: Path) -> str:
+    """http://host:port of the server this config runs ([server] host and port, their defaults when unset).
+
+    A wildcard bind address (0.0.0.0, ::) is no address to put in a URL: the loopback of its family
+    stands in, which is right on the server itself; anywhere else pass --base-url.
+    """
+    from config.settings import load_settings
+
+    settings = load_settings(path)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "localhost": "127.0.0.1"}.get(settings.host, settings.host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
 
 
 def _load(ns: argparse.Namespace) -> AccessConfig:

@@ -1,4 +1,4 @@
-"""The `vodgate` command: serve, check, bench."""
+"""The `vodgate` command: serve, check, config check, bench, token, access, report, aggregate."""
 
 from __future__ import annotations
 
@@ -34,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--segment-duration", help="target segment duration in seconds (default: the config's, else 6)")
     check.add_argument("--config", type=Path, help="TOML config file: check as this server would serve (server.follow_symlinks)")
 
+    config = commands.add_parser("config", help="configuration commands")
+    config_commands = config.add_subparsers(dest="action", required=True)
+    config_check = config_commands.add_parser(
+        "check", help="load a TOML config as `vodgate serve` would, without serving (like nginx -t): "
+                      "exit 0 when it would start, 2 with the error otherwise")
+    config_check.add_argument("file", type=Path)
+
     commands.add_parser("bench", help="cold packaging benchmark (see docs/PERFORMANCE.md; --help for its options)", add_help=False)
     access_cli.add_token_commands(commands)
     access_cli.add_access_commands(commands)
@@ -48,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(ns)
         if ns.command == "check":
             return _check(ns)
+        if ns.command == "config":
+            return _config_check(ns)
         if ns.command in ("token", "access"):
             return access_cli.run(ns)
         if ns.command == "report":
@@ -93,8 +102,7 @@ def _serve(ns: argparse.Namespace) -> int:
     else:
         if ns.config is None and ns.media is None:
             settings = settings.with_overrides(media_root=_demo_library())
-        if settings.catalog is None and not settings.media_root.is_dir():
-            raise ConfigError(f"media folder {settings.media_root} does not exist (set server.media_root or --media)")
+        _require_media(settings)
         _print_urls(settings)
         app = create_app(settings, redis_url=redis_url)
     from analytics.middleware import wrap
@@ -109,6 +117,34 @@ def _serve(ns: argparse.Namespace) -> int:
     uvicorn.run(served, host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=False,
                 http=http or "auto", timeout_keep_alive=settings.keep_alive_timeout,
                 limit_concurrency=settings.max_connections + 1, h11_max_incomplete_event_size=settings.max_header_bytes)
+    return 0
+
+
+def _require_media(settings: Settings) -> None:
+    if settings.catalog is None and not settings.media_root.is_dir():
+        raise ConfigError(f"media folder {settings.media_root} does not exist (set server.media_root or --media)")
+
+
+def _config_check(ns: argparse.Namespace) -> int:
+    """Every check `vodgate serve` makes of its config before it listens, and nothing else: no socket,
+    no cache folder, no media parsed. The GeoIP database is opened (a bad one stops serve too)."""
+    from auth.access import AccessControl
+    from config.partners import AccessConfig
+    from edge.app import require_edge_secrets
+    from edge.edge_config import parse_edge_section
+
+    settings = load_settings(ns.file)
+    role, edge_config = parse_edge_section(settings.edge_table, settings.source)
+    access = AccessControl.from_config(settings.access or AccessConfig())
+    if role == "edge":
+        require_edge_secrets(settings, access)
+        serves = f"pulling from {', '.join(edge_config.upstreams)}"
+    else:
+        _require_media(settings)
+        serves = f"media from {settings.media_root}" if settings.catalog is None else "media of its [catalog]"
+    partners = len(access.config.partners)
+    print(f"vodgate: {ns.file}: configuration OK: role {role} on {settings.host}:{settings.port}, {serves}, "
+          f"{partners} partner(s)")
     return 0
 
 

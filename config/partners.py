@@ -83,7 +83,8 @@ from auth.rules import (
     rule_problem,
 )
 from auth.tokens import KEY_ID, KeyRing
-from config.settings import ConfigError, read_toml
+from config.errors import ConfigError, unknown_keys
+from config.settings import read_toml
 from origin.catalog import valid_id
 
 SECTION = "partners"
@@ -649,7 +650,7 @@ def _table(raw: Any, where: str, source: str, known: frozenset[str], example: st
         raise _error(source, where, raw, example)
     unknown = set(raw) - known
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(f'{where}.{k}' for k in sorted(unknown))}; known: {', '.join(sorted(known))}")
+        raise unknown_keys(where, unknown, known, source)
     return raw
 
 

@@ -45,9 +45,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError, unknown_keys, wrong_type
 
-class ConfigError(Exception):
-    """A configuration value is missing, of the wrong type or out of range."""
+__all__ = ["ConfigError", "Settings", "check_table", "load_settings", "parse_settings", "read_toml", "segment_duration"]
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -126,7 +126,7 @@ def load_settings(path: Path) -> Settings:
 def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path = Path(".")) -> Settings:
     unknown_sections = set(raw) - SECTIONS
     if unknown_sections:
-        raise ConfigError(f"{source}: unknown section(s) {sorted(unknown_sections)}; known: {sorted(SECTIONS)}")
+        raise unknown_keys("", unknown_sections, SECTIONS, source)
     # imported here: config.partners imports ConfigError from this module
     from .partners import ACCESS_SERVER_KEYS, parse_access
 
@@ -225,14 +225,14 @@ def check_table(table: Any, name: str, known: set[str], source: str) -> dict[str
         raise ConfigError(f"{source}: '{name}' must be a table ([{name}])")
     unknown = set(table) - known
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {name}.{sorted(unknown)}; known: {sorted(known)}")
+        raise unknown_keys(name, unknown, known, source)
     return table
 
 
 def _typed(table: dict[str, Any], key: str, kind: type, default: Any, source: str, section: str = "server") -> Any:
     value = table.get(key, default)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{source}: {section}.{key} has value {value!r}; expected a {kind.__name__}")
+        raise wrong_type(f"{section}.{key}", value, kind, source)
     return value
 
 

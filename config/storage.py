@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from origin.catalog import Entry, Flavor, valid_id
 
-from .settings import ConfigError
+from .errors import ConfigError, unknown_keys
 
 STORAGE_KEYS = {"type", "base_url", "headers", "connect_timeout", "read_timeout", "stat_ttl"}
 
@@ -40,7 +40,7 @@ def parse_storage(raw: Mapping[str, Any], source: str) -> StorageConfig:
         raise ConfigError(f"{source}: 'storage' must be a table ([storage])")
     unknown = set(table) - STORAGE_KEYS
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) storage.{sorted(unknown)}; known: {sorted(STORAGE_KEYS)}")
+        raise unknown_keys("storage", unknown, STORAGE_KEYS, source)
     kind = table.get("type", "local")
     if kind not in ("local", "http"):
         raise ConfigError(f"{source}: storage.type has value {kind!r}; expected \"local\" or \"http\"")

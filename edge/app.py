@@ -146,13 +146,8 @@ def _storage(settings: Settings) -> Storage:
     return HttpStorage(config.base_url, httpx.AsyncClient(timeout=timeout), headers=config.headers, stat_ttl=config.stat_ttl)
 
 
-def create_edge(settings: Settings, edge: EdgeConfig, redis_url: str | None = None) -> Starlette:
-    """Role edge: the same URL scheme pulled from upstream origins, with access control decided here."""
-    access = AccessControl.from_config(settings.access or AccessConfig())
-    upstream_headers = dict(edge.upstream_headers)
-    if settings.shield_secrets:  # an edge of a shielded origin proves itself with the first secret
-        upstream_headers.setdefault(settings.shield_header, settings.shield_secrets[0])
-    edge = replace(edge, upstream_headers=tuple(upstream_headers.items()), pass_headers=(settings.surrogate_header,))
+def require_edge_secrets(settings: Settings, access: AccessControl) -> None:
+    """An edge that decides grants for partners with rules must be able to vouch for them to its origins."""
     restricted = sorted(p for p in access.config.partners if access.restricts(p))
     if restricted and not settings.edge_secrets:
         raise ConfigError(
@@ -160,6 +155,16 @@ def create_edge(settings: Settings, edge: EdgeConfig, redis_url: str | None = No
             "origins for the grants it decides: set cdn.edge_secrets (the same list on edges and origins; never give it "
             "to a CDN)"
         )
+
+
+def create_edge(settings: Settings, edge: EdgeConfig, redis_url: str | None = None) -> Starlette:
+    """Role edge: the same URL scheme pulled from upstream origins, with access control decided here."""
+    access = AccessControl.from_config(settings.access or AccessConfig())
+    upstream_headers = dict(edge.upstream_headers)
+    if settings.shield_secrets:  # an edge of a shielded origin proves itself with the first secret
+        upstream_headers.setdefault(settings.shield_header, settings.shield_secrets[0])
+    edge = replace(edge, upstream_headers=tuple(upstream_headers.items()), pass_headers=(settings.surrogate_header,))
+    require_edge_secrets(settings, access)
     # as strict as an origin: [cdn] shield_secrets also guard this node (its CDN must send one)
     shield = Middleware(ShieldMiddleware, header=settings.shield_header, secrets=settings.shield_secrets)
     app = create_edge_app(settings, edge, redis_url=redis_url or settings.redis_url, redis_channel=settings.redis_channel,

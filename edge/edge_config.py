@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from config.errors import ConfigError, unknown_keys
+
 from .upstream import normalize_upstream
 
 MB = 1024 * 1024
@@ -45,7 +47,6 @@ def edge_config_from_table(table: Mapping[str, Any], source: str = "config", ups
 
     ``upstreams`` (e.g. from ``--upstream``) replace the table's list when given.
     """
-    from config.settings import ConfigError
 
     if "viewer_params" in table:
         raise ConfigError(
@@ -54,7 +55,7 @@ def edge_config_from_table(table: Mapping[str, Any], source: str = "config", ups
         )
     unknown = set(table) - EDGE_KEYS
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) edge.{sorted(unknown)}; known: {sorted(EDGE_KEYS)}")
+        raise unknown_keys("edge", unknown, EDGE_KEYS, source)
     role = table.get("role", "all")
     if role not in ROLES:
         raise ConfigError(f"{source}: edge.role has value {role!r}; expected one of {', '.join(ROLES)}")
@@ -102,7 +103,6 @@ def parse_edge_section(
 
     The table's keys are checked whatever the role, so a typo never waits for the day a node turns edge.
     """
-    from config.settings import ConfigError
 
     if not isinstance(table, Mapping):
         raise ConfigError(f"{source}: 'edge' must be a table ([edge])")
@@ -113,7 +113,7 @@ def parse_edge_section(
         )
     unknown = set(table) - EDGE_KEYS
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) edge.{sorted(unknown)}; known: {sorted(EDGE_KEYS)}")
+        raise unknown_keys("edge", unknown, EDGE_KEYS, source)
     chosen = role or table.get("role") or ("edge" if upstreams else "all")  # --upstream alone means an edge
     if chosen not in ROLES:
         where = "--role" if role else "edge.role"

@@ -141,3 +141,43 @@ def test_auth_core_imports_no_web_framework():
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sign_builds_the_url_from_the_configured_host_and_port(tmp_path, media_library):
+    """Without --base-url the URL names the server the config runs, and that server plays it."""
+    import httpx
+    from conftest import ServerProcess
+
+    path = tmp_path / "vodgate.toml"
+    # tokens only (CONFIG's profile also has a clock-dependent blackout)
+    document = f'''[server]
+port = PORT
+
+[partners.demo]
+token_keys = {{ k2 = "{K2}" }}
+default_profile = "tokens"
+
+[partners.demo.profiles.tokens]
+rules = [ {{ unless = {{ authenticated = true }}, then = ["block"] }} ]
+'''
+    path.write_text(document.replace("PORT", "8080"))
+    srv = ServerProcess(["--config", str(path), "--media", str(media_library)], tmp_path / "server.log")
+    try:
+        path.write_text(document.replace("PORT", str(srv.port)))  # the port it runs on, as the operator's file says
+        code, out = run("token", "sign", "--config", str(path), "--partner", "demo", "--entry", "ladder")
+        assert code == 0
+        url = out.strip()
+        assert url.startswith(f"http://127.0.0.1:{srv.port}/p/demo/e/ladder/hls/master.m3u8?token=vg1.k2.")
+        assert httpx.get(url, timeout=30).status_code == 200
+        assert httpx.get(url.split("?")[0], timeout=30).status_code == 403  # the token is what lets it play
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("host,base", [("0.0.0.0", "http://127.0.0.1:9000"), ("::", "http://[::1]:9000"),
+                                       ("10.1.2.3", "http://10.1.2.3:9000")])
+def test_sign_puts_a_reachable_address_for_a_wildcard_bind(tmp_path, host, base):
+    path = tmp_path / "vodgate.toml"
+    path.write_text(CONFIG.replace("[server]\n", f'[server]\nhost = "{host}"\nport = 9000\n'))
+    code, out = run("token", "sign", "--config", str(path), "--partner", "demo", "--entry", "ladder")
+    assert code == 0 and out.startswith(f"{base}/p/demo/e/ladder/hls/master.m3u8?token=")

@@ -112,7 +112,7 @@ def test_edge_config_from_toml_table_names_key_and_fix():
     assert parse_edge_section({}) == ("all", None)
     role, parsed = parse_edge_section({"ttl": 5}, role="edge", upstreams=["http://o:1"])
     assert role == "edge" and parsed.ttl == 5 and parsed.upstreams == ("http://o:1",)
-    with pytest.raises(ConfigError, match="edge.\\['tll'\\]"):
+    with pytest.raises(ConfigError, match=r"edge.tll \(did you mean edge.ttl\?\)"):
         parse_edge_section({"tll": 5})  # checked even when the role is not edge
     with pytest.raises(ConfigError, match="--role"):
         parse_edge_section({}, role="proxy")

@@ -462,9 +462,9 @@ def test_defaults_and_values():
     ("body_timeout", 7200, "at most 3600"),
     ("max_header_bytes", 1024, "expected bytes between 8192 and 65536"),
     ("max_header_bytes", 4 * 1024 * 1024, "expected bytes between 8192 and 65536"),
-    ("max_header_bytes", 16384.0, "expected a int"),
+    ("max_header_bytes", 16384.0, "expected an integer"),
     ("max_connections", 0, "expected a positive integer"),
-    ("max_connections", "many", "expected a int"),
+    ("max_connections", "many", "expected an integer"),
 ])
 def test_bad_values_name_key_value_and_fix(key, value, expected):
     with pytest.raises(ConfigError) as err:

@@ -97,9 +97,9 @@ def test_conditional_helpers():
 def test_settings_errors_name_key_value_and_fix(tmp_path):
     with pytest.raises(ConfigError, match=r"server.port has value 70000; expected 0-65535"):
         parse_settings({"server": {"port": 70000}})
-    with pytest.raises(ConfigError, match=r"server.port has value '80'; expected a int"):
+    with pytest.raises(ConfigError, match=r"server.port has value '80'; expected an integer"):
         parse_settings({"server": {"port": "80"}})
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) server.\['prot'\]"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) server.prot \(did you mean server.port\?\)"):
         parse_settings({"server": {"prot": 1}})
     with pytest.raises(ConfigError, match="segment_duration has value 0.5; expected between 1 and 60"):
         parse_settings({"server": {"segment_duration": 0.5}})
