@@ -11,10 +11,11 @@ for the same events.
 Counter fields (``p`` partner, ``e`` entry; ``-`` when unknown):
 
 ==========================  ===========================================================
-plays|p|e                   play_requested events
-ms|p|e                      media milliseconds delivered: 200 segments of a flavor's
-                            main rendition (not its a{k} audio renditions, which play
-                            alongside) + progressive ranges with a known media time
+plays|p|e                   play_requested events (one per play session)
+ms|p|e                      media milliseconds delivered: delivered segments (200, or a
+                            206 of the whole body) of a flavor's main rendition (not its
+                            a{k} audio renditions, which play alongside) + the media time
+                            progressive ranges added to their session (media_new)
 sw|p|e                      flavor_switch events
 bytes|p|e|flavor            body bytes of segment_served + progressive_range
 country|p|e|CC              plays by country (``unknown`` without GeoIP)
@@ -117,7 +118,7 @@ def contribution(event: Any) -> Contribution | None:
         audio = event.get("audio")
         if nbytes:
             c.fields.append((f"bytes|{pe}|{field_part(_str(event, 'flavor'))}", nbytes))
-        if status == 200 and start is not None and duration is not None:
+        if segment_delivered(event, status) and start is not None and duration is not None:
             if audio is None:
                 c.fields.append((f"ms|{pe}", media_ms(duration)))
             c.decile = decile(start + duration, total)
@@ -128,7 +129,8 @@ def contribution(event: Any) -> Contribution | None:
         if nbytes:
             c.fields.append((f"bytes|{pe}|{field_part(_str(event, 'flavor'))}", nbytes))
         if start is not None and duration is not None:
-            c.fields.append((f"ms|{pe}", media_ms(duration)))
+            added = _num(event, "media_new")
+            c.fields.append((f"ms|{pe}", media_ms(added if added is not None else duration)))  # older events: the range's own
             c.decile = decile(start + duration, total)
         c.session = f"{pe}|{field_part(session)}"
     elif kind == FLAVOR_SWITCH:
@@ -143,6 +145,16 @@ def contribution(event: Any) -> Contribution | None:
     if c.session is not None and session is None:
         c.session = None  # an event without a session id cannot join a session
     return c
+
+
+def segment_delivered(event: dict, status: int) -> bool:
+    """The whole segment was sent (``delivered``); events written before that field: a 200."""
+    delivered = event.get("delivered")
+    if delivered is None:
+        return status == 200
+    if not isinstance(delivered, bool):
+        raise Malformed("delivered is not a boolean")
+    return delivered
 
 
 def reach_fields(session: str, top: int) -> list[tuple[str, int]]:

@@ -13,15 +13,18 @@ The middleware turns each finished request into an :class:`Observation`
 Kinds and their own fields (the common ones above are on every event):
 
 ==================  ===========================================================================
-play_requested      a master playlist (HLS/CMAF), or the first progressive request of a session
-                    that starts at byte 0
+play_requested      once per play session: its first master playlist (HLS/CMAF), or its first
+                    progressive response that starts at byte 0
 segment_served      segment, audio (track number or null for the flavor's main rendition),
-                    media_start, media_duration, entry_duration, bytes, ttfb_ms, cache, status
+                    media_start, media_duration, entry_duration, bytes, ttfb_ms, cache, status,
+                    delivered (the whole segment was sent: a 200, or a 206 whose range is the
+                    whole body)
 reached_25/50/75/100  pct, media_end, entry_duration: once per session, when the largest media end
                     served reaches that share of the entry's duration
 flavor_switch       from_flavor (flavor is the new one): the session's main rendition changed
 progressive_range   range_start, range_end (bytes actually sent), bytes, media_start,
                     media_duration (null when the flavor's sample table is not available),
+                    media_new (media time of these bytes the session had not been sent before),
                     entry_duration, ttfb_ms, status
 denied              reason, status (the access-control decision)
 error               status, code
@@ -31,8 +34,8 @@ What is never in an event: tokens, query strings, full referrer URLs, raw IP
 addresses (unless ``store_ip``), any header but the two classified ones.
 
 Progress rule (shared with the report and the aggregator): a session reaches
-``p`` percent of an entry when its largest media end served (200 segments of
-any rendition, progressive ranges) is at least ``p`` % of the entry's duration,
+``p`` percent of an entry when its largest media end served (delivered segments
+of any rendition, progressive ranges) is at least ``p`` % of the entry's duration,
 less :func:`tolerance` (a rendition may end a frame before the longest one).
 """
 
@@ -47,7 +50,7 @@ from typing import Any, Iterable
 from urllib.parse import unquote_plus
 
 from .classify import referrer_domain, safe_session_id, ua_family
-from .mediatime import MediaSpan, byte_range_media_time, index_duration
+from .mediatime import DeliveredBytes, MediaSpan, byte_range_media_time, index_duration
 
 SCHEMA_VERSION = 1
 
@@ -158,7 +161,7 @@ def _param_value(raw: bytes) -> str | None:
     return safe_session_id(text)
 
 
-_CONTENT_RANGE = re.compile(rb"bytes (\d+)-(\d+)/")
+_CONTENT_RANGE = re.compile(rb"bytes (\d+)-(\d+)/(\d+|\*)")
 _ERROR_CODE = re.compile(rb'"error"\s*:\s*"([A-Za-z0-9_.-]{1,64})"')
 
 
@@ -168,6 +171,21 @@ def range_start(content_range: bytes | None) -> int:
         if m:
             return int(m.group(1))
     return 0
+
+
+def whole_body(status: int, content_range: bytes | None) -> bool:
+    """The response carried the resource's whole body: a 200, or a 206 whose range is all of it.
+
+    ffmpeg (and some players) ask for every segment with ``Range: bytes=0-``:
+    the 206 they get delivers exactly what a 200 would, so it counts the same.
+    A 206 of part of a segment (I-frame scrubbing reads byte ranges) does not.
+    """
+    if status == 200:
+        return True
+    if status != 206 or not content_range:
+        return False
+    m = _CONTENT_RANGE.match(content_range)
+    return m is not None and m.group(1) == b"0" and m.group(3) != b"*" and int(m.group(2)) + 1 == int(m.group(3))
 
 
 def error_code(body: bytes | None) -> str | None:
@@ -243,18 +261,20 @@ class SessionIds:
 
 
 class _Session:
-    __slots__ = ("flavor", "max_end", "milestones", "progressive_play", "seen")
+    __slots__ = ("flavor", "max_end", "milestones", "played", "progressive_sent", "seen")
 
     def __init__(self) -> None:
         self.seen = 0
         self.flavor: str | None = None
         self.max_end = 0.0
         self.milestones = 0  # how many of MILESTONES were emitted
-        self.progressive_play = False
+        self.played = False  # play_requested emitted: one play per session, however many masters it fetches
+        self.progressive_sent: dict[str, DeliveredBytes] | None = None  # per flavor, made on first use
 
 
 class SessionTracker:
-    """Per-session state on this node: current main flavor, largest media end, milestones emitted.
+    """Per-session state on this node: played yet, current main flavor, largest media end, milestones
+    emitted, progressive bytes sent.
 
     Bounded: past ``capacity`` sessions, the least recently active tenth is
     forgotten (a forgotten session that comes back starts over: it may emit a
@@ -426,8 +446,9 @@ class EventBuilder:
             event["ttfb_ms"] = int(obs.ttfb * 1_000_000) / 1000 if obs.ttfb is not None else None
             event["cache"] = info.cache
             event["status"] = status
+            event["delivered"] = delivered = whole_body(status, obs.content_range)
             out = [event]
-            if status == 200 and start is not None and duration is not None:
+            if delivered and start is not None and duration is not None:
                 state = self.tracker.get((info.partner, info.entry, session))
                 if info.audio is None and flavor is not None:
                     if state.flavor != flavor:
@@ -439,6 +460,12 @@ class EventBuilder:
                 self._progress(out, event, state, start + duration, info.entry_duration)
             return out
         if resource == "master":
+            # Players fetch the master again within one play (retries, reloads, AVPlayer after a stall or a
+            # network change): a play is a session, not a fetch (docs/ANALYTICS.md, "Play sessions").
+            state = self.tracker.get((info.partner, info.entry, session))
+            if state.played:
+                return []
+            state.played = True
             return [self._event(PLAY_REQUESTED, obs, info, session, None, ua, ref, ip)]
         if resource == "progressive":
             if obs.bytes_sent <= 0:
@@ -446,13 +473,13 @@ class EventBuilder:
             first = range_start(obs.content_range) if status == 206 else 0
             out = []
             state = self.tracker.get((info.partner, info.entry, session))
-            if first == 0 and not state.progressive_play:
-                state.progressive_play = True
+            if first == 0 and not state.played:
+                state.played = True
                 out.append(self._event(PLAY_REQUESTED, obs, info, session, flavor, ua, ref, ip))
             event = self._event(PROGRESSIVE_RANGE, obs, info, session, flavor, ua, ref, ip)
             event.update(
                 range_start=first, range_end=first + obs.bytes_sent - 1, bytes=obs.bytes_sent,
-                media_start=None, media_duration=None, entry_duration=None,
+                media_start=None, media_duration=None, media_new=None, entry_duration=None,
                 ttfb_ms=int(obs.ttfb * 1_000_000) / 1000 if obs.ttfb is not None else None, status=status,
             )
             event[RESOLVE_KEY] = True
@@ -465,13 +492,20 @@ class EventBuilder:
     def complete_progressive(self, event: dict[str, Any], index: Any) -> list[dict[str, Any]]:
         """Fill a progressive_range event's media time from the flavor's MediaIndex (None: unknown).
 
-        Returns the milestone events the range triggers.
+        ``media_start``/``media_duration``: the window these bytes hold; ``media_new``: the media time
+        they add to what the session was sent of this file before (what minutes count). Returns the
+        milestone events the range triggers.
         """
         event.pop(RESOLVE_KEY, None)
         if index is None:
             return []
         duration = index_duration(index)
         event["entry_duration"] = duration
+        state = self.tracker.get((event["partner"], event["entry"], event["session"]))
+        if state.progressive_sent is None:
+            state.progressive_sent = {}
+        sent = state.progressive_sent.setdefault(event["flavor"], DeliveredBytes())
+        event["media_new"] = round(sent.add(index, event["range_start"], event["range_end"]), 6)
         span: MediaSpan | None = byte_range_media_time(index, event["range_start"], event["range_end"])
         if span is None:
             event["media_duration"] = 0.0  # known: no whole frame in these bytes (moov, or a tiny range)
@@ -479,7 +513,6 @@ class EventBuilder:
         event["media_start"] = round(span.start, 6)
         event["media_duration"] = round(span.duration, 6)
         out: list[dict[str, Any]] = []
-        state = self.tracker.get((event["partner"], event["entry"], event["session"]))
         self._progress(out, event, state, span.end, duration)
         return out
 

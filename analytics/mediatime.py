@@ -2,12 +2,17 @@
 
 A progressive viewer receives bytes, not seconds. The samples whose bytes lie
 entirely inside the bytes actually sent are the ones the player could decode;
-their presentation window is the media time that response delivered.
+their presentation window is the media time that response delivered
+(:func:`byte_range_media_time`). Over a session, :class:`DeliveredBytes` keeps
+the union of the byte ranges sent and counts each sample once, when its last
+byte arrives, however the player split, repeated or overlapped its requests.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from packager.media import MediaIndex, Track
 
@@ -61,4 +66,85 @@ def index_duration(index: MediaIndex) -> float:
     return float(index.duration_seconds)
 
 
-__all__ = ["MediaSpan", "byte_range_media_time", "index_duration", "reference_track"]
+ByteRange = tuple[int, int]  # first and last byte, inclusive
+
+
+def merge_byte_range(ranges: list[ByteRange], first: int, last: int) -> list[ByteRange]:
+    """``ranges`` (sorted, disjoint, not touching) with ``[first, last]`` added.
+
+    Touching ranges merge too (``0-99`` + ``100-199`` = ``0-199``): a sample
+    split across two consecutive requests has all its bytes delivered.
+    """
+    merged: list[ByteRange] = []
+    for a, b in ranges:
+        if b + 1 < first or a > last + 1:
+            merged.append((a, b))
+        else:
+            first, last = min(a, first), max(b, last)
+    merged.append((first, last))
+    merged.sort()
+    return merged
+
+
+def covered_ticks(track: Track, ranges: list[ByteRange]) -> int:
+    """Presentation time (track timescale) of ``track``'s samples whose bytes lie entirely inside one of ``ranges``.
+
+    Each such sample counts its own presentation interval ``[pts, pts + duration)``,
+    clamped to the edit list (before 0 and after its end nothing is presented).
+    Samples rather than one window: what is counted is exactly what the bytes
+    hold, so requests that split a sample between them, overlap or leave holes
+    add up to the media time of their union.
+    """
+    if not ranges:
+        return 0
+    starts = np.fromiter((a for a, _ in ranges), dtype=np.int64, count=len(ranges))
+    ends = np.fromiter((b for _, b in ranges), dtype=np.int64, count=len(ranges))
+    offsets = track.offsets
+    slot = np.searchsorted(starts, offsets, side="right") - 1  # the range starting at or before each sample
+    inside = (slot >= 0) & (offsets + track.sizes - 1 <= ends[np.maximum(slot, 0)])
+    pts = track.pts[inside]
+    shown_end = pts + track.durations[inside]
+    limit = track.edit_end if track.edit_end is not None else np.iinfo(np.int64).max
+    shown = np.clip(shown_end, 0, limit) - np.clip(pts, 0, limit)
+    return int(shown.sum())
+
+
+MAX_RANGES = 64  # per session and file: a player seeking all over a file stays a few hundred bytes of state
+
+
+@dataclass
+class DeliveredBytes:
+    """The bytes of one progressive file sent to one play session, and the media time they hold.
+
+    ``add`` answers how much media time a new response delivered that the
+    session did not already have: a player that re-reads bytes (ffmpeg on a
+    file whose moov is at the end reads the file, the moov, then the media
+    again; browsers re-request after seeks) is not counted twice.
+    """
+
+    ranges: list[ByteRange] = field(default_factory=list)
+    ticks: int = 0  # covered_ticks of ranges
+
+    def add(self, index: MediaIndex, first: int, last: int) -> float:
+        """Seconds of media time that ``[first, last]`` adds to what this session was sent."""
+        track = reference_track(index)
+        if track is None or last < first:
+            return 0.0
+        merged = merge_byte_range(self.ranges, first, last)
+        if len(merged) > MAX_RANGES:  # the new range touched none of the old ones
+            # Forget the smallest old range: if its bytes come again they count again (a bounded
+            # overcount, rather than unbounded state for a pathological client).
+            smallest = min(self.ranges, key=lambda r: r[1] - r[0])
+            merged.remove(smallest)
+            self.ticks = covered_ticks(track, [r for r in self.ranges if r != smallest])
+        self.ranges = merged
+        ticks = covered_ticks(track, merged)
+        added = max(0, ticks - self.ticks)
+        self.ticks = ticks
+        return added / track.timescale
+
+
+__all__ = [
+    "ByteRange", "DeliveredBytes", "MediaSpan", "byte_range_media_time", "covered_ticks", "index_duration",
+    "merge_byte_range", "reference_track",
+]
