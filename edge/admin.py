@@ -48,6 +48,7 @@ MAX_BODY_BYTES = 64 * 1024  # a profile is a few KiB; a body past this is a mist
 MAX_JSON_DEPTH = 32  # a profile nests 6 deep (rules[].if.schedule[].days[]); json.loads recurses
 PURGE_KEYS = ("entry", "prefix")
 PURGE_FORMS = 'send {"entry": "E"}, {"prefix": "/p/P/..."} or {} (the whole partner)'
+REPORT_MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8", "table": "text/plain; charset=utf-8"}
 _SURROGATE = re.compile(r"[\ud800-\udfff]")  # in a str from json.loads, only ever unpaired
 
 
@@ -316,8 +317,25 @@ class Admin:
             known = ", ".join(sorted(self.reports)) or "none: analytics is off ([analytics] enabled = false)"
             return error_response(404, "not_found", f"reports: {known}", personal=True)
         query = [(k, v) for k, v in request.query_params.multi_items() if k != "partner"] + [("partner", partner)]
+        fmt = request.query_params.get("format", "json")
+        summary = request.path_params["name"] == "summary" and fmt in REPORT_MEDIA_TYPES
+        if summary:  # asked as JSON, to take the server's folder (or Redis address) out of its source
+            query = [(k, v) for k, v in query if k != "format"] + [("format", "json")]
         request.scope["query_string"] = urlencode(query).encode()
-        return await endpoint(Request(request.scope, request.receive))
+        answer = await endpoint(Request(request.scope, request.receive))
+        return _without_location(answer, fmt) if summary else answer
+
+
+def _without_location(answer: Response, fmt: str) -> Response:
+    """The summary ``answer`` (JSON) in format ``fmt``, its ``source`` cut to the kind (``jsonl`` or ``redis``):
+    a partner's admin learns where plays are counted, never the server's folder or its Redis address."""
+    from analytics.report import RENDERERS
+
+    if answer.status_code != 200:
+        return answer  # an error (a bad query) says nothing of the source
+    report = json.loads(answer.body)
+    report["source"] = str(report.get("source", "")).partition(":")[0]
+    return Response(RENDERERS[fmt](report), media_type=REPORT_MEDIA_TYPES[fmt], headers={"Cache-Control": "no-store"})
 
 
 def _json(data: object) -> JSONResponse:

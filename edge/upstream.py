@@ -7,7 +7,8 @@ resort, the ones marked down (so a recovered origin is found before the next
 probe). An origin is marked down by a connection error, a timeout or a
 502/503/504 answer, and up again by a successful ``/healthz`` probe (every
 ``health_interval`` seconds) or by any successful answer; without probes a
-mark-down lapses after ``down_seconds``.
+mark-down lapses after ``down_seconds``. A successful probe is logged at DEBUG only (httpx would log
+each at INFO: a line per upstream every few seconds); a failed one is logged, and marks the origin down.
 
 Only failures move on to the next origin: a 4xx (say ``404 unknown_entry``) is
 the answer and is returned as is. When every origin fails the fetch raises
@@ -22,12 +23,36 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import httpx
 
 log = logging.getLogger("vodgate.upstream")
+HEALTH_PATH = "/healthz"
+
+
+class QuietProbes(logging.Filter):
+    """httpx logs every request at INFO; a successful health probe of ``urls`` goes to DEBUG instead.
+
+    An edge probes each upstream every ``health_interval`` seconds: at INFO that is a log line per upstream
+    every few seconds, burying what operators read. A failed probe stays at INFO (and mark_down warns)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.levelno != logging.INFO or not isinstance(args, tuple) or len(args) < 4:
+            return True
+        if args[3] != 200 or str(args[1]) not in self.urls:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+_QUIET_PROBES = QuietProbes()
 
 GATEWAY_STATUSES = frozenset({502, 503, 504})  # the origin itself says it cannot work: mark it down
 
@@ -127,6 +152,7 @@ class UpstreamPool:
             trust_env=False,
         )
         self._health_task: asyncio.Task | None = None
+        quiet_probes(f"{u.url}{HEALTH_PATH}" for u in self.upstreams)
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -168,7 +194,7 @@ class UpstreamPool:
     async def probe(self, upstream: Upstream) -> bool:
         try:
             response = await self.client.get(
-                f"{upstream.url}/healthz",
+                f"{upstream.url}{HEALTH_PATH}",
                 headers=self.headers,
                 timeout=httpx.Timeout(min(self.read_timeout, 5.0), connect=self.connect_timeout),
             )
@@ -264,6 +290,14 @@ class UpstreamPool:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+
+def quiet_probes(urls: Iterable[str]) -> None:
+    """Log successful probes of ``urls`` at DEBUG, not INFO (QuietProbes on the httpx logger; idempotent)."""
+    _QUIET_PROBES.urls.update(urls)
+    httpx_log = logging.getLogger("httpx")
+    if _QUIET_PROBES not in httpx_log.filters:
+        httpx_log.addFilter(_QUIET_PROBES)
 
 
 def _describe(exc: httpx.HTTPError, read_timeout: float) -> str:

@@ -26,6 +26,7 @@ class FileReport:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     summary: str = ""
+    duration: Fraction | None = None  # seconds, when the file parsed (ladder_warnings compares rungs)
 
     @property
     def status(self) -> str:
@@ -64,6 +65,7 @@ def check_file(path: Path, target: Fraction, follow_symlinks: bool = True) -> Fi
         return report
     parts = [f"{t.kind} {t.codec_string}" + (f" {t.video.width}x{t.video.height}" if t.video else f" {t.language}") for t in index.tracks]
     report.summary = f"{float(index.duration_seconds):.2f}s, " + ", ".join(parts)
+    report.duration = Fraction(index.duration_seconds)
     for skipped in index.skipped:
         report.warnings.append(f"{path.name}: {skipped.describe()}; the rest of the file plays")
     for rendition in media_set.videos:
@@ -92,4 +94,74 @@ def longest_gop(track) -> Fraction:
 
 
 def check_library(root: Path, target: Fraction, follow_symlinks: bool = True) -> list[FileReport]:
-    return [check_file(path, target, follow_symlinks) for path in library_files(root)]
+    reports = [check_file(path, target, follow_symlinks) for path in library_files(root)]
+    ladder_warnings(reports)
+    return sorted(reports + misplaced_files(root), key=lambda r: r.path)
+
+
+# Rungs of one entry may differ by a frame or an audio packet; past this a player on the short rung stops early.
+RUNG_DURATION_TOLERANCE = Fraction(1, 2)
+
+
+def ladder_warnings(reports: list[FileReport]) -> None:
+    """Warn on each flavor of an entry that ends more than RUNG_DURATION_TOLERANCE before the entry's longest:
+    the master lists every rung, and a player that switches to a short one reaches its end early."""
+    by_entry: dict[Path, list[FileReport]] = {}
+    for report in reports:
+        if report.duration is not None and not report.errors:  # a rung the server serves
+            by_entry.setdefault(report.path.parent, []).append(report)
+    for rungs in by_entry.values():
+        longest = max(rungs, key=lambda r: r.duration)
+        for rung in rungs:
+            gap = longest.duration - rung.duration
+            if gap > RUNG_DURATION_TOLERANCE:
+                rung.warnings.append(
+                    f"ladder rungs differ in duration: {rung.path.name} lasts {float(rung.duration):.2f}s, "
+                    f"{longest.path.name} {float(longest.duration):.2f}s: its playlists end {float(gap):.2f}s early, so a "
+                    f"player on this rung stops or stalls there; encode every rung of an entry from the same source and cut"
+                )
+
+
+# Files a library may hold by mistake: MP4-family and other audio/video containers (compared in lower case).
+MEDIA_SUFFIXES = frozenset({".mp4", ".m4a", ".m4v", ".mov", ".3gp", ".mkv", ".webm", ".ts", ".m2ts", ".mp3", ".aac", ".flv", ".avi"})
+
+
+def misplaced_files(root: Path) -> list[FileReport]:
+    """A warning for each media file the server never serves: anywhere but ROOT/<partner>/<entry>/, or in an
+    entry folder but not named <flavor>.mp4 (``x.m4a``, ``x.MP4``, ``x.mov``). Names starting with a dot are skipped."""
+    found: list[FileReport] = []
+
+    def visit(folder: Path, depth: int) -> None:  # depth 0 = ROOT, 2 = an entry folder; at most 4 levels read
+        try:
+            children = sorted(folder.iterdir())
+        except OSError:
+            return
+        for child in children:
+            if child.name.startswith("."):
+                continue
+            if child.is_dir():
+                if depth < 3:
+                    visit(child, depth + 1)
+                continue
+            if child.suffix.lower() not in MEDIA_SUFFIXES or (depth == 2 and child.suffix == ".mp4"):
+                continue
+            report = FileReport(child, summary="not served")
+            report.warnings.append(_misplaced_reason(child, depth))
+            found.append(report)
+
+    visit(root, 0)
+    return found
+
+
+def _misplaced_reason(path: Path, depth: int) -> str:
+    if depth != 2:
+        where = {0: "the library's top folder", 1: "a partner folder"}.get(depth, "a folder inside an entry")
+        return (f"{path.name} is in {where}: the server serves only <partner>/<entry>/<flavor>.mp4; "
+                f"move it into an entry folder")
+    if path.suffix.lower() == ".mp4":
+        return f"{path.name}: flavors end in .mp4 in lower case; rename it {path.stem}.mp4"
+    if path.suffix.lower() in (".m4a", ".m4v"):
+        return (f"{path.name}: the server serves only <flavor>.mp4 files; an {path.suffix.lower()} is an MP4 file: "
+                f"rename it {path.stem}.mp4 to serve it as a flavor of this entry")
+    return (f"{path.name}: the server serves only MP4 flavors (<flavor>.mp4); remux it "
+            f"(ffmpeg -i {path.name} -c copy {path.stem}.mp4) if its codecs are H.264/HEVC and AAC/AC-3/E-AC-3/MP3/Opus")
