@@ -8,7 +8,7 @@ it after the response has been sent.
     app = wrap(create_app(settings), settings.analytics, settings.metrics)
 """
 
-from .config import AnalyticsConfig, MetricsConfig, parse_analytics, parse_metrics
+from config.analytics import AnalyticsConfig, MetricsConfig, parse_analytics, parse_metrics
 from .middleware import AnalyticsMiddleware, wrap
 from .metrics import Metrics
 from .service import Analytics, build_sink

@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from config.settings import load_settings
 
-        from .config import AnalyticsConfig
+        from config.analytics import AnalyticsConfig
 
         cfg = load_settings(Path(ns.config)).analytics or AnalyticsConfig()
         ns.redis = ns.redis or cfg.redis_url

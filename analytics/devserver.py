@@ -21,7 +21,7 @@ from pathlib import Path
 
 from config.settings import Settings, segment_duration
 
-from .config import AnalyticsConfig, MetricsConfig
+from config.analytics import AnalyticsConfig, MetricsConfig
 from .middleware import wrap
 
 

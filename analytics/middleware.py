@@ -31,7 +31,7 @@ from typing import Any
 from edge.cdn import ShieldGuard, refuse_unshielded
 from edge.request_info import SCOPE_KEY
 
-from .config import AnalyticsConfig, MetricsConfig
+from config.analytics import AnalyticsConfig, MetricsConfig
 from .metrics import Metrics
 from .service import Analytics
 

@@ -463,7 +463,7 @@ def source_from_config(path: Path) -> str:
     """The report source an ``[analytics]`` section implies: its JSONL folder, else its Redis aggregates."""
     from config.settings import load_settings
 
-    from .config import AnalyticsConfig
+    from config.analytics import AnalyticsConfig
 
     cfg = load_settings(path).analytics or AnalyticsConfig()
     return f"jsonl:{cfg.path}" if "jsonl" in cfg.sinks else f"redis:{cfg.redis_url}"

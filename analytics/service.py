@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .config import AnalyticsConfig
+from config.analytics import AnalyticsConfig
 from .events import RESOLVE_KEY, EventBuilder, Observation
 from .queue import EventQueue
 from .sinks import DelayedSink, JsonlSink, MultiSink, RedisStreamSink

@@ -87,7 +87,7 @@ def _serve(ns: argparse.Namespace) -> int:
     import uvicorn
 
     from edge.app import create_app, create_edge
-    from edge.edge_config import parse_edge_section
+    from config.edge import parse_edge_section
 
     settings = _settings(ns)
     role, edge_config = parse_edge_section(settings.edge_table, settings.source, role=ns.role, upstreams=ns.upstream)
@@ -131,7 +131,7 @@ def _config_check(ns: argparse.Namespace) -> int:
     from auth.access import AccessControl
     from config.partners import AccessConfig
     from edge.app import require_edge_secrets
-    from edge.edge_config import parse_edge_section
+    from config.edge import parse_edge_section
 
     settings = load_settings(ns.file)
     role, edge_config = parse_edge_section(settings.edge_table, settings.source)

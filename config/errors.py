@@ -1,4 +1,5 @@
-"""Configuration errors and the two messages every section shares: an unknown key, a wrong type.
+"""Configuration errors, the two messages every section shares (an unknown key, a wrong type) and
+the check of a section's keys.
 
 A leaf module: every section parser (config/, and the sections edge/ and analytics/ parse) imports
 it, and it imports nothing of the project's.
@@ -48,3 +49,15 @@ def _dotted(where: str, key: str) -> str:
 
 def wrong_type(where: str, value: Any, kind: type, source: str) -> ConfigError:
     return ConfigError(f"{source}: {where} has value {value!r}; expected {expected(kind)}")
+
+
+def check_table(table: Any, name: str, known: set[str], source: str) -> dict[str, Any]:
+    """A config section: {} when absent; ConfigError for a non-table or an unknown key (naming the known ones)."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: '{name}' must be a table ([{name}])")
+    unknown = set(table) - known
+    if unknown:
+        raise unknown_keys(name, unknown, known, source)
+    return table

@@ -45,7 +45,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, unknown_keys, wrong_type
+from .analytics import parse_analytics, parse_metrics
+from .edge import parse_edge_section  # checks [edge] whatever the role: a typo never waits
+from .errors import ConfigError, check_table, unknown_keys, wrong_type
 
 __all__ = ["ConfigError", "Settings", "check_table", "load_settings", "parse_settings", "read_toml", "segment_duration"]
 
@@ -82,13 +84,13 @@ class Settings:
     stale_while_revalidate: int = 60
     stale_if_error: int = 86400
     access: Any = field(default=None, repr=False)  # config.partners.AccessConfig (partners, profiles, keys)
-    edge_table: dict = field(default_factory=dict, repr=False)  # raw [edge] table: edge/edge_config.py reads it
+    edge_table: dict = field(default_factory=dict, repr=False)  # raw [edge] table: config/edge.py reads it
     redis_url: str | None = field(default=None, repr=False)  # may hold a password
     redis_channel: str = "vodgate:purge"
     storage: Any = field(default=None, repr=False)  # config.storage.StorageConfig; None = the local media_root
     catalog: Any = None  # list[origin.catalog.Entry] from [catalog]; None = list media_root's folders
-    analytics: Any = None  # analytics.config.AnalyticsConfig ([analytics]: play events; off by default)
-    metrics: Any = None  # analytics.config.MetricsConfig ([metrics]: /metrics, on by default)
+    analytics: Any = None  # config.analytics.AnalyticsConfig ([analytics]: play events; off by default)
+    metrics: Any = None  # config.analytics.MetricsConfig ([metrics]: /metrics, on by default)
     source: str = "defaults"  # where the settings came from, for messages
 
     def with_overrides(self, **changes: Any) -> "Settings":
@@ -134,10 +136,6 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
     cache = _section(raw, "cache", CACHE_KEYS, source)
     cdn = _section(raw, "cdn", CDN_KEYS, source)
     redis = _section(raw, "redis", REDIS_KEYS, source)
-    from edge.edge_config import parse_edge_section  # checks [edge] whatever the role: a typo never waits
-
-    from analytics.config import parse_analytics, parse_metrics
-
     from .storage import parse_catalog, parse_storage
 
     storage = parse_storage(raw, source)
@@ -215,18 +213,6 @@ def _seconds(table: dict[str, Any], key: str, default: int, source: str) -> int:
 
 def _section(raw: dict[str, Any], name: str, known: set[str], source: str) -> dict[str, Any]:
     return check_table(raw.get(name), name, known, source)
-
-
-def check_table(table: Any, name: str, known: set[str], source: str) -> dict[str, Any]:
-    """A config section: {} when absent; ConfigError for a non-table or an unknown key (naming the known ones)."""
-    if table is None:
-        return {}
-    if not isinstance(table, dict):
-        raise ConfigError(f"{source}: '{name}' must be a table ([{name}])")
-    unknown = set(table) - known
-    if unknown:
-        raise unknown_keys(name, unknown, known, source)
-    return table
 
 
 def _typed(table: dict[str, Any], key: str, kind: type, default: Any, source: str, section: str = "server") -> Any:

@@ -21,7 +21,7 @@ from origin.media import MediaService
 from origin.storage import LocalStorage, Storage
 
 from .admin import Admin
-from .edge_config import EdgeConfig
+from config.edge import EdgeConfig
 from .proxy import create_edge_app, segment_cache
 from .purge import CachePurger
 from .cdn import CdnPolicy, ShieldMiddleware

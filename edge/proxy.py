@@ -80,7 +80,7 @@ from .http import ByteSpan, is_not_modified, requested_range, strong_etag
 from .cdn import ACCESS_HEADER, PERSONAL_PLAYLIST_CACHE
 from .viewer import EDGE_CHECKED_HEADER, EDGE_GRANT_HEADER, Grant, check_preview_marker, edge_grant_header, grant_for
 from .request_info import MediaInfo, attach, info_for, media_info
-from .edge_config import MB, EdgeConfig
+from config.edge import MB, EdgeConfig
 from .edge_store import STALE, EdgeStore, Stored, freshness, kept_headers
 from .purge import CachePurger, PurgeBus, PurgeRequest, PurgeResult
 from .upstream import UpstreamPool, UpstreamResponse, UpstreamUnavailable

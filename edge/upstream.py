@@ -24,9 +24,10 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
-from urllib.parse import urlsplit
 
 import httpx
+
+from config.edge import normalize_upstream
 
 log = logging.getLogger("vodgate.upstream")
 HEALTH_PATH = "/healthz"
@@ -108,15 +109,6 @@ class UpstreamUnavailable(Exception):
         if self.failures and all(f.response is not None and f.response.status == 500 for f in self.failures):
             return self.failures[-1].response
         return None
-
-
-def normalize_upstream(url: str) -> str:
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"upstream {url!r} is not an http(s) URL such as http://origin:8080")
-    if parts.query or parts.fragment:
-        raise ValueError(f"upstream {url!r} must not have a query or fragment")
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
 class UpstreamPool:

@@ -31,7 +31,7 @@ from conftest import REPO, free_port
 
 sys.path.insert(0, str(REPO))
 
-from analytics.config import AnalyticsConfig, MetricsConfig  # noqa: E402
+from config.analytics import AnalyticsConfig, MetricsConfig  # noqa: E402
 from analytics.middleware import wrap  # noqa: E402
 from analytics.report import Query, read_jsonl, run as run_report, summarize  # noqa: E402
 from analytics.sinks import JsonlSink, MultiSink  # noqa: E402

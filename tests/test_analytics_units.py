@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analytics.classify import referrer_domain, safe_session_id, ua_family  # noqa: E402
-from analytics.config import AnalyticsConfig, parse_analytics, parse_metrics  # noqa: E402
+from config.analytics import AnalyticsConfig, parse_analytics, parse_metrics  # noqa: E402
 from analytics.events import EventBuilder, Observation, decile, play_session_param, reached  # noqa: E402
 from analytics.mediatime import byte_range_media_time  # noqa: E402
 from analytics.metrics import Metrics  # noqa: E402

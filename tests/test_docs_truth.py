@@ -235,11 +235,11 @@ EXAMPLE = REPO / "config" / "vodgate.example.toml"
 
 def test_the_example_config_names_every_section_and_key():
     """'A complete example': every section and every key appears, set or commented out."""
-    from analytics.config import ANALYTICS_KEYS, METRICS_KEYS
+    from config.analytics import ANALYTICS_KEYS, METRICS_KEYS
     from config.partners import ACCESS_SERVER_KEYS, ENTRY_KEYS, PARTNER_KEYS, PROFILE_KEYS
     from config.settings import CACHE_KEYS, CDN_KEYS, REDIS_KEYS, SECTIONS, SERVER_KEYS
     from config.storage import STORAGE_KEYS
-    from edge.edge_config import EDGE_KEYS
+    from config.edge import EDGE_KEYS
 
     text = EXAMPLE.read_text()
     tables: dict[str, str] = {}
@@ -268,7 +268,7 @@ def test_the_example_config_names_every_section_and_key():
 
 def test_the_example_config_parses_as_it_stands_and_with_its_partner_uncommented(tmp_path):
     from config.settings import load_settings, parse_settings
-    from edge.edge_config import parse_edge_section
+    from config.edge import parse_edge_section
 
     settings = load_settings(EXAMPLE)  # as shipped: nothing commented changes behaviour
     assert settings.access is None or not settings.access.partners

@@ -21,7 +21,7 @@ from auth.tokens import sign_native
 from config.settings import Settings, parse_settings
 from edge.app import create_app
 from edge.cache import COALESCED, HIT, MISS
-from edge.edge_config import EdgeConfig, edge_config_from_table, parse_edge_section
+from config.edge import EdgeConfig, edge_config_from_table, parse_edge_section
 from edge.proxy import STALE, Stored, create_edge_app, flavor_subset_query, freshness
 from edge.purge import PurgeError, PurgeRequest
 from packager.hls.uris import with_query as add_query_to_playlist

@@ -22,7 +22,7 @@ def test_the_deployment_guides_origin_and_edge_files_parse():
     import tomllib
 
     from config.settings import parse_settings
-    from edge.edge_config import parse_edge_section
+    from config.edge import parse_edge_section
 
     text = (REPO / "docs" / "DEPLOYMENT.md").read_text()
     blocks = {name: body for name, body in re.findall(r"`(origin|edge)\.toml`[^`]*?```toml\n(.*?)```", text, re.S)}

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
+from urllib.parse import urlsplit
 
-from config.errors import ConfigError, unknown_keys
-
-from .upstream import normalize_upstream
+from .errors import ConfigError, unknown_keys
 
 MB = 1024 * 1024
+
+
+def normalize_upstream(url: str) -> str:
+    """An upstream origin's base URL without a trailing slash; ValueError for anything but http(s)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"upstream {url!r} is not an http(s) URL such as http://origin:8080")
+    if parts.query or parts.fragment:
+        raise ValueError(f"upstream {url!r} must not have a query or fragment")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
 @dataclass(frozen=True)

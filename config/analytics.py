@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from config.settings import ConfigError, check_table
+from .errors import ConfigError, check_table, wrong_type
 
 SINKS = ("jsonl", "redis")
 
@@ -122,7 +122,7 @@ def _get(t: dict[str, Any], key: str, kind: type, default: Any, source: str, sec
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{source}: {section}.{key} has value {value!r}; expected a {kind.__name__}")
+        raise wrong_type(f"{section}.{key}", value, kind, source)
     return value
 
 
