@@ -152,6 +152,16 @@ class AccessControl:
         self._partners = MappingProxyType({**self._partners, partner.id: partner})
         self._restricted = {**self._restricted, partner.id: _restrictive(partner)}
 
+    def reload(self, config: AccessConfig) -> None:
+        """Replace the whole configuration (SIGHUP: edge/reload.py): partners, profiles, keys, trusted proxies,
+        clock skew and the GeoIP database, re-opened from its path. ConfigError, with nothing changed, when the
+        database does not open. Admin API profile changes are replaced by the file's."""
+        countries = AccessControl.from_config(config).countries  # opened first: a bad file changes nothing
+        restricted = {pid: _restrictive(p) for pid, p in config.partners.items()}
+        self.config, self.countries = config, countries
+        self._partners, self._restricted = config.partners, restricted
+        # the previous GeoIP reader is not closed here: a lookup in flight holds it, and it closes when freed
+
     def close(self) -> None:
         closer = getattr(self.countries, "close", None)
         if closer is not None:

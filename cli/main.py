@@ -105,6 +105,7 @@ def _serve(ns: argparse.Namespace) -> int:
         _require_media(settings)
         _print_urls(settings)
         app = create_app(settings, redis_url=redis_url)
+    _reload_on_sighup(ns.config, settings, app, role)
     from analytics.middleware import wrap
     from edge.app import with_hot_lane
 
@@ -118,6 +119,19 @@ def _serve(ns: argparse.Namespace) -> int:
                 http=http or "auto", timeout_keep_alive=settings.keep_alive_timeout,
                 limit_concurrency=settings.max_connections + 1, h11_max_incomplete_event_size=settings.max_header_bytes)
     return 0
+
+
+def _reload_on_sighup(path: Path | None, settings: Settings, app, role: str) -> None:
+    """SIGHUP re-reads the config file (edge/reload.py); without one it is logged and ignored, never fatal."""
+    import signal
+
+    if path is None:
+        signal.signal(signal.SIGHUP, lambda *_: logging.getLogger("vodgate.reload").warning(
+            "SIGHUP ignored: started without --config, there is no file to reload"))
+        return
+    from edge.reload import Reloader
+
+    Reloader(path, settings, app.state.access, role).install()
 
 
 def _require_media(settings: Settings) -> None:

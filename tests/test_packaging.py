@@ -138,8 +138,12 @@ def test_compose_runs_an_origin_two_edges_and_redis_with_configs_that_name_each_
 
 
 def test_the_systemd_unit_checks_its_config_before_it_starts_and_runs_unprivileged() -> None:
-    unit = dict(re.findall(r"^(\w+)=(.*)$", (DEPLOY / "vodgate.service").read_text(), re.M))
+    lines = re.findall(r"^(\w+)=(.*)$", (DEPLOY / "vodgate.service").read_text(), re.M)
+    unit = dict(lines)
     config = unit["ExecStart"].split("--config ")[1]
     assert unit["ExecStart"] == f"/opt/vodgate/bin/vodgate serve --config {config}"
     assert unit["ExecStartPre"] == f"/opt/vodgate/bin/vodgate config check {config}"
+    # systemctl reload: checked first, then SIGHUP (tests/test_reload.py)
+    assert [v for k, v in lines if k == "ExecReload"] == [f"/opt/vodgate/bin/vodgate config check {config}",
+                                                          "/bin/kill -HUP $MAINPID"]
     assert unit["User"] == "vodgate" and unit["NoNewPrivileges"] == "true" and unit["ProtectSystem"] == "strict"
