@@ -34,8 +34,9 @@ from origin.catalog import UnknownFlavor, valid_id
 from origin.media import EntryMedia, MediaService
 from packager.fmp4 import init_segment
 from packager.formats import FORMATS, SegmentFormat
-from packager.errors import NeedsFmp4, OpusNeedsFmp4
-from packager.hls.build import MasterUris, build_iframes, build_master, build_media, check_format, ts_refuses
+from packager.hls.build import (
+    MasterUris, audio_refusal, build_iframes, build_master, build_media, check_format, ts_refuses, video_refusal,
+)
 from packager.hls.uris import with_query
 from packager.media import Segment
 from packager.media_set import MediaSet, Rendition
@@ -159,9 +160,9 @@ class Delivery:
                 raise UnknownFlavor(f"flavors= names none of this entry's flavors ({', '.join(v.id.flavor for v in media_set.videos)})")
             raise Denied(403, FLAVOR_NOT_ALLOWED, "no flavor of this entry is within this viewer's quality limit")
         if media_set.videos and all(ts_refuses(v.track, fmt) for v in media_set.videos if v.id.flavor in shown):
-            raise NeedsFmp4("the flavors this master would list are HEVC, which HLS delivers in fMP4 only: use /cmaf/master.m3u8")
+            raise video_refusal([v for v in media_set.videos if v.id.flavor in shown])
         if not media_set.videos and media_set.audios and all(ts_refuses(a.track, fmt) for a in media_set.audios):
-            raise OpusNeedsFmp4("this entry's audio is Opus only, which HLS delivers in fMP4: use /cmaf/master.m3u8")
+            raise audio_refusal(media_set.audios)
         visible = _only_videos(media_set, frozenset(shown))
         render = lambda: _master_playlist(visible, fmt, end)  # noqa: E731
         return await self._playlist(request, urls.canonical_path(req), em, em.version, grant, render, Variant(end, frozenset(shown)))

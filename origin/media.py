@@ -22,6 +22,7 @@ keeps is therefore at most 1.5 x ``index_cache_mb``, whatever the files hold.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import weakref
@@ -61,6 +62,11 @@ MEDIA_SET_OVERHEAD = 4096  # a media set or preview set and its renditions
 SOURCE_RANGE_BYTES = 192  # one source range of a clipped MP4 (a ByteRange: about 160 measured)
 FAILURE_BYTES = 4096  # a remembered failure (its traceback is dropped)
 SKIPPED_FILES_KEPT = 1000  # files whose left-out tracks /healthz lists (the most recently parsed)
+# A moov may hold hundreds of tracks of an unknown codec (the box budget allows ~500): what is kept, logged
+# and listed stays bounded, so a few such files cannot make every health probe megabytes (edges probe every
+# few seconds) or the log thousands of lines. The count stays exact.
+SKIPPED_TRACKS_LISTED = 100  # /healthz lists at most this many left-out tracks in all (and keeps as many a file)
+SKIPPED_TRACKS_LOGGED = 5  # a file's warning names at most this many, then says how many more
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -302,8 +308,8 @@ class MediaService:
         self.previews: AsyncLRU[tuple, MediaSet | VirtualFile] = AsyncLRU(
             "preview cache", derived_bytes, preview_weight, derived_entries, derived_from=self.indexes
         )
-        # storage key -> the tracks its last parse left out (unsupported audio codecs), for /healthz
-        self.skipped: OrderedDict[str, tuple[SkippedTrack, ...]] = OrderedDict()
+        # storage key -> (how many tracks its last parse left out, the first of them), for /healthz
+        self.skipped: OrderedDict[str, tuple[int, tuple[SkippedTrack, ...]]] = OrderedDict()
 
     def _index_weight(self, index: MediaIndex) -> int:
         return INDEX_OVERHEAD + sum(track_weight(t, t in self._clipped) for t in index.tracks)
@@ -354,20 +360,19 @@ class MediaService:
         self.skipped.pop(key, None)
         if not skipped:
             return
-        for track in skipped:
-            log.warning("flavor %s: %s; the rest of the file plays", key, track.describe())
-        self.skipped[key] = skipped
+        named = "; ".join(track.describe() for track in skipped[:SKIPPED_TRACKS_LOGGED])
+        more = len(skipped) - SKIPPED_TRACKS_LOGGED
+        log.warning("flavor %s: %s%s; the rest of the file plays", key, named, f"; and {more} more tracks" if more > 0 else "")
+        self.skipped[key] = (len(skipped), skipped[:SKIPPED_TRACKS_LISTED])
         if len(self.skipped) > SKIPPED_FILES_KEPT:
             self.skipped.popitem(last=False)
 
     def skipped_report(self) -> dict:
-        """What /healthz says about left-out tracks: how many, and which (file, track, codec, reason)."""
-        tracks = [
-            {"file": key, "track": t.track_id, "kind": t.kind, "codec": t.codec, "reason": t.reason}
-            for key, skipped in self.skipped.items()
-            for t in skipped
-        ]
-        return {"count": len(tracks), "tracks": tracks}
+        """What /healthz says about left-out tracks: how many, and which (file, track, codec, reason), the
+        first SKIPPED_TRACKS_LISTED of them."""
+        listed = itertools.islice(((key, t) for key, (_, kept) in self.skipped.items() for t in kept), SKIPPED_TRACKS_LISTED)
+        tracks = [{"file": key, "track": t.track_id, "kind": t.kind, "codec": t.codec, "reason": t.reason} for key, t in listed]
+        return {"count": sum(count for count, _ in self.skipped.values()), "tracks": tracks}
 
     async def entry_media(self, partner: str, entry_id: str) -> EntryMedia:
         """The entry's media set over its playable flavors.

@@ -10,7 +10,8 @@ edge/ maps each class to an HTTP status in one place (edge/errors.py).
     │   └── UnsupportedMedia  valid MP4, but a codec/feature we do not package
     └── NotFound
         ├── NeedsFmp4         a rendition HLS delivers in fMP4 only, asked for over MPEG-TS
-        │   └── OpusNeedsFmp4
+        │   ├── OpusNeedsFmp4
+        │   └── PreRollNeedsFmp4
         └── SegmentNotFound   a segment number outside the media
 """
 
@@ -54,6 +55,15 @@ class OpusNeedsFmp4(NeedsFmp4):
     leaves Opus renditions out, /cmaf/ offers them."""
 
     code = "opus_needs_cmaf"
+
+
+class PreRollNeedsFmp4(NeedsFmp4):
+    """A track whose decoded-but-not-presented start (:attr:`~packager.media.Track.pre_roll`: a start trim
+    of a file with long GOPs) is longer than MPEG-TS timestamps leave room for before the presented origin
+    (:data:`~packager.ts.timing.TIMESTAMP_OFFSET_90K`): its first timestamps would wrap the 33-bit clock to
+    ~26.5 h. fMP4 carries any pre-roll (the init segment's edit list): /hls/ refuses it, /cmaf/ offers it."""
+
+    code = "pre_roll_needs_cmaf"
 
 
 class SegmentNotFound(NotFound):

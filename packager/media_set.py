@@ -84,12 +84,16 @@ def build_media_set(flavors: Sequence[tuple[str, MediaIndex]], target: Fraction 
         Rendition(RenditionId(fid), index.video, tuple(plan_segments(index.video, own[fid]))) for fid, index in with_video
     )
     audios = []
-    seen_languages: set[str] = set()
+    # One rendition per language and codec: flavors of a ladder repeat their audio, but one that is the
+    # only AAC of a language next to another flavor's Opus is what MPEG-TS masters and players without
+    # Opus play (HLS groups audio by codec: packager.hls.build.audio_groups).
+    seen: set[tuple[str, str]] = set()
     for fid, index in flavors:
         for number, track in enumerate(index.audios, start=1):
-            if track.language in seen_languages:
+            key = (track.language, track.audio.codec if track.audio else track.fourcc)
+            if key in seen:
                 continue
-            seen_languages.add(track.language)
+            seen.add(key)
             cuts = own.get(fid, boundaries)
             audios.append(Rendition(RenditionId(fid, number), track, tuple(plan_segments(track, cuts))))
     return MediaSet(videos, tuple(audios), target, tuple(boundaries))

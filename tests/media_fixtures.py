@@ -104,7 +104,7 @@ from origin.demo_media import (  # noqa: E402
 
 __all__ = [
     "ALL_BAD", "ALL_GOOD", "AUDIO_CODECS", "PRE_ROLL", "Box", "EditEntry", "Expect", "FIXTURES", "Fixture",
-    "FfmpegError", "FfmpegNotAvailable", "TrackInfo", "build_library", "cache_dir",
+    "FfmpegError", "FfmpegNotAvailable", "ODD", "TrackInfo", "build_library", "cache_dir",
     "ensure_fixtures", "ffmpeg_exe", "find_boxes", "fixture_path", "iter_boxes",
     "make_demo_library", "movie_timescale", "top_level_boxes", "tracks",
 ]
@@ -409,6 +409,12 @@ def _recipes() -> dict[str, Fixture]:
         expect=Expect(duration=4, video_codec="h264", fps=fps25, width=320, height=180,
                       video_frames=100, gop_seconds=2, audio_streams=2, audio_rate=48000,
                       languages=("eng", "fra"), audio_codecs=("aac", "ac3"))))
+    f.append(Fixture(
+        "open_gop", "H.264 High, x264 open GOPs (leading B-frames decode after their keyframe, present before it), "
+        "320x180 25 fps, GOP 2 s, 8 s, no audio",
+        args=(*_lavfi_video("320x180", "25", 8), "-map", "0:v", *_x264("high", 50, ["-bf", "3", "-x264-params", "open-gop=1"]),
+              *_COMMON, *_FASTSTART),
+        expect=Expect(duration=8, video_codec="h264", fps=fps25, width=320, height=180, video_frames=200)))
     return {x.name: x for x in f}
 
 
@@ -426,9 +432,11 @@ AUDIO_CODECS: tuple[str, ...] = ("h264_ac3", "h264_eac3", "h264_opus", "h264_mp3
 #: Playable files whose decoded frames are not all presented (tests/test_edit_lists.py): in build_library's
 #: catalog, but not in ALL_GOOD, whose tests expect every decoded frame to be presented.
 PRE_ROLL: tuple[str, ...] = ("start_trimmed",)
+#: Playable files of an unusual structure (tests/test_attack_packager.py); not in build_library's catalog.
+ODD: tuple[str, ...] = ("open_gop",)
 LADDER: dict[str, str] = {"hi": "ladder_hi", "mid": "ladder_mid", "lo": "ladder_lo"}
 
-assert set(ALL_GOOD) | set(ALL_BAD) | set(AUDIO_CODECS) | set(PRE_ROLL) == set(FIXTURES)
+assert set(ALL_GOOD) | set(ALL_BAD) | set(AUDIO_CODECS) | set(PRE_ROLL) | set(ODD) == set(FIXTURES)
 
 
 # --------------------------------------------------------------------------- generation
@@ -823,6 +831,52 @@ def with_boxes_in_moov(data: bytes, count: int, box_type: bytes = b"free") -> by
     assert moov.end == len(data) and moov.header_size == 8, "with_boxes_in_moov needs an 8-byte-header moov at the end"
     return (data[: moov.offset] + struct.pack(">I4s", moov.size + 8 * count, b"moov")
             + data[moov.payload_offset :] + struct.pack(">I4s", 8, box_type) * count)
+
+
+def _trak_of(data: bytes, handler: str) -> Box:
+    """The first trak whose hdlr names ``handler`` ("vide", "soun")."""
+    for trak in find_boxes(data, "moov/trak"):
+        hdlr = find_boxes(data, "mdia/hdlr", trak.payload_offset, trak.end)[0]
+        if data[hdlr.payload_offset + 8 : hdlr.payload_offset + 12] == handler.encode():
+            return trak
+    raise LookupError(f"no {handler} track")
+
+
+def _resized_in_moov(data: bytes, trak: Box | None, start: int, end: int, new: bytes) -> bytes:
+    """``data`` (moov before mdat) with bytes [start, end) inside ``trak`` (or directly in moov) replaced by
+    ``new``: the moov (and trak) sizes and every chunk offset move along."""
+    out = bytearray(data)
+    delta = len(new) - (end - start)
+    moov = next(b for b in iter_boxes(data) if b.type == "moov")
+    assert moov.header_size == 8 and (trak is None or trak.header_size == 8)
+    if moov.offset < next(b for b in iter_boxes(data) if b.type == "mdat").offset:
+        _shift_chunk_offsets(out, delta)  # first: the tables keep their places and ``new`` is not parsed
+    for box in (moov, trak) if trak is not None else (moov,):
+        struct.pack_into(">I", out, box.offset, box.size + delta)
+    out[start:end] = new
+    return bytes(out)
+
+
+def with_edit_list(data: bytes, handler: str, entries: Sequence[tuple[int, int]], version: int = 0) -> bytes:
+    """``data`` (faststart) with the edit list of its first ``handler`` track replaced by (or, without one,
+    given) ``entries``: (segment_duration in the movie timescale, media_time; -1 = empty edit), rate 1."""
+    trak = _trak_of(data, handler)
+    row = ">Qqhh" if version else ">Iihh"
+    body = struct.pack(">I", len(entries)) + b"".join(struct.pack(row, d, t, 1, 0) for d, t in entries)
+    elst = struct.pack(">I4sI", 12 + len(body), b"elst", version << 24) + body
+    edts = struct.pack(">I4s", 8 + len(elst), b"edts") + elst
+    old = find_boxes(data, "edts", trak.payload_offset, trak.end)
+    if old:
+        start, end = old[0].offset, old[0].end
+    else:
+        start = end = find_boxes(data, "tkhd", trak.payload_offset, trak.end)[0].end
+    return _resized_in_moov(data, trak, start, end, edts)
+
+
+def with_track_copies(data: bytes, handler: str, count: int) -> bytes:
+    """``data`` (faststart) with ``count`` more copies of its first ``handler`` trak (same samples) in the moov."""
+    trak = _trak_of(data, handler)
+    return _resized_in_moov(data, None, trak.end, trak.end, data[trak.offset : trak.end] * count)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - manual use

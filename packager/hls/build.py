@@ -12,11 +12,12 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Callable, Sequence
 
-from ..errors import NeedsFmp4, OpusNeedsFmp4
+from ..errors import NeedsFmp4, OpusNeedsFmp4, PreRollNeedsFmp4
 from ..formats import SegmentFormat
 from ..media import Segment, Track
 from ..media_set import MediaSet, Rendition, RenditionId, frame_rate
 from ..segmenter import target_duration
+from ..ts import timing as ts_timing
 from .bandwidth import average_bandwidth, peak_bandwidth
 from .iframes import PSI_RANGE, iframes as iframe_entries
 from .language import language_tag, rendition_names
@@ -34,18 +35,47 @@ AUDIO_GROUP = "audio"
 
 
 def ts_refuses(track: Track, fmt: SegmentFormat) -> bool:
-    """HEVC video and Opus audio are delivered in fMP4 only (see :class:`NeedsFmp4`, :class:`OpusNeedsFmp4`)."""
+    """HEVC video, Opus audio and a pre-roll longer than TS timestamps hold are delivered in fMP4 only
+    (see :class:`NeedsFmp4`, :class:`OpusNeedsFmp4`, :class:`PreRollNeedsFmp4`)."""
     if fmt.has_init:
         return False
-    if track.kind == "video":
-        return track.codec_string.startswith(("hvc1", "hev1"))
+    return _hevc(track) or _opus(track) or not ts_timing.clock_fits(track)
+
+
+def _hevc(track: Track) -> bool:
+    return track.kind == "video" and track.codec_string.startswith(("hvc1", "hev1"))
+
+
+def _opus(track: Track) -> bool:
     return track.audio is not None and track.audio.codec == "opus"
+
+
+def video_refusal(videos: Sequence[Rendition]) -> NeedsFmp4:
+    """The 404 for a master over TS none of whose ``videos`` TS offers (:func:`ts_refuses`)."""
+    if all(_hevc(v.track) for v in videos):
+        return NeedsFmp4("this entry's video is HEVC only, which HLS delivers in fMP4: use /cmaf/master.m3u8 instead of /hls/")
+    return PreRollNeedsFmp4(
+        "this entry's video is HEVC or starts with a pre-roll longer than MPEG-TS timestamps hold, which HLS "
+        "delivers in fMP4: use /cmaf/master.m3u8 instead of /hls/"
+    )
+
+
+def audio_refusal(audios: Sequence[Rendition]) -> NeedsFmp4:
+    """The 404 for an audio-only master over TS none of whose ``audios`` TS offers (:func:`ts_refuses`)."""
+    if all(_opus(a.track) for a in audios):
+        return OpusNeedsFmp4("this entry's audio is Opus only, which HLS delivers in fMP4: use /cmaf/master.m3u8 instead of /hls/")
+    return PreRollNeedsFmp4(
+        "this entry's audio is Opus or starts with a pre-roll longer than MPEG-TS timestamps hold, which HLS "
+        "delivers in fMP4: use /cmaf/master.m3u8 instead of /hls/"
+    )
 
 
 def check_format(rendition: Rendition, fmt: SegmentFormat) -> None:
     """Raise the 404 naming /cmaf/ for a rendition ``fmt`` does not offer (:func:`ts_refuses`)."""
     if not ts_refuses(rendition.track, fmt):
         return
+    if not (_hevc(rendition.track) or _opus(rendition.track)):
+        raise PreRollNeedsFmp4(f"{rendition.id.flavor}: {ts_timing.pre_roll_message(rendition.track)}")
     if rendition.kind == "audio":
         raise OpusNeedsFmp4(
             f"{rendition.id.flavor} audio {rendition.id.audio} is Opus, which HLS delivers in fMP4 only: use /cmaf/ instead of /hls/"
@@ -75,11 +105,11 @@ def rendition_bandwidth(rendition: Rendition, fmt: SegmentFormat) -> Bandwidth:
 def build_master(media_set: MediaSet, fmt: SegmentFormat, uris: MasterUris) -> str:
     offered = tuple(v for v in media_set.videos if not ts_refuses(v.track, fmt))
     if media_set.videos and not offered:
-        raise NeedsFmp4("this entry's video is HEVC only, which HLS delivers in fMP4: use /cmaf/master.m3u8 instead of /hls/")
-    # Opus renditions are left out of a TS master (the video plays with the other audio, or none)
+        raise video_refusal(media_set.videos)
+    # Opus renditions (and any with too long a pre-roll) are left out of a TS master (the video plays with the other audio, or none)
     audios = tuple(a for a in media_set.audios if not ts_refuses(a.track, fmt))
     if media_set.audios and not audios and not offered:
-        raise OpusNeedsFmp4("this entry's audio is Opus only, which HLS delivers in fMP4: use /cmaf/master.m3u8 instead of /hls/")
+        raise audio_refusal(media_set.audios)
     media_set = replace(media_set, videos=offered, audios=audios)
     audio_bw = {r.id: rendition_bandwidth(r, fmt) for r in media_set.audios}
     if media_set.audio_only:

@@ -17,6 +17,7 @@ from typing import Callable, Generator
 import numpy as np
 
 from ..errors import MalformedMedia, TruncatedMedia, UnsupportedMedia
+from ..fmp4.boxes import U32_MAX
 from ..media import ByteRange, MediaIndex, SkippedTrack, Track, TrackKind
 from . import sample_table as st
 from .boxes import BoxBudget, BoxHeader, children, fourcc, iter_boxes, parse_header, payload, printable
@@ -31,6 +32,8 @@ HANDLERS: dict[str, TrackKind] = {"vide": "video", "soun": "audio"}
 MAX_BOXES_BEFORE_MOOV = 1024
 # Every box header read inside moov, across all its walks (a track costs a few dozen).
 MAX_BOXES_IN_MOOV = 10_000
+# Left-out tracks an error names (a moov may hold hundreds): the error is logged and answered to every request.
+SKIPPED_NAMED = 5
 
 IndexReader = Generator[ByteRange, bytes, MediaIndex]
 
@@ -108,8 +111,9 @@ def parse_moov(buf: bytes, moov: BoxHeader, base: int, brand: str, file_size: in
             elif track is not None:
                 tracks.append(track)
     if not tracks:
-        if skipped:  # nothing left to play: the file fails with what was left out
-            raise UnsupportedMedia("; ".join(s.describe() for s in skipped))
+        if skipped:  # nothing left to play: the file fails with what was left out (the first few: errors are logged and answered)
+            more = f"; and {len(skipped) - SKIPPED_NAMED} more tracks" if len(skipped) > SKIPPED_NAMED else ""
+            raise UnsupportedMedia("; ".join(s.describe() for s in skipped[:SKIPPED_NAMED]) + more)
         raise UnsupportedMedia("no video or audio track")
     return MediaIndex(tuple(tracks), movie_timescale, brand, moov.offset, moov.size, file_size, tuple(skipped))
 
@@ -182,7 +186,12 @@ def _parse_trak(
         raise TruncatedMedia(
             f"track {track_id}: samples reach offset {int((offsets + sizes).max())} but the file ends at {file_size}"
         )
-    shift, edit_end = _edit_list(buf, trak_boxes.get("edts"), base, movie_timescale, timescale, budget)
+    dts = st.decode_times(durations)
+    cts_offsets = st.composition_offsets(body("ctts"), count)
+    shift, edit_end = _edit_list(buf, trak_boxes.get("edts"), base, movie_timescale, timescale, budget, int(durations.sum()))
+    _check_start(track_id, shift, dts, cts_offsets, durations, timescale)
+    if edit_end is not None and count and edit_end > shift + int((dts + cts_offsets + durations).max()):
+        edit_end = None  # an edit running on past the media's end ends nothing (and may not fit int64: u64 at timescale 1)
     return Track(
         track_id=track_id,
         kind=kind,
@@ -193,8 +202,8 @@ def _parse_trak(
         sample_entry=description.raw,
         video=description.video,
         audio=description.audio,
-        dts=st.decode_times(durations),
-        cts_offsets=st.composition_offsets(body("ctts"), count),
+        dts=dts,
+        cts_offsets=cts_offsets,
         durations=durations,
         sizes=sizes,
         offsets=offsets,
@@ -209,14 +218,37 @@ def _entry_type(stsd: memoryview) -> str:
     return printable(fourcc(bytes(stsd[12:16]))) if len(stsd) >= 16 else "?"
 
 
+def _check_start(
+    track_id: int, shift: int, dts: np.ndarray, cts_offsets: np.ndarray, durations: np.ndarray, timescale: int
+) -> None:
+    """Refuse a track whose first frame presents so late (a leading empty edit of days) that it cannot be held.
+
+    HLS segments present a late track's first frame from 0 and lengthen its duration by the delay
+    (:attr:`Track.late_start`, :func:`packager.samples.make_batch`), and an fMP4 sample duration is 32 bits.
+    Checked in Python ints before the shift meets numpy: a 64-bit empty edit would overflow int64.
+    """
+    if dts.size == 0:
+        return
+    start = shift + int((dts + cts_offsets).min())  # the first presentation: Track.late_start when > 0
+    if start + int(durations[0]) > U32_MAX:  # the first frame's lengthened duration
+        raise UnsupportedMedia(
+            f"track {track_id}: its edit list delays it by {start / timescale:.0f} s: its first frame, held from 0, "
+            f"would last more than a 32-bit sample duration holds ({U32_MAX} at timescale {timescale})"
+        )
+
+
 def _edit_list(
-    buf: bytes, edts: BoxHeader | None, base: int, movie_ts: int, track_ts: int, budget: BoxBudget | None = None
+    buf: bytes, edts: BoxHeader | None, base: int, movie_ts: int, track_ts: int, budget: BoxBudget | None = None,
+    media_duration: int | None = None,
 ) -> tuple[int, int | None]:
     """(presentation shift, presentation end) in track timescale from edts/elst.
 
     Leading empty edits (media_time -1) delay the track; the first media edit's
     media_time trims its start and its duration bounds its end. Later edits
     (rare outside editing tools) are ignored: the track plays to its end.
+    A media_time below -1, or at or past the end of the media (``media_duration``,
+    the sum of its sample durations), is refused: nothing of the track would be
+    presented, and its playlists would list frames at negative times.
     """
     if edts is None:
         return 0, None
@@ -232,12 +264,20 @@ def _edit_list(
     if 8 + count * row.itemsize > len(elst):
         raise TruncatedMedia(f"'elst' box holds {count} entries but is cut short")
     entries = np.frombuffer(elst, dtype=row, count=count, offset=8)
-    delay = 0
-    for entry in entries:
-        duration = int(entry["duration"]) * track_ts // movie_ts
-        if int(entry["time"]) == -1:
-            delay += duration
-            continue
-        end = delay + duration if duration else None
-        return delay - int(entry["time"]), end
-    return delay, None
+    # the leading empty edits in one pass (a file may hold a million: a row at a time took seconds, on the event loop)
+    media_edits = np.flatnonzero(entries["time"] != -1)
+    first = int(media_edits[0]) if media_edits.size else count
+    delay = sum(duration * track_ts // movie_ts for duration in entries["duration"][:first].tolist())
+    if first == count:
+        return delay, None
+    duration = int(entries["duration"][first]) * track_ts // movie_ts
+    media_time = int(entries["time"][first])
+    if media_time < -1:
+        raise MalformedMedia(f"'elst' media_time {media_time} is neither -1 (an empty edit) nor a media time")
+    if media_duration and media_time >= media_duration:
+        raise MalformedMedia(
+            f"'elst' starts the track at media time {media_time}, past the end of its media ({media_duration}): "
+            "nothing of it would be presented"
+        )
+    end = delay + duration if duration else None
+    return delay - media_time, end

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UnsupportedMedia
 from . import pes
 from .packets import PACKET_SIZE, PAYLOAD_SIZE, PCR_ADAPTATION_SIZE
 from .streams import ElementaryStream
@@ -160,6 +161,13 @@ def compute_layout(
 
     header = base_header + stuffing
     length = header + payload
+    if not stream.is_video and n and int(length.max()) - pes.UNCOUNTED_SIZE > pes.MAX_PES_PACKET_LENGTH:
+        # audio PES packets state their 16-bit length; no real frame comes near it (AC-3's largest is 3840
+        # bytes), a sample table can claim any size: refused here, where playlists and the muxer both look
+        raise UnsupportedMedia(
+            f"audio samples of up to {int(sizes.max())} bytes make a PES packet longer than MPEG-TS allows "
+            f"({pes.MAX_PES_PACKET_LENGTH} bytes)"
+        )
     packets = 1 + np.maximum(0, -(-(length - first_capacity) // PAYLOAD_SIZE))
     adaptation = PAYLOAD_SIZE - (length - (packets - 1) * PAYLOAD_SIZE)
 

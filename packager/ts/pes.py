@@ -28,6 +28,8 @@ FIXED_HEADER_SIZE = 9
 _LENGTH_COUNTED_HEADER = 3
 MAX_HEADER_STUFFING = 32  # 13818-1 2.4.3.7: "no more than 32 stuffing bytes"
 MAX_PES_PACKET_LENGTH = 0xFFFF
+# Bytes of a PES that PES_packet_length does not count: the start code prefix, stream_id and the field itself.
+UNCOUNTED_SIZE = FIXED_HEADER_SIZE - _LENGTH_COUNTED_HEADER
 
 # '10' marker, not scrambled, no priority, data_alignment_indicator 1 (every
 # PES starts with an access unit / ADTS frame), no copyright, original_or_copy 0
