@@ -26,8 +26,18 @@ vodgate_index_cache_evictions_total            indexes evicted to stay within th
 vodgate_media_set_cache_{hits,misses}_total    MediaService.media_sets counters; _bytes, _entries, _evictions_total too
 vodgate_preview_cache_{hits,misses}_total      MediaService.previews (preview sets, clipped MP4s); _bytes, _entries,
                                                _evictions_total too
-vodgate_segment_cache_lookups_total{result}    SegmentCache.stats: HIT, MISS, COALESCED
-vodgate_segment_cache_memory_bytes / _items    the memory tier's size
+vodgate_segment_cache_lookups_total{result}    SegmentCache.stats: HIT, MISS, COALESCED; on an edge (one dict with
+                                               EdgeStore.stats and the hot lane) STALE too
+vodgate_segment_cache_memory_bytes / _items    the memory tier's size; _disk_bytes the disk tier's
+vodgate_upstream_up{upstream}                  edge: 1 while the upstream is marked up (/healthz "up")
+vodgate_upstream_{requests,failures,failovers}_total{upstream}
+                                               edge: requests sent, failures that marked it down, requests that
+                                               moved on from it to the next upstream (/healthz, the same numbers)
+vodgate_purges_total, vodgate_purged_objects_total
+                                               purges applied on this node and the objects they dropped
+vodgate_purge_bus_subscribed, vodgate_purge_bus_{received,published,publish_errors}_total
+                                               the Redis purge bus, when [redis] is set
+vodgate_process_*                              prometheus_client's ProcessCollector (CPU seconds, memory, fds, start)
 vodgate_hot_lane_answers_total                 segment cache hits answered by the hot lane (edge/hot.py; also
                                                counted in vodgate_segment_cache_lookups_total{result="HIT"})
 vodgate_hot_lane_paths                         request paths the hot lane currently answers
@@ -42,7 +52,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest, make_asgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -64,7 +74,7 @@ def route_of(path: str, info: Any) -> str:
         return ROUTE_OF_RESOURCE.get(info.resource, "other")
     if path.startswith("/p/"):
         return "media_other"
-    if path == "/healthz":
+    if path in ("/healthz", "/readyz"):
         return "health"
     if path == "/metrics":
         return "metrics"
@@ -125,9 +135,17 @@ class Metrics:
         self.repeats: dict[int, list] = {}  # id(info) -> [info, count, bytes, _Histogram]: see record_repeat
         self.state = _StateCollector(self)
         self.registry.register(self.state)
+        # CPU seconds, resident and virtual memory, open and max fds, start time: read from /proc at scrape time
+        ProcessCollector(namespace="vodgate", registry=self.registry)
 
-    def bind(self, media: Any = None, cache: Any = None, queue: Any = None, hot: Any = None) -> "Metrics":
-        """Objects whose counters are read at scrape time (app.state.media, .cache, .hot, the event queue)."""
+    def bind(self, media: Any = None, cache: Any = None, queue: Any = None, hot: Any = None, edge: Any = None,
+             purger: Any = None) -> "Metrics":
+        """Objects whose counters are read at scrape time (app.state.media, .cache, .hot, .edge, .purger, the
+        event queue)."""
+        if edge is not None:
+            self.state.edge = edge
+        if purger is not None:
+            self.state.purger = purger
         if hot is not None:
             self.state.hot = hot
         if media is not None:
@@ -248,6 +266,8 @@ class _StateCollector:
         self.cache: Any = None
         self.queue: Any = None
         self.hot: Any = None
+        self.edge: Any = None  # edge.proxy.EdgeProxy (role edge)
+        self.purger: Any = None  # edge.purge.CachePurger (every role)
 
     def describe(self) -> list:
         return []
@@ -310,6 +330,34 @@ class _StateCollector:
             disk = getattr(cache, "disk", None)
             if disk is not None:
                 yield GaugeMetricFamily("vodgate_segment_cache_disk_bytes", "Bytes in the disk tier", value=disk.size)
+        edge = self.edge
+        if edge is not None:  # pool.status() is what /healthz shows: the same numbers
+            rows = edge.pool.status()
+            up = GaugeMetricFamily("vodgate_upstream_up", "1 while the upstream is marked up", labels=["upstream"])
+            families = {
+                key: CounterMetricFamily(f"vodgate_upstream_{key}", doc, labels=["upstream"])
+                for key, doc in (("requests", "Requests sent to the upstream (health probes aside)"),
+                                 ("failures", "Upstream failures that marked it down (requests and probes)"),
+                                 ("failovers", "Requests that moved on from this upstream to the next"))
+            }
+            for row in rows:
+                up.add_metric([row["url"]], 1.0 if row["up"] else 0.0)
+                for key, family in families.items():
+                    family.add_metric([row["url"]], row[key])
+            yield up
+            yield from families.values()
+        purger = self.purger
+        if purger is not None:
+            purges = purger.stats()
+            yield _counter("vodgate_purges", "Purges applied on this node (its own and the bus's)", purges["applied"])
+            yield _counter("vodgate_purged_objects", "Cached objects the purges dropped", purges["removed"])
+            bus = purges["bus"]
+            if bus is not None:
+                yield GaugeMetricFamily("vodgate_purge_bus_subscribed", "1 while subscribed to the purge channel",
+                                        value=1.0 if bus["subscribed"] else 0.0)
+                yield _counter("vodgate_purge_bus_received", "Purges received from other nodes", bus["received"])
+                yield _counter("vodgate_purge_bus_published", "Purges handed to Redis for the other nodes", bus["published"])
+                yield _counter("vodgate_purge_bus_publish_errors", "Purges Redis did not take", bus["publish_errors"])
         hot = self.hot
         if hot is not None:
             yield _counter("vodgate_hot_lane_answers", "Segment cache hits answered by the hot lane", hot.served)

@@ -59,7 +59,7 @@ class AnalyticsMiddleware:
             analytics.bind(media)
         if metrics is not None:
             metrics.bind(media=media, cache=getattr(state, "cache", None), queue=analytics.queue if analytics else None,
-                         hot=getattr(state, "hot", None))
+                         hot=getattr(state, "hot", None), edge=getattr(state, "edge", None), purger=getattr(state, "purger", None))
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

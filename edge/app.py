@@ -24,6 +24,7 @@ from .admin import Admin
 from config.edge import EdgeConfig
 from .proxy import create_edge_app, segment_cache
 from .purge import CachePurger
+from .readiness import origin_readiness, shield_check_refused, shield_refusal
 from .cdn import CdnPolicy, ShieldMiddleware
 from .cors import CorsMiddleware
 from .delivery import Delivery
@@ -57,8 +58,11 @@ def create_app(
     hot = HotPaths(cache, access.restricts, settings.shield_header, settings.shield_secrets, ttl=media.stat_ttl) if settings.hot_lane else None
     purger = CachePurger(cache, redis_url or settings.redis_url, channel=settings.redis_channel)
     admin = Admin(access, purger, _report_routes(settings))
+    readiness = origin_readiness(settings, storage, access)
 
     async def healthz(request: Request) -> JSONResponse:
+        if shield_check_refused(request.scope, settings.shield_header, settings.shield_secrets):
+            return shield_refusal()  # an edge's probe without our secret: every request of it would be refused
         body: dict = {"status": "ok"}
         skipped = media.skipped_report()
         if skipped["count"]:  # tracks of parsed files left out (unsupported audio codecs): still healthy
@@ -83,6 +87,7 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/readyz", readiness.endpoint, methods=["GET", "HEAD"]),
             Route("/p/{path:path}", delivery.handle, methods=["GET", "HEAD"]),
             *admin.routes(),
         ],
@@ -98,6 +103,7 @@ def create_app(
     app.state.hot = hot
     app.state.access = access
     app.state.purger = purger
+    app.state.readiness = readiness
     app.state.settings = settings
     return app
 
@@ -115,8 +121,9 @@ def with_hot_lane(app: Starlette, served: Any) -> tuple[Any, type[asyncio.Protoc
     hot = getattr(app.state, "hot", None)
     if hot is None or protocol is None:
         return served, protocol
-    access = app.state.access
-    viewer_ip = access.viewer_ip if access.config.trusted_proxies else None  # else the peer, as events assume
+    # always the access control's rule, read per request: a reload (edge/reload.py) may add trusted proxies to a
+    # node that started without, and the hot lane's play events must then name the viewer as the full path's do
+    viewer_ip = app.state.access.viewer_ip
     protocol = hot_protocol(hot, protocol, getattr(served, "metrics", None), getattr(served, "analytics", None), viewer_ip)
     return HotRecorder(served, hot), protocol
 
@@ -170,7 +177,7 @@ def create_edge(settings: Settings, edge: EdgeConfig, redis_url: str | None = No
     app = create_edge_app(settings, edge, redis_url=redis_url or settings.redis_url, redis_channel=settings.redis_channel,
                           access=access, middleware=[shield], vouch_secret=settings.edge_secrets[0] if settings.edge_secrets else None)
     admin = Admin(access, app.state.purger)
-    app.router.routes[1:1] = admin.routes()  # after /healthz, before the media catch-all
+    app.router.routes[2:2] = admin.routes()  # after /healthz and /readyz, before the media catch-all
     app.state.access = access
     app.state.hot = (
         HotPaths(app.state.cache, access.restricts, settings.shield_header, settings.shield_secrets) if settings.hot_lane else None

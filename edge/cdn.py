@@ -15,7 +15,7 @@ from typing import Sequence
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
-OPEN_PATHS = ("/healthz",)  # load balancers probe without the secret
+OPEN_PATHS = ("/healthz", "/readyz")  # load balancers probe without the secret
 # A playlist that holds this viewer's token, or whose body a rule may tell viewers apart by: only the
 # viewer's own cache may keep it, briefly (origin and edge alike).
 PERSONAL_PLAYLIST_CACHE = "private, max-age=60"

@@ -103,7 +103,10 @@ class EdgeStore:
         self.stale_if_error = stale_if_error
         self.clock = clock
         self.epoch = 0  # bumped by every purge: a fetch that started before one is not stored
-        self.stats = {HIT: 0, MISS: 0, COALESCED: 0, STALE: 0}
+        # the cache's own counters, which the hot lane adds its HITs to (edge/hot.py): one set of lookups for
+        # /healthz and /metrics (vodgate_segment_cache_lookups_total), STALE beside HIT, MISS and COALESCED
+        self.stats = cache.stats
+        self.stats.setdefault(STALE, 0)
         self._inflight: dict[str, asyncio.Task] = {}
 
     async def peek(self, key: str) -> Stored | None:

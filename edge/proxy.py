@@ -83,6 +83,7 @@ from .request_info import MediaInfo, attach, info_for, media_info
 from config.edge import MB, EdgeConfig
 from .edge_store import STALE, EdgeStore, Stored, freshness, kept_headers
 from .purge import CachePurger, PurgeBus, PurgeRequest, PurgeResult
+from .readiness import edge_readiness, shield_check_refused, shield_refusal
 from .upstream import UpstreamPool, UpstreamResponse, UpstreamUnavailable
 from .urls import BadRequest, MediaRequest
 
@@ -488,6 +489,9 @@ def _needs_origin(req: MediaRequest, grant: Grant) -> bool:
 
 async def _relay(answer: httpx.Response) -> AsyncIterator[bytes]:
     try:
+        if answer.is_stream_consumed:  # a small answer the pool read to look at (a 403: edge/upstream.py)
+            yield answer.content
+            return
         async for chunk in answer.aiter_raw():
             yield chunk
     finally:
@@ -528,7 +532,8 @@ def create_edge_app(
     access: AccessControl | None = None,
     vouch_secret: str | None = None,
 ) -> Starlette:
-    """The edge's ASGI app: ``/healthz`` and the media routes, served from upstream through the cache.
+    """The edge's ASGI app: ``/healthz``, ``/readyz`` (edge/readiness.py) and the media routes, served from
+    upstream through the cache.
 
     ``settings`` needs ``cache_enabled``, ``cache_memory_mb``, ``cache_disk_path``, ``cache_disk_mb``
     and ``cors_origins`` (config.settings.Settings has them). ``routes`` are
@@ -540,6 +545,9 @@ def create_edge_app(
     cache = segment_cache(settings)
     proxy = EdgeProxy(edge, cache, client=client, bus_url=redis_url, bus_channel=redis_channel, clock=clock,
                       access=access, vouch_secret=vouch_secret)
+    readiness = edge_readiness(proxy.pool, proxy.access)
+    shield_header = getattr(settings, "shield_header", "")
+    shield_secrets = tuple(getattr(settings, "shield_secrets", ()) or ())
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -550,12 +558,19 @@ def create_edge_app(
             await proxy.close()
 
     async def healthz(request: Request) -> JSONResponse:
+        if shield_check_refused(request.scope, shield_header, shield_secrets):
+            return shield_refusal()  # a downstream edge's probe without our secret
+        purges = proxy.purger.stats()
+        cache_stats = {**proxy.store.stats, "memory_bytes": cache.memory.size, "objects": len(cache.memory)}
+        if cache.disk is not None:
+            cache_stats["disk_bytes"] = cache.disk.size
         body = {
             "status": "ok",
             "role": "edge",
             "upstreams": proxy.pool.status(),
-            "cache": {**proxy.store.stats, "memory_bytes": cache.memory.size, "objects": len(cache.memory)},
-            "purge_bus": None if proxy.bus is None else {"subscribed": proxy.bus.subscribed, "received": proxy.bus.received},
+            "cache": cache_stats,
+            "purges": {"applied": purges["applied"], "removed": purges["removed"]},
+            "purge_bus": purges["bus"],
         }
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
@@ -572,6 +587,7 @@ def create_edge_app(
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/readyz", readiness.endpoint, methods=["GET", "HEAD"]),
             *routes,
             Route("/p/{path:path}", proxy.handle, methods=["GET", "HEAD"]),
         ],
@@ -583,6 +599,7 @@ def create_edge_app(
         lifespan=lifespan,
     )
     app.state.edge = proxy
+    app.state.readiness = readiness
     app.state.purger = proxy.purger  # what /admin/purge calls, in every role
     app.state.cache = cache
     app.state.settings = settings

@@ -126,7 +126,9 @@ class PurgeBus:
         self.apply = apply
         self.channel = channel
         self.node_id = node_id or uuid.uuid4().hex
-        self.received = 0
+        self.received = 0  # purges from other nodes applied here
+        self.published = 0  # purges of this node handed to Redis
+        self.publish_errors = 0  # purges Redis did not take (the local purge happened anyway)
         self._redis: Any = None
         self._task: asyncio.Task | None = None
         self._subscribed = asyncio.Event()
@@ -174,7 +176,9 @@ class PurgeBus:
         try:
             receivers = int(await self._client().publish(self.channel, message))
         except Exception as exc:  # redis.exceptions.* and OSError: report, never crash the purge route
+            self.publish_errors += 1
             raise PurgeBusError(f"Redis at {self._redacted_url()} did not take the purge: {exc}") from exc
+        self.published += 1
         return max(0, receivers - (1 if self.subscribed else 0))
 
     def _redacted_url(self) -> str:
@@ -245,11 +249,28 @@ class CachePurger:
         self.cache = cache
         self.on_purge = on_purge
         self.bus = PurgeBus(redis_url, self.purge_local, channel=channel) if redis_url else None
+        self.purges = 0  # purges applied on this node: its own (admin API) and those the bus brought
+        self.removed = 0  # objects they dropped (memory and disk tier entries)
 
     def purge_local(self, request: PurgeRequest) -> int:
         if self.on_purge is not None:
             self.on_purge()
-        return purge_cache(self.cache, request)
+        removed = purge_cache(self.cache, request)
+        self.purges += 1
+        self.removed += removed
+        return removed
+
+    def stats(self) -> dict[str, Any]:
+        """The purge counters as /healthz shows them and /metrics exports them (the same numbers)."""
+        bus = self.bus
+        return {
+            "applied": self.purges,
+            "removed": self.removed,
+            "bus": None if bus is None else {
+                "subscribed": bus.subscribed, "received": bus.received, "published": bus.published,
+                "publish_errors": bus.publish_errors,
+            },
+        }
 
     async def purge(self, request: PurgeRequest) -> PurgeResult:
         """Purge this node, then every node listening on the bus (if configured)."""

@@ -10,6 +10,13 @@ probe). An origin is marked down by a connection error, a timeout or a
 mark-down lapses after ``down_seconds``. A successful probe is logged at DEBUG only (httpx would log
 each at INFO: a line per upstream every few seconds); a failed one is logged, and marks the origin down.
 
+The probe asks ``/healthz`` with the edge's upstream headers and ``X-Vodgate-Shield-Check: 1``: a node with a
+shield then answers ``403 shield_required`` unless the probe carries one of its secrets (``/healthz`` stays
+open to every other caller). An origin that refuses our shield secret, to a probe or to a request, is a
+failed origin like one that is down: every answer it would give is that 403, so it is marked down with
+that reason and the next origin is tried. Each probe's verdict is kept (:class:`Probe`): ``/readyz``
+(edge/readiness.py) reads it instead of asking the origins itself.
+
 Only failures move on to the next origin: a 4xx (say ``404 unknown_entry``) is
 the answer and is returned as is. When every origin fails the fetch raises
 :class:`UpstreamUnavailable`, whose ``status`` is 504 when every failure was a
@@ -24,6 +31,7 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -31,6 +39,10 @@ from config.edge import normalize_upstream
 
 log = logging.getLogger("vodgate.upstream")
 HEALTH_PATH = "/healthz"
+# sent with every probe: a shielded node then answers 403 shield_required to a probe without its secret
+SHIELD_CHECK_HEADER = "X-Vodgate-Shield-Check"
+SHIELD_REFUSED = ("refuses our shield secret (HTTP 403 shield_required): give this edge the origin's secret "
+                  "in [edge] upstream_headers")
 
 
 class QuietProbes(logging.Filter):
@@ -58,16 +70,35 @@ _QUIET_PROBES = QuietProbes()
 GATEWAY_STATUSES = frozenset({502, 503, 504})  # the origin itself says it cannot work: mark it down
 
 
+@dataclass(frozen=True)
+class Probe:
+    """The verdict of an upstream's last health probe. ``code``: ``ok``, ``shield_required`` (it answered, and
+    refuses our shield secret), ``unreachable`` (no connection), ``timeout``, ``http_<status>``."""
+
+    at: float  # the pool's clock (monotonic)
+    ok: bool
+    code: str
+    reason: str
+
+
 @dataclass
 class Upstream:
-    url: str  # scheme://host:port[/base], no trailing slash
+    url: str  # scheme://[user:password@]host:port[/base], no trailing slash
     down_until: float = 0.0  # monotonic time; 0 = up
     last_error: str | None = None
     failures: int = 0  # consecutive
-    requests: int = 0
+    requests: int = 0  # requests sent (probes aside)
+    failures_total: int = 0  # every failure that marked it down (requests and probes)
+    failovers: int = 0  # requests that moved on from it to the next upstream
+    probe: Probe | None = None  # the last health probe (None: not probed yet)
 
     def is_up(self, now: float) -> bool:
         return self.down_until <= now
+
+    @property
+    def public(self) -> str:
+        """The URL without credentials: what /healthz, /readyz, /metrics and error details show."""
+        return public_url(self.url)
 
 
 @dataclass(frozen=True)
@@ -144,6 +175,7 @@ class UpstreamPool:
             trust_env=False,
         )
         self._health_task: asyncio.Task | None = None
+        self._probe_round: asyncio.Task | None = None  # the probe round in flight (prober and /readyz share it)
         quiet_probes(f"{u.url}{HEALTH_PATH}" for u in self.upstreams)
 
     # --- lifecycle -----------------------------------------------------------
@@ -172,35 +204,68 @@ class UpstreamPool:
 
     def mark_down(self, upstream: Upstream, reason: str) -> None:
         if upstream.is_up(self.clock()):
-            log.warning("upstream %s marked down: %s", upstream.url, reason)
+            log.warning("upstream %s marked down: %s", upstream.public, reason)
         upstream.down_until = self.clock() + self.down_seconds
         upstream.last_error = reason
         upstream.failures += 1
+        upstream.failures_total += 1
 
     def mark_up(self, upstream: Upstream) -> None:
         if not upstream.is_up(self.clock()):
-            log.info("upstream %s is up again", upstream.url)
+            log.info("upstream %s is up again", upstream.public)
         upstream.down_until = 0.0
         upstream.failures = 0
 
     async def probe(self, upstream: Upstream) -> bool:
+        """``GET /healthz`` with our upstream headers and the shield check; the verdict goes to ``upstream.probe``."""
+        headers = httpx.Headers(self.headers)
+        headers[SHIELD_CHECK_HEADER] = "1"
+        probe_timeout = min(self.read_timeout, 5.0)
         try:
             response = await self.client.get(
                 f"{upstream.url}{HEALTH_PATH}",
-                headers=self.headers,
-                timeout=httpx.Timeout(min(self.read_timeout, 5.0), connect=self.connect_timeout),
+                headers=headers,
+                timeout=httpx.Timeout(probe_timeout, connect=self.connect_timeout),
             )
         except httpx.HTTPError as exc:
-            self.mark_down(upstream, f"health probe failed: {_describe(exc, self.read_timeout)}")
-            return False
+            reason = f"health probe failed: {_describe(exc, probe_timeout)}"
+            return self._probed(upstream, "timeout" if isinstance(exc, httpx.TimeoutException) else "unreachable", reason)
+        if refuses_shield(response):
+            return self._probed(upstream, "shield_required", SHIELD_REFUSED)
         if response.status_code != 200:
-            self.mark_down(upstream, f"health probe answered HTTP {response.status_code}")
-            return False
-        self.mark_up(upstream)
-        return True
+            return self._probed(upstream, f"http_{response.status_code}", f"health probe answered HTTP {response.status_code}")
+        return self._probed(upstream, "ok", "answered its health probe")
+
+    def _probed(self, upstream: Upstream, code: str, reason: str) -> bool:
+        ok = code == "ok"
+        upstream.probe = Probe(self.clock(), ok, code, reason)
+        if ok:
+            self.mark_up(upstream)
+        else:
+            self.mark_down(upstream, reason)
+        return ok
 
     async def probe_all(self) -> None:
+        """One probe of every upstream; a round already in flight is joined, not doubled."""
+        task = self._probe_round
+        if task is None or task.done():
+            task = self._probe_round = asyncio.get_running_loop().create_task(self._probe_each())
+        await asyncio.shield(task)
+
+    async def _probe_each(self) -> None:
         await asyncio.gather(*(self.probe(u) for u in self.upstreams))
+
+    @property
+    def probing(self) -> bool:
+        """Whether the health prober runs (started, with ``health_interval`` > 0)."""
+        return self._health_task is not None and not self._health_task.done()
+
+    async def probed(self, max_age: float | None) -> None:
+        """Every upstream has a probe verdict (no older than ``max_age`` s, when given): probes when one lacks it."""
+        now = self.clock()
+        if all(u.probe is not None and (max_age is None or now - u.probe.at <= max_age) for u in self.upstreams):
+            return
+        await self.probe_all()
 
     async def _probe_forever(self) -> None:
         while True:
@@ -211,11 +276,30 @@ class UpstreamPool:
             await asyncio.sleep(self.health_interval)
 
     def status(self) -> list[dict]:
+        """Each upstream as /healthz shows it, and /metrics exports it (the same numbers)."""
         now = self.clock()
         return [
-            {"url": u.url, "up": u.is_up(now), "last_error": u.last_error, "requests": u.requests}
+            {"url": u.public, "up": u.is_up(now), "last_error": u.last_error, "requests": u.requests,
+             "failures": u.failures_total, "failovers": u.failovers}
             for u in self.upstreams
         ]
+
+    def readiness(self) -> list[tuple[str, bool, str, str]]:
+        """``(url, ready, code, reason)`` per upstream (its URL without credentials): its last probe succeeded and
+        nothing marked it down since."""
+        now = self.clock()
+        out = []
+        for u in self.upstreams:
+            probe = u.probe
+            if probe is not None and not probe.ok:
+                out.append((u.public, False, probe.code, probe.reason))
+            elif not u.is_up(now):
+                out.append((u.public, False, "down", u.last_error or "marked down"))
+            elif probe is None:
+                out.append((u.public, False, "not_probed", "not probed yet"))
+            else:
+                out.append((u.public, True, "ok", f"answered its health probe {now - probe.at:.1f} s ago, shield check passed"))
+        return out
 
     # --- fetching --------------------------------------------------------------
 
@@ -240,37 +324,48 @@ class UpstreamPool:
         send_headers = httpx.Headers(self.headers)
         send_headers.update(headers or {})  # by name, case-insensitively: a viewer's User-Agent replaces ours
         failures: list[Failure] = []
-        for upstream in self.candidates():
-            try:
-                response = await self._request(upstream, method, target, send_headers)
-                if read_body or response.status_code >= 500:
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
-            except httpx.PoolTimeout as exc:  # our own connection pool is full: not the upstream's fault
-                failures.append(Failure(upstream.url, f"no free connection in the edge's pool ({type(exc).__name__})", timeout=True))
-                continue
-            except httpx.TimeoutException as exc:
-                reason = _describe(exc, self.read_timeout)
-                self.mark_down(upstream, reason)
-                failures.append(Failure(upstream.url, reason, timeout=True))
-                continue
-            except httpx.HTTPError as exc:  # refused, reset, protocol error
-                reason = _describe(exc, self.read_timeout)
-                self.mark_down(upstream, reason)
-                failures.append(Failure(upstream.url, reason))
-                continue
-            if response.status_code >= 500:
-                answer = UpstreamResponse(upstream.url, response.status_code, response.headers, response.content)
-                reason = f"HTTP {response.status_code} {_error_code(response)}".rstrip()
-                if response.status_code in GATEWAY_STATUSES:
-                    self.mark_down(upstream, reason)
-                failures.append(Failure(upstream.url, reason, timeout=response.status_code == 504, response=answer))
-                continue
-            self.mark_up(upstream)
-            return response, upstream.url
+        candidates = self.candidates()
+        for position, upstream in enumerate(candidates):
+            outcome = await self._try(upstream, method, target, send_headers, read_body)
+            if isinstance(outcome, httpx.Response):
+                self.mark_up(upstream)
+                return outcome, upstream.public
+            failures.append(outcome)
+            if position + 1 < len(candidates):
+                upstream.failovers += 1
         raise UpstreamUnavailable(path, failures)
+
+    async def _try(self, upstream: Upstream, method: str, target: str, headers: httpx.Headers,
+                   read_body: bool) -> httpx.Response | Failure:
+        """One upstream's answer, or its Failure (marked down when the failure is the upstream's)."""
+        try:
+            response = await self._request(upstream, method, target, headers)
+            if read_body or response.status_code >= 500 or response.status_code == 403:  # a 403: small, read to tell a shield refusal
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+        # a Failure names the upstream without credentials: its reason reaches viewers in a 502's detail
+        except httpx.PoolTimeout as exc:  # our own connection pool is full: not the upstream's fault
+            return Failure(upstream.public, f"no free connection in the edge's pool ({type(exc).__name__})", timeout=True)
+        except httpx.TimeoutException as exc:
+            reason = _describe(exc, self.read_timeout)
+            self.mark_down(upstream, reason)
+            return Failure(upstream.public, reason, timeout=True)
+        except httpx.HTTPError as exc:  # refused, reset, protocol error
+            reason = _describe(exc, self.read_timeout)
+            self.mark_down(upstream, reason)
+            return Failure(upstream.public, reason)
+        if response.status_code >= 500:
+            answer = UpstreamResponse(upstream.public, response.status_code, response.headers, response.content)
+            reason = f"HTTP {response.status_code} {_error_code(response)}".rstrip()
+            if response.status_code in GATEWAY_STATUSES:
+                self.mark_down(upstream, reason)
+            return Failure(upstream.public, reason, timeout=response.status_code == 504, response=answer)
+        if refuses_shield(response):  # every answer of this origin would be this 403: it is not serving us
+            self.mark_down(upstream, SHIELD_REFUSED)
+            return Failure(upstream.public, SHIELD_REFUSED)
+        return response
 
     async def _request(self, upstream: Upstream, method: str, target: str, headers: httpx.Headers) -> httpx.Response:
         """One request, its body not yet read; a kept-alive connection that the upstream closed meanwhile is retried once."""
@@ -282,6 +377,21 @@ class UpstreamPool:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+
+def public_url(url: str) -> str:
+    """``url`` without the ``user:password@`` part (a secret: never in an open answer, a label or a viewer's error)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def refuses_shield(response: httpx.Response) -> bool:
+    """Whether ``response`` (its body read) is a node's ``403 shield_required``: our shield secret is refused."""
+    if response.status_code != 403 or not response.headers.get("content-type", "").startswith("application/json"):
+        return False
+    return _error_code(response) == "shield_required"
 
 
 def quiet_probes(urls: Iterable[str]) -> None:

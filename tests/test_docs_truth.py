@@ -96,8 +96,9 @@ def test_deployment_names_the_purge_route_that_exists(nodes):
 
 
 def test_only_healthz_is_open_on_a_shielded_node_and_the_docs_say_so(nodes):
-    for base in (nodes["origin"].base, nodes["edge"].base):
+    for base, ready in ((nodes["origin"].base, 200), (nodes["edge"].base, 503)):  # the edge: its dead upstream
         assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+        assert httpx.get(f"{base}/readyz", timeout=10).status_code == ready  # open: 503 is not 403
         for path in ("/metrics", "/admin/partners/demo/profiles", SEGMENT):
             refused = httpx.get(f"{base}{path}", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)
             assert refused.status_code == 403 and refused.json()["error"] == "shield_required", (base, path)
@@ -107,7 +108,7 @@ def test_only_healthz_is_open_on_a_shielded_node_and_the_docs_say_so(nodes):
     row = paragraph(doc("CONFIGURATION.md"), "| `shield_secrets` |")
     assert "`/metrics`" in row and "only `/healthz`" in row, row
     cdn = paragraph(doc("DEPLOYMENT.md"), "- **Origin shield**")
-    assert "`/metrics`" in cdn and "Only `/healthz` is open" in cdn, cdn
+    assert "`/metrics`" in cdn and "Only `/healthz` and `/readyz` are open" in cdn, cdn
     assert "(`/metrics` too; `/healthz` never)" in doc("URLS.md")
 
 
