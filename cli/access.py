@@ -293,10 +293,18 @@ def _configured_base_url(path: Path) -> str:
     from config.settings import load_settings
 
     settings = load_settings(path)
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "localhost": "127.0.0.1"}.get(settings.host, settings.host)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{settings.port}"
+    return f"http://{_url_host(settings.host)}:{settings.port}"
+
+
+def _url_host(host: str) -> str:
+    """A [server] host (an IP address or localhost) as a URL's host: the wildcard of either family in any
+    spelling (0.0.0.0, ::, ::0) its loopback, IPv6 in brackets with a zone's "%" written %25 (RFC 6874)."""
+    if host == "localhost":
+        return "127.0.0.1"
+    address = ipaddress.ip_address(host)  # config.settings only lets an address through
+    if address.is_unspecified:
+        return "127.0.0.1" if address.version == 4 else "[::1]"
+    return f"[{host.replace('%', '%25')}]" if address.version == 6 else host
 
 
 def _load(ns: argparse.Namespace) -> AccessConfig:

@@ -11,19 +11,29 @@ filter, handler or formatter sees it.
 What is redacted (``auth.tokens.redact_text``): the value of every query parameter that vodgate would
 read as a token (``token=`` / ``hdnts=``, percent-encoded names like ``%74oken=`` too), every native
 token anywhere else in the line (``?%20token=%20vg1...``, an encoded URL in a parameter, dots written
-``%2E``), and Akamai ``hmac=`` fields. The message, each argument (uvicorn's access formatter reads
-them one by one, so their number and types are kept), the traceback and the stack text.
+``%2E``), and Akamai ``hmac=`` fields; and the user and password of every URL (``http://***@origin``:
+httpx logs the URL of each request an edge sends to an upstream configured as ``http://user:pw@origin``,
+and of each read from such a ``[storage] base_url``). The message, each argument (uvicorn's access
+formatter reads them one by one, so their number and types are kept), the traceback and the stack text.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from auth.tokens import redact_text
+from auth.tokens import redact_text as redact_tokens
 
 _PLAIN = (int, float, bool, type(None))
+_URL_CREDENTIALS = re.compile(r"(?<=//)[^/\s'\"@]+@")
+
+
+def redact_text(text: str) -> str:
+    """``text`` without tokens and without the credentials of any URL in it."""
+    text = redact_tokens(text)
+    return _URL_CREDENTIALS.sub("***@", text) if "@" in text else text
 
 
 class RedactTokens(logging.Filter):

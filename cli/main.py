@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from config.errors import without_credentials
 from config.settings import ConfigError, Settings, load_settings, segment_duration
 
 from . import access as access_cli
@@ -93,11 +94,12 @@ def _serve(ns: argparse.Namespace) -> int:
     role, edge_config = parse_edge_section(settings.edge_table, settings.source, role=ns.role, upstreams=ns.upstream)
     redis_url = ns.redis or settings.redis_url
     from .logs import install as redact_tokens_in_logs
+    from .logs import redact_text as redact_log_text
 
     redact_tokens_in_logs()  # every record of every logger (uvicorn's, httpx's, ours): cli/logs.py
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if role == "edge":
-        print(f"vodgate: edge on http://{settings.host}:{settings.port}, pulling from {', '.join(edge_config.upstreams)}")
+        print(f"vodgate: edge on http://{settings.host}:{settings.port}, pulling from {without_credentials(', '.join(edge_config.upstreams))}")
         app = create_edge(settings, edge_config, redis_url)
     else:
         if ns.config is None and ns.media is None:
@@ -107,15 +109,18 @@ def _serve(ns: argparse.Namespace) -> int:
         app = create_app(settings, redis_url=redis_url)
     _reload_on_sighup(ns.config, settings, app, role)
     from analytics.middleware import wrap
+    from edge.access_log import with_access_log
     from edge.app import with_hot_lane
 
     served, http = with_hot_lane(app, wrap(app, settings.analytics, settings.metrics))  # events, /metrics, hot lane
+    # one access line per request, hot lane included (edge/access_log.py); uvicorn's own line is off (access_log=False)
+    served, http = with_access_log(served, http, settings.access_log, app.state.access.viewer_ip, redact_log_text)
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from any local peer;
     # vodgate applies its own trusted-proxy rule (server.trusted_proxies) in auth/client_ip.py
     # HTTP limits (docs/CONFIGURATION.md [server]): head time and size and body time in edge/http_limits.py's
     # protocol (h11, the fallback without httptools, bounds the head size itself); uvicorn answers 503 once
     # connections reach limit_concurrency, counting the asking one, hence + 1 for max_connections served
-    uvicorn.run(served, host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=False,
+    uvicorn.run(served, host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=False, access_log=False,
                 http=http or "auto", timeout_keep_alive=settings.keep_alive_timeout,
                 limit_concurrency=settings.max_connections + 1, h11_max_incomplete_event_size=settings.max_header_bytes)
     return 0
@@ -152,14 +157,36 @@ def _config_check(ns: argparse.Namespace) -> int:
     access = AccessControl.from_config(settings.access or AccessConfig())
     if role == "edge":
         require_edge_secrets(settings, access)
-        serves = f"pulling from {', '.join(edge_config.upstreams)}"
+        serves = f"pulling from {without_credentials(', '.join(edge_config.upstreams))}"
     else:
         _require_media(settings)
         serves = f"media from {settings.media_root}" if settings.catalog is None else "media of its [catalog]"
     partners = len(access.config.partners)
     print(f"vodgate: {ns.file}: configuration OK: role {role} on {settings.host}:{settings.port}, {serves}, "
           f"{partners} partner(s)")
+    held = _secrets_held(settings)
+    if held and ns.file.stat().st_mode & 0o004:  # systemd runs this check at every start and reload: the journal says it
+        print(f"vodgate: warning: {ns.file} holds {', '.join(held)} and every user of this machine can read it: "
+              f"make it readable by the server's group only (chown root:vodgate; chmod 640)", file=sys.stderr)
     return 0
+
+
+def _secrets_held(settings: Settings) -> list[str]:
+    """The kinds of secret a config holds (names only), for the file-mode warning of `config check`."""
+    partners = settings.access.partners.values() if settings.access is not None else ()
+    edge = settings.edge_table
+    held = {
+        "cdn.shield_secrets": bool(settings.shield_secrets),
+        "cdn.edge_secrets": bool(settings.edge_secrets),
+        "token keys": any(p.keys.keys for p in partners),
+        "admin secrets": any(p.admin_secret for p in partners),
+        "edge.upstream_headers": bool(edge.get("upstream_headers")),
+        "storage.headers": bool(settings.storage is not None and settings.storage.headers),
+        "a password in a URL": any("@" in url for url in (
+            settings.redis_url or "", *edge.get("upstreams", ()), settings.storage.base_url if settings.storage else "",
+            settings.analytics.redis_url if settings.analytics else "")),
+    }
+    return [name for name, present in held.items() if present]
 
 
 def _demo_library() -> Path:
@@ -203,16 +230,23 @@ def _check(ns: argparse.Namespace) -> int:
         return 2
     reports = check_library(ns.dir, target, settings.follow_symlinks)
     for report in reports:
-        name = report.path.relative_to(ns.dir)
-        print(f"{report.status:4}  {name}  {report.summary}")
+        name = _printable(str(report.path.relative_to(ns.dir)))
+        print(f"{report.status:4}  {name}  {_printable(report.summary)}")
         for error in report.errors:
-            print(f"      error: {error}")
+            print(f"      error: {_printable(error)}")
         for warning in report.warnings:
-            print(f"      warning: {warning}")
+            print(f"      warning: {_printable(warning)}")
     failed = sum(1 for r in reports if r.errors)
     warned = sum(1 for r in reports if r.warnings and not r.errors)
     print(f"{len(reports)} files: {len(reports) - failed - warned} ok, {warned} with warnings, {failed} unplayable")
     return 1 if failed else 0
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\x1b``, ``\\n``): file names in a library are anyone's
+    who can upload to it, and one holding a newline or a terminal escape sequence would forge report lines or
+    drive the operator's terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, check_table, wrong_type
+from .errors import ConfigError, check_table, without_credentials, wrong_type
 
 SINKS = ("jsonl", "redis")
 
@@ -87,7 +87,7 @@ def parse_analytics(table: dict[str, Any] | None, source: str = "config", base_d
     path = Path(_get(t, "path", str, str(d.path), source))
     redis_url = _get(t, "redis_url", str, d.redis_url, source)
     if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{source}: analytics.redis_url has value {redis_url!r}; expected redis://host:port/db, rediss://... or unix://path")
+        raise ConfigError(f"{source}: analytics.redis_url has value {without_credentials(repr(redis_url))}; expected redis://host:port/db, rediss://... or unix://path")
     return AnalyticsConfig(
         enabled=_get(t, "enabled", bool, d.enabled, source),
         sinks=tuple(dict.fromkeys(sinks)),

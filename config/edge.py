@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from .errors import ConfigError, unknown_keys
+from .errors import ConfigError, unknown_keys, without_credentials
 
 MB = 1024 * 1024
 
@@ -15,9 +15,9 @@ def normalize_upstream(url: str) -> str:
     """An upstream origin's base URL without a trailing slash; ValueError for anything but http(s)."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"upstream {url!r} is not an http(s) URL such as http://origin:8080")
+        raise ValueError(f"upstream {without_credentials(repr(url))} is not an http(s) URL such as http://origin:8080")
     if parts.query or parts.fragment:
-        raise ValueError(f"upstream {url!r} must not have a query or fragment")
+        raise ValueError(f"upstream {without_credentials(repr(url))} must not have a query or fragment")
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
@@ -77,10 +77,11 @@ def edge_config_from_table(table: Mapping[str, Any], source: str = "config", ups
 
     ups = list(upstreams) or table.get("upstreams", [])
     if not isinstance(ups, list) or not all(isinstance(u, str) for u in ups):
-        raise ConfigError(f'{source}: edge.upstreams has value {ups!r}; expected a list like ["http://origin:8080"]')
+        raise ConfigError(f'{source}: edge.upstreams has value {without_credentials(repr(ups))}; expected a list like ["http://origin:8080"]')
     headers = table.get("upstream_headers", {})
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        raise ConfigError(f'{source}: edge.upstream_headers has value {headers!r}; expected a table like {{"X-Origin-Shield" = "secret"}}')
+        # values not echoed: these headers carry the secrets an origin's shield asks for
+        raise ConfigError(f'{source}: edge.upstream_headers must be a table of strings, like {{"X-Origin-Shield" = "secret"}}')
     chunk_kb = table.get("chunk_kb", 1024)
     if isinstance(chunk_kb, bool) or not isinstance(chunk_kb, int) or not 64 <= chunk_kb <= 16384:
         raise ConfigError(f"{source}: edge.chunk_kb has value {chunk_kb!r}; expected an integer between 64 and 16384")

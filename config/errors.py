@@ -8,6 +8,7 @@ it, and it imports nothing of the project's.
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any, Iterable
 
 
@@ -49,6 +50,18 @@ def _dotted(where: str, key: str) -> str:
 
 def wrong_type(where: str, value: Any, kind: type, source: str) -> ConfigError:
     return ConfigError(f"{source}: {where} has value {value!r}; expected {expected(kind)}")
+
+
+# A URL's user and password: after "//" up to the last "@" of that word (a password may hold a raw "/"),
+# then any word ending in "@" left (a malformed URL such as "redis:/:pw@host").
+_AFTER_SLASHES = re.compile(r"//[^'\"\s]*@")
+_BEFORE_AT = re.compile(r"(^|['\"\s/])[^'\"\s/@]+@")
+
+
+def without_credentials(text: str) -> str:
+    """``redis://:pw@host`` -> ``redis://***@host``. An error shows the value it refuses, and a refused URL
+    (a redis, storage or upstream URL with a typo in its scheme) may carry a password: never print it."""
+    return _BEFORE_AT.sub(lambda m: m.group(1) + "***@", _AFTER_SLASHES.sub("//***@", text))
 
 
 def check_table(table: Any, name: str, known: set[str], source: str) -> dict[str, Any]:

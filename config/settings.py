@@ -18,6 +18,7 @@ nothing here uses ``assert``, which vanishes under ``python -O``.
     max_connections = 1000        # open connections; a request on one more is answered 503
     keep_alive_timeout = 5        # seconds an idle keep-alive connection stays open
     follow_symlinks = true        # serve flavor files and folders that are symbolic links (as nginx does)
+    access_log = "text"           # one line per request: "text" (combined log format), "json" or "off"
 
     [cache]
     memory_mb = 256               # packaged segments and playlists kept in memory
@@ -47,12 +48,13 @@ from typing import Any
 
 from .analytics import parse_analytics, parse_metrics
 from .edge import parse_edge_section  # checks [edge] whatever the role: a typo never waits
-from .errors import ConfigError, check_table, unknown_keys, wrong_type
+from .errors import ConfigError, check_table, unknown_keys, without_credentials, wrong_type
 
 __all__ = ["ConfigError", "Settings", "check_table", "load_settings", "parse_settings", "read_toml", "segment_duration"]
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+ACCESS_LOGS = ("text", "json", "off")  # edge/access_log.py
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Settings:
     max_connections: int = 1000  # uvicorn's limit_concurrency (cli/main.py)
     keep_alive_timeout: float = 5.0
     follow_symlinks: bool = True  # origin/catalog.py, origin/storage.py: links the operator placed are followed
+    access_log: str = "text"  # edge/access_log.py: "text", "json" or "off"
     cache_memory_mb: int = 256
     cache_disk_path: Path | None = None
     cache_disk_mb: int = 2048
@@ -100,6 +103,7 @@ class Settings:
 SERVER_KEYS = {
     "host", "port", "media_root", "segment_duration", "cors_origins", "index_cache_mb", "index_cache_entries", "log_level",
     "header_timeout", "body_timeout", "max_header_bytes", "max_connections", "keep_alive_timeout", "follow_symlinks",
+    "access_log",
 }
 MAX_HEADER_BYTES = (8 * 1024, 64 * 1024)  # players and CDNs send heads under 2 KiB; nginx reads at most 32 KiB
 MAX_TIMEOUT = 3600
@@ -115,6 +119,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:  # unreadable for this user, a folder...: refused like a bad file (a reload keeps serving)
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
@@ -164,6 +170,7 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         max_connections=_positive(_typed(server, "max_connections", int, defaults.max_connections, source), "server.max_connections", source),
         keep_alive_timeout=_timeout(server, "keep_alive_timeout", defaults.keep_alive_timeout, source),
         follow_symlinks=_flag(server, "follow_symlinks", defaults.follow_symlinks, source),
+        access_log=_access_log(server.get("access_log", defaults.access_log), source),
         cache_memory_mb=_positive(_typed(cache, "memory_mb", int, defaults.cache_memory_mb, source, "cache"), "cache.memory_mb", source),
         cache_disk_path=(base_dir / disk_path) if disk_path else None,
         cache_disk_mb=_positive(_typed(cache, "disk_mb", int, defaults.cache_disk_mb, source, "cache"), "cache.disk_mb", source),
@@ -178,7 +185,7 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         stale_if_error=_seconds(cdn, "stale_if_error", defaults.stale_if_error, source),
         access=parse_access(raw, source, base_dir),
         edge_table=dict(edge_table),
-        redis_url=_typed(redis, "url", str, "", source, "redis") or None,
+        redis_url=_redis_url(_typed(redis, "url", str, "", source, "redis"), source) or None,
         redis_channel=_typed(redis, "channel", str, "vodgate:purge", source, "redis"),
         storage=storage,
         catalog=catalog,
@@ -278,6 +285,21 @@ def _positive(value: int, key: str, source: str) -> int:
 def _choice(value: str, choices: tuple[str, ...], key: str, source: str) -> str:
     if value.lower() not in choices:
         raise ConfigError(f"{source}: {key} has value {value!r}; expected one of {', '.join(choices)}")
+    return value.lower()
+
+
+def _redis_url(value: str, source: str) -> str:
+    """Checked here, not first by the purge bus when serve starts (a traceback that config check had passed)."""
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{source}: redis.url has value {without_credentials(repr(value))}; expected "
+                          "redis://host:port/db, rediss://... or unix://path")
+    return value
+
+
+def _access_log(value: Any, source: str) -> str:
+    if not isinstance(value, str) or value.lower() not in ACCESS_LOGS:
+        raise ConfigError(f'{source}: server.access_log has value {value!r}; expected "text" (a combined-log-format '
+                          f'line per request), "json" (a JSON object per line) or "off" (quoted)')
     return value.lower()
 
 

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from origin.catalog import Entry, Flavor, valid_id
 
-from .errors import ConfigError, unknown_keys
+from .errors import ConfigError, unknown_keys, without_credentials
 
 STORAGE_KEYS = {"type", "base_url", "headers", "connect_timeout", "read_timeout", "stat_ttl"}
 
@@ -46,7 +46,7 @@ def parse_storage(raw: Mapping[str, Any], source: str) -> StorageConfig:
         raise ConfigError(f"{source}: storage.type has value {kind!r}; expected \"local\" or \"http\"")
     base_url = table.get("base_url", "")
     if kind == "http" and (not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))):
-        raise ConfigError(f"{source}: storage.base_url has value {base_url!r}; expected a URL like \"http://minio:9000/videos\"")
+        raise ConfigError(f"{source}: storage.base_url has value {without_credentials(repr(base_url))}; expected a URL like \"http://minio:9000/videos\"")
     headers = table.get("headers", {})
     if not isinstance(headers, Mapping) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{source}: storage.headers must be a table of strings")  # values not echoed: credentials

@@ -5,8 +5,9 @@ extends edge/http_limits.py's (whose head limits apply to every read first) and
 answers a plain keep-alive GET that :class:`~edge.hot.HotPaths` knows by
 writing the status line, uvicorn's default headers (Date, Server), the
 remembered headers and the body straight to the transport, and reports it to
-the observers (metrics, access log) as uvicorn's own cycle would. Anything
-else goes to ``super()``, i.e. to httptools and the ASGI app, unchanged.
+the observers (metrics, play events, edge/access_log.py's access log) as the
+ASGI path would. Anything else goes to ``super()``, i.e. to httptools and the
+ASGI app, unchanged.
 
 Two entrances: ``feed`` recognises the common shape (one whole
 request in one read, between requests) with one regular expression and skips
@@ -30,7 +31,6 @@ and ``self.headers``/``self.url`` as the parser callbacks fill them.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import time
 from dataclasses import replace
@@ -81,6 +81,7 @@ def hot_protocol(
         _defaults: tuple[Any, bytes] = (None, b"")  # uvicorn's default headers (Date changes each second), rendered
         _between_requests = True  # httptools holds no part of a request: a whole one may bypass it
         _answered_at = float("-inf")  # loop time of the last hot answer (keep-alive idle time counts from it)
+        access_writer: Any = None  # edge/access_log.AccessLog, set by with_access_log: one line per hot answer
 
         def feed(self, data: bytes) -> None:
             if self._between_requests and self._may_answer_now():
@@ -141,11 +142,12 @@ def hot_protocol(
                 return False
             answer, body = found
             self.transport.writelines((b"".join((self._status_and_defaults(), answer.header_lines, b"\r\n")), body))
-            if self.access_log and self.access_logger.isEnabledFor(logging.INFO):
-                client = "%s:%d" % self.client if self.client else "-"  # uvicorn's AccessFormatter wants these 5 args
-                target = f"{answer.path}?{query.decode('latin-1')}" if query else answer.path  # tokens: cli/logs.py redacts every log record
-                self.access_logger.info('%s - "%s %s HTTP/%s" %d', client, "GET", target, "1.1", 200)
             seconds = time.perf_counter() - started
+            if self.access_writer is not None:  # edge/access_log.py: the line the app's requests get
+                info = answer.info
+                self.access_writer.write(time.time() - seconds, self.client[0] if self.client else None, "GET",
+                                         answer.path, query, "1.1", headers, 200, len(body), seconds, info.cache,
+                                         info.partner, info.entry)
             if metrics is not None:
                 metrics.record_repeat(answer.info, seconds, len(body))
             if analytics is not None:

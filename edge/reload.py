@@ -15,6 +15,7 @@ Profile changes made through the admin API live in memory and are replaced by th
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import signal
@@ -24,7 +25,7 @@ from auth.access import AccessControl
 from config.edge import parse_edge_section
 from config.errors import ConfigError
 from config.partners import AccessConfig
-from config.settings import Settings, load_settings
+from config.settings import Settings, load_settings, parse_settings, read_toml
 
 log = logging.getLogger("vodgate.reload")
 
@@ -48,23 +49,31 @@ class Reloader:
         # what the file said at start: a reload compares the file with itself, so a --port given on the
         # command line is not reported as a change
         self.started_with = load_settings(path)
+        # the file's role, not the running one: a --role given on the command line is not a change either
+        self.started_role, _ = parse_edge_section(self.started_with.edge_table, self.started_with.source)
+        self._scheduled = False  # a reload waits on the event loop (on_signal)
 
     def reload(self) -> bool:
         """Load and apply; False (the error logged) when the file is refused."""
         try:
-            settings = load_settings(self.path)
+            settings = self._load()
             role, _ = parse_edge_section(settings.edge_table, settings.source)
             new_access = settings.access or AccessConfig()
             if self.role == "edge":
                 from .app import require_edge_secrets  # the check create_edge makes at start
 
                 require_edge_secrets(dataclasses.replace(self.running, access=new_access), AccessControl(new_access))
+            opened = [p for p in self.access.config.partners if self.access.restricts(p)]
             self.access.reload(new_access)
         except ConfigError as exc:
             log.error("reload refused, still serving the previous configuration: %s", exc)
             return False
+        opened = [p for p in opened if not self.access.restricts(p)]
+        if opened:  # meant, or a file cut short: either way the operator must know at once
+            log.warning("reload: partner(s) %s no longer have access rules or entry windows in %s: their media is "
+                        "now open to every viewer", ", ".join(opened), self.path)
         fixed = restart_only_changes(self.started_with, settings)
-        if role != self.role:
+        if role != self.started_role:
             fixed.insert(0, "edge.role")
         if fixed:
             log.warning("reload: %s changed in %s but only take effect at a restart; running with the previous "
@@ -73,9 +82,42 @@ class Reloader:
                  new_access.geoip_database or "none")
         return True
 
+    def _load(self) -> Settings:
+        """The file's settings; an empty one is refused. Serving with an empty file is serving every partner
+        open, and a reload reads an empty file when it lands between an editor's truncation and its write
+        (``cat > vodgate.toml``): write the new file beside it and rename it over, as for the GeoIP database."""
+        raw = read_toml(self.path)
+        if not raw:
+            raise ConfigError(f"config file {self.path} is empty (caught halfway through a rewrite?); a reload "
+                              "needs the whole file: write it beside and rename it into place")
+        return parse_settings(raw, source=str(self.path), base_dir=self.path.parent)
+
     def install(self) -> None:
-        """Reload on SIGHUP (the handler runs on the main thread, between two steps of the event loop)."""
-        signal.signal(signal.SIGHUP, lambda signum, frame: self.reload())
+        """Reload on SIGHUP, as a callback of the server's event loop (see on_signal)."""
+        signal.signal(signal.SIGHUP, self.on_signal)
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        """Schedule one reload on the running event loop; reload at once when no loop runs yet.
+
+        Python runs a signal handler between two bytecodes of whatever the main thread is doing: halfway
+        through an access check (its trusted proxies read before the swap, its partner after) or an admin
+        profile swap (which would then write the old partner table back over the reloaded one), and again
+        inside a running reload when a second signal lands (the inner one applies the newer file, then the
+        outer one the older file it had read). Run as a loop callback instead, a reload happens between two
+        steps, alone; signals that arrive before it runs make that one reload, which reads the file last.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not serving yet: nothing to interleave with
+            self.reload()
+            return
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon_threadsafe(self._scheduled_reload)  # signal-safe: a deque append and a wake-up byte
+
+    def _scheduled_reload(self) -> None:
+        self._scheduled = False  # a signal from now on reads the file again
+        self.reload()
 
 
 def restart_only_changes(started_with: Settings, new: Settings) -> list[str]:

@@ -7,8 +7,8 @@ What one run does:
 
 1. Makes (or reuses) the demo library (``origin.demo_media.make_demo_library``: ``demo/ladder/{hi,mid,lo}.mp4``)
    under ``--media`` (default ``.fixtures/bench-nginx-lib``).
-2. Starts ``vodgate serve`` (``python -m cli.main serve``, uvicorn, log level ``warning`` so there is no
-   access log) and warms its segment cache: every TS segment of every media playlist of the HLS master
+2. Starts ``vodgate serve`` (``python -m cli.main serve``, uvicorn, log level ``warning`` and
+   ``access_log = "off"``, so no access log) and warms its segment cache: every TS segment of every media playlist of the HLS master
    (video variants and audio renditions) is fetched once. The same bytes are written as static files
    under a temporary docroot, at the same paths.
 3. Starts nginx (Debian package; ``apt-get install -y nginx wrk`` is run when ``/usr/sbin/nginx`` or
@@ -167,7 +167,7 @@ class Vodgate:
         self.name = name
         config = tmp / f"{name}.toml"
         config.write_text(f'[server]\nmedia_root = "{media}"\nhost = "127.0.0.1"\nport = {self.port}\n'
-                          f'log_level = "warning"\n')
+                          f'log_level = "warning"\naccess_log = "off"\n')
         self.log = tmp / f"{name}.log"
         self._fh = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         cmd = [sys.executable, "-m", "cli.main", "serve", "--config", str(config), "--media", str(media),

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
             media = make_demo_library(Path(tmp) / "lib", duration=60)
         config = Path(tmp) / "vodgate.toml"
-        config.write_text(f'[server]\nmedia_root = "{media}"\nlog_level = "warning"\n[cache]\nmemory_mb = {ns.cache_mb}\n')
+        config.write_text(f'[server]\nmedia_root = "{media}"\nlog_level = "warning"\naccess_log = "off"\n[cache]\nmemory_mb = {ns.cache_mb}\n')
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--config", str(config), "--port", str(port)], cwd=REPO,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

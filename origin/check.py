@@ -96,7 +96,7 @@ def longest_gop(track) -> Fraction:
 def check_library(root: Path, target: Fraction, follow_symlinks: bool = True) -> list[FileReport]:
     reports = [check_file(path, target, follow_symlinks) for path in library_files(root)]
     ladder_warnings(reports)
-    return sorted(reports + misplaced_files(root), key=lambda r: r.path)
+    return sorted(reports + misplaced_files(root, follow_symlinks), key=lambda r: r.path)
 
 
 # Rungs of one entry may differ by a frame or an audio packet; past this a player on the short rung stops early.
@@ -126,13 +126,21 @@ def ladder_warnings(reports: list[FileReport]) -> None:
 MEDIA_SUFFIXES = frozenset({".mp4", ".m4a", ".m4v", ".mov", ".3gp", ".mkv", ".webm", ".ts", ".m2ts", ".mp3", ".aac", ".flv", ".avi"})
 
 
-def misplaced_files(root: Path) -> list[FileReport]:
+def misplaced_files(root: Path, follow_symlinks: bool = True) -> list[FileReport]:
     """A warning for each media file the server never serves: anywhere but ROOT/<partner>/<entry>/, or in an
-    entry folder but not named <flavor>.mp4 (``x.m4a``, ``x.MP4``, ``x.mov``). Names starting with a dot are skipped."""
+    entry folder but not named <flavor>.mp4 (``x.m4a``, ``x.MP4``, ``x.mov``). Names starting with a dot are skipped.
+
+    Folder links are followed as the server follows them (``follow_symlinks``), each folder read once: a link
+    back up the tree (``loop -> ..``) would list its files again under every name it gives them."""
     found: list[FileReport] = []
+    seen: set[tuple[int, int]] = set()
 
     def visit(folder: Path, depth: int) -> None:  # depth 0 = ROOT, 2 = an entry folder; at most 4 levels read
         try:
+            st = folder.stat()
+            if (st.st_dev, st.st_ino) in seen:
+                return
+            seen.add((st.st_dev, st.st_ino))
             children = sorted(folder.iterdir())
         except OSError:
             return
@@ -140,7 +148,7 @@ def misplaced_files(root: Path) -> list[FileReport]:
             if child.name.startswith("."):
                 continue
             if child.is_dir():
-                if depth < 3:
+                if depth < 3 and (follow_symlinks or not child.is_symlink()):
                     visit(child, depth + 1)
                 continue
             if child.suffix.lower() not in MEDIA_SUFFIXES or (depth == 2 and child.suffix == ".mp4"):
