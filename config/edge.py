@@ -51,12 +51,8 @@ EDGE_KEYS = {
 ROLES = ("all", "origin", "edge")
 
 
-def edge_config_from_table(table: Mapping[str, Any], source: str = "config", upstreams: Sequence[str] = ()) -> EdgeConfig:
-    """The ``[edge]`` TOML table (``role`` is validated, not kept) -> EdgeConfig; ConfigError names key and fix.
-
-    ``upstreams`` (e.g. from ``--upstream``) replace the table's list when given.
-    """
-
+def _check_keys(table: Mapping[str, Any], source: str) -> None:
+    """ConfigError for a key [edge] does not have, or no longer has."""
     if "viewer_params" in table:
         raise ConfigError(
             f"{source}: edge.viewer_params is gone: an edge now writes into playlists exactly what an origin does "
@@ -65,6 +61,15 @@ def edge_config_from_table(table: Mapping[str, Any], source: str = "config", ups
     unknown = set(table) - EDGE_KEYS
     if unknown:
         raise unknown_keys("edge", unknown, EDGE_KEYS, source)
+
+
+def edge_config_from_table(table: Mapping[str, Any], source: str = "config", upstreams: Sequence[str] = ()) -> EdgeConfig:
+    """The ``[edge]`` TOML table (``role`` is validated, not kept) -> EdgeConfig; ConfigError names key and fix.
+
+    ``upstreams`` (e.g. from ``--upstream``) replace the table's list when given.
+    """
+
+    _check_keys(table, source)
     role = table.get("role", "all")
     if role not in ROLES:
         raise ConfigError(f"{source}: edge.role has value {role!r}; expected one of {', '.join(ROLES)}")
@@ -116,14 +121,7 @@ def parse_edge_section(
 
     if not isinstance(table, Mapping):
         raise ConfigError(f"{source}: 'edge' must be a table ([edge])")
-    if "viewer_params" in table:
-        raise ConfigError(
-            f"{source}: edge.viewer_params is gone: an edge now writes into playlists exactly what an origin does "
-            "(token, hdnts and a checked playSessionId, quoted); remove the key"
-        )
-    unknown = set(table) - EDGE_KEYS
-    if unknown:
-        raise unknown_keys("edge", unknown, EDGE_KEYS, source)
+    _check_keys(table, source)
     chosen = role or table.get("role") or ("edge" if upstreams else "all")  # --upstream alone means an edge
     if chosen not in ROLES:
         where = "--role" if role else "edge.role"

@@ -52,20 +52,21 @@ def _opus(track: Track) -> bool:
 
 def video_refusal(videos: Sequence[Rendition]) -> NeedsFmp4:
     """The 404 for a master over TS none of whose ``videos`` TS offers (:func:`ts_refuses`)."""
-    if all(_hevc(v.track) for v in videos):
-        return NeedsFmp4("this entry's video is HEVC only, which HLS delivers in fMP4: use /cmaf/master.m3u8 instead of /hls/")
-    return PreRollNeedsFmp4(
-        "this entry's video is HEVC or starts with a pre-roll longer than MPEG-TS timestamps hold, which HLS "
-        "delivers in fMP4: use /cmaf/master.m3u8 instead of /hls/"
-    )
+    return _refusal(videos, _hevc, NeedsFmp4, "video", "HEVC")
 
 
 def audio_refusal(audios: Sequence[Rendition]) -> NeedsFmp4:
     """The 404 for an audio-only master over TS none of whose ``audios`` TS offers (:func:`ts_refuses`)."""
-    if all(_opus(a.track) for a in audios):
-        return OpusNeedsFmp4("this entry's audio is Opus only, which HLS delivers in fMP4: use /cmaf/master.m3u8 instead of /hls/")
+    return _refusal(audios, _opus, OpusNeedsFmp4, "audio", "Opus")
+
+
+def _refusal(renditions: Sequence[Rendition], is_codec: Callable[[Track], bool], codec_error: type[NeedsFmp4],
+             kind: str, codec: str) -> NeedsFmp4:
+    """The codec's own error when the codec alone is why; else the pre-roll one (either reason may apply)."""
+    if all(is_codec(r.track) for r in renditions):
+        return codec_error(f"this entry's {kind} is {codec} only, which HLS delivers in fMP4: use /cmaf/master.m3u8 instead of /hls/")
     return PreRollNeedsFmp4(
-        "this entry's audio is Opus or starts with a pre-roll longer than MPEG-TS timestamps hold, which HLS "
+        f"this entry's {kind} is {codec} or starts with a pre-roll longer than MPEG-TS timestamps hold, which HLS "
         "delivers in fMP4: use /cmaf/master.m3u8 instead of /hls/"
     )
 
