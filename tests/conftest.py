@@ -20,6 +20,16 @@ def _require_ffmpeg() -> None:
         pytest.skip(str(exc))
 
 
+def fixture_bytes(name: str) -> bytes:
+    """The bytes of media fixture ``name`` (generated once); skips the test when ffmpeg is missing."""
+    import media_fixtures
+
+    try:
+        return media_fixtures.fixture_path(name).read_bytes()
+    except media_fixtures.FfmpegNotAvailable as exc:  # pragma: no cover - environment
+        pytest.skip(str(exc))
+
+
 @pytest.fixture(scope="session")
 def media_fixture_paths() -> dict[str, Path]:
     """``name -> Path`` of every fixture in media_fixtures.FIXTURES (generated once)."""
@@ -58,26 +68,36 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`vodgate serve` in a subprocess; its log is kept for failure messages."""
+    """`vodgate serve` in a subprocess; its log is kept for failure messages.
 
-    def __init__(self, args: list[str], log_path: Path) -> None:
+    Waits for /healthz unless ``wait=False`` (start several, then :meth:`wait` on each)."""
+
+    def __init__(self, args: list[str], log_path: Path, *, wait: bool = True, name: str = "server") -> None:
+        self.name = name
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")
         cmd = [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port), *args]
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
+        if wait:
+            try:
+                self.wait()
+            except RuntimeError:
+                self.stop()
+                raise
+
+    def wait(self, timeout: float = 30) -> "ServerProcess":
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
+                    return self
             except httpx.HTTPError:
                 time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+        raise RuntimeError(f"{self.name} did not become healthy:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
@@ -89,15 +109,23 @@ class ServerProcess:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(5)
         self._log.close()
+
+
+def serving(args: list[str], log_path: Path):
+    """A server for a fixture's lifetime: ``yield from serving(args, log_path)`` starts it, yields it, stops it."""
+    proc = ServerProcess(args, log_path)
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture(scope="session")
 def server(media_library, tmp_path_factory):
     """A server over the fixture library with 4 s segments (short fixtures still get several)."""
-    proc = ServerProcess(["--media", str(media_library), "--segment-duration", "4"], tmp_path_factory.mktemp("srv") / "server.log")
-    yield proc
-    proc.stop()
+    yield from serving(["--media", str(media_library), "--segment-duration", "4"], tmp_path_factory.mktemp("srv") / "server.log")
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +27,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from conftest import REPO, free_port
+from conftest import ServerProcess
 
 ADMIN_SECRET = "grant-matrix-admin-secret"
 TOKEN_KEY = "00112233445566778899aabbccddeeff"
@@ -137,49 +135,19 @@ def build_library(root: Path, fixtures: Mapping[str, Path], entries: Iterable[tu
 # --------------------------------------------------------------------------- server processes
 
 
-class Node:
-    """`vodgate serve` in a subprocess, started without waiting; :meth:`wait` until /healthz answers."""
+class Node(ServerProcess):
+    """`vodgate serve` in a subprocess (conftest.ServerProcess), started without waiting; :meth:`wait` until
+    /healthz answers. ``headers`` are sent with every request: the shield secret a CDN in front would add."""
 
     def __init__(self, name: str, args: Sequence[str], workdir: Path, headers: Mapping[str, str] | None = None) -> None:
-        self.name = name
-        self.headers = dict(headers or {})  # sent with every request: the shield secret a CDN in front would add
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"{name}.log"
-        self._log = open(self.log_path, "wb")
-        cmd = [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port), *args]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait(self, timeout: float = 30) -> "Node":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not become healthy:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
+        super().__init__(list(args), workdir / f"{name}.log", wait=False, name=name)
+        self.headers = dict(headers or {})
 
     def put_profile(self, partner: str, name: str, rules: list[dict]) -> None:
         response = httpx.put(f"{self.base}/admin/partners/{partner}/profiles/{name}", json={"rules": rules},
                              headers={**self.headers, "Authorization": f"Bearer {ADMIN_SECRET}"}, timeout=10)
         if response.status_code != 200:
             raise AssertionError(f"{self.name}: PUT profile {partner}/{name}: {response.status_code} {response.text[:300]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
 
 
 # --------------------------------------------------------------------------- viewers

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from conftest import ServerProcess
+from conftest import serving
 
 ADMIN = {"Authorization": "Bearer reports-admin-secret-01"}
 
@@ -22,9 +22,7 @@ def srv(media_library, tmp_path_factory):
         '[partners.demo]\nadmin_secret = "reports-admin-secret-01"\n'
         '[partners.bad]\nadmin_secret = "other-partner-secret-01"\n'
     )
-    proc = ServerProcess(["--config", str(config)], folder / "server.log")
-    yield proc
-    proc.stop()
+    yield from serving(["--config", str(config)], folder / "server.log")
 
 
 def test_a_report_before_any_event_is_empty_not_an_error(srv):

@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 
 import media_fixtures as mf
-from conftest import ServerProcess
+from conftest import fixture_bytes, serving
 from origin.local import read_batch_sync, read_index_sync
 from packager.errors import MalformedMedia, PreRollNeedsFmp4, UnsupportedMedia
 from packager.fmp4 import init_segment
@@ -51,23 +51,16 @@ MOVIE_TS = 48_000  # movie timescale of the fixtures edited here (video 12800, a
 LEFT_OUT_COPIES = 300  # extra copies of aac_and_alac's ALAC track: about what the moov box budget allows
 
 
-def _source(name: str) -> bytes:
-    try:
-        return mf.fixture_path(name).read_bytes()
-    except mf.FfmpegNotAvailable as exc:  # pragma: no cover - environment
-        pytest.skip(str(exc))
-
-
 def _pre_roll(seconds: int) -> bytes:
     """irregular_gop (16 s) start-trimmed by ``seconds`` the way ``ffmpeg -ss -c copy`` does it: both tracks'
     edits start that far into their media (plus the video's B-frame delay and the AAC priming, 1024 each)."""
-    data = mf.with_edit_list(_source("irregular_gop"), "vide", [(MOVIE_TS * 4, 1024 + seconds * 12_800)])
+    data = mf.with_edit_list(fixture_bytes("irregular_gop"), "vide", [(MOVIE_TS * 4, 1024 + seconds * 12_800)])
     return mf.with_edit_list(data, "soun", [(MOVIE_TS * 4, 1024 + seconds * 48_000)])
 
 
 def _derived() -> dict[str, bytes]:
-    bframes = _source("h264_high_bframes")  # 8 s: 102400 ticks of video media
-    only_alac = mf.with_track_copies(_source("aac_and_alac"), "soun", LEFT_OUT_COPIES)
+    bframes = fixture_bytes("h264_high_bframes")  # 8 s: 102400 ticks of video media
+    only_alac = mf.with_track_copies(fixture_bytes("aac_and_alac"), "soun", LEFT_OUT_COPIES)
     return {
         "edit_past_end": mf.with_edit_list(bframes, "vide", [(MOVIE_TS * 8, 10**6)]),
         "edit_minus_2": mf.with_edit_list(bframes, "vide", [(MOVIE_TS * 8, -2)]),
@@ -109,7 +102,7 @@ def test_edit_lists_that_cannot_be_presented_are_refused_by_the_index(derived, n
 def test_an_edit_ending_2_64_seconds_on_still_clips_for_a_preview(tmp_path) -> None:
     """A media edit of 2^64 - 1 at movie timescale 1 ends past int64 in the track's timescale: a preview
     grant's clip (numpy over the presentation ends) raised OverflowError -- 500 internal_error."""
-    data = bytearray(mf.with_edit_list(_source("h264_high_bframes"), "vide", [(2**64 - 1, 1024)], version=1))
+    data = bytearray(mf.with_edit_list(fixture_bytes("h264_high_bframes"), "vide", [(2**64 - 1, 1024)], version=1))
     mvhd = mf.find_boxes(bytes(data), "moov/mvhd")[0]
     struct.pack_into(">I", data, mvhd.payload_offset + (20 if data[mvhd.payload_offset] == 1 else 12), 1)  # timescale 1
     path = tmp_path / "long_edit.mp4"
@@ -124,7 +117,7 @@ def test_an_edit_ending_2_64_seconds_on_still_clips_for_a_preview(tmp_path) -> N
 def test_a_million_empty_edits_parse_fast(tmp_path) -> None:
     """The index runs on the event loop: walking elst a row at a time held every request for 2.5 s here."""
     path = tmp_path / "many_edits.mp4"
-    path.write_bytes(mf.with_edit_list(_source("h264_high_bframes"), "vide", [(1, -1)] * 1_000_000 + [(MOVIE_TS * 8, 1024)]))
+    path.write_bytes(mf.with_edit_list(fixture_bytes("h264_high_bframes"), "vide", [(1, -1)] * 1_000_000 + [(MOVIE_TS * 8, 1024)]))
     started = time.perf_counter()
     video = read_index_sync(path).video
     assert time.perf_counter() - started < 1.0
@@ -279,9 +272,7 @@ def server(derived, media_fixture_paths, tmp_path_factory):
         dest = root / "demo" / name / "main.mp4"
         dest.parent.mkdir(parents=True)
         shutil.copyfile(src, dest)
-    proc = ServerProcess(["--media", str(root), "--segment-duration", "4"], tmp_path_factory.mktemp("srv") / "server.log")
-    yield proc
-    proc.stop()
+    yield from serving(["--media", str(root), "--segment-duration", "4"], tmp_path_factory.mktemp("srv") / "server.log")
 
 
 def _get(server, path: str) -> httpx.Response:

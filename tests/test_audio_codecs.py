@@ -39,7 +39,7 @@ import pytest
 
 import media_fixtures as mf
 import oracle
-from conftest import REPO, ServerProcess
+from conftest import REPO, ServerProcess, serving
 from media_fixtures import AUDIO_CODECS, FIXTURES
 
 PCM_BYTES = 4  # f32le: one sample of one channel
@@ -63,9 +63,7 @@ def library(tmp_path_factory, media_fixture_paths) -> Path:
 
 @pytest.fixture(scope="module")
 def srv(library, tmp_path_factory):
-    proc = ServerProcess(["--media", str(library), "--segment-duration", "4"], tmp_path_factory.mktemp("srv") / "server.log")
-    yield proc
-    proc.stop()
+    yield from serving(["--media", str(library), "--segment-duration", "4"], tmp_path_factory.mktemp("srv") / "server.log")
 
 
 @pytest.fixture(scope="module")

@@ -228,6 +228,23 @@ def test_the_explain_example_is_what_the_command_prints(tmp_path):
     assert "entry window: inside the availability window" in shown
 
 
+def test_the_user_agent_pattern_limits_are_the_codes():
+    """ACCESS_CONTROL.md, "Size limits": the numbers are auth.rules' and the quoted refusal is the one given."""
+    from auth.rules import MAX_PATTERN_LENGTH, MAX_PROFILE_PROGRAM_SIZE, MAX_PROGRAM_SIZE
+    from config.partners import profile_from_dict
+    from config.settings import ConfigError
+
+    text = doc("ACCESS_CONTROL.md")
+    limits = paragraph(text, "**Size limits.**")
+    assert f"at most {MAX_PATTERN_LENGTH} characters" in limits
+    assert f"at most {MAX_PROGRAM_SIZE:,}\ninstructions" in limits
+    assert f"together compile to at most {MAX_PROFILE_PROGRAM_SIZE:,} instructions" in paragraph(text, "All the `user_agent` patterns")
+    shown = re.search(r"```\nadmin API: [^\n]*? has value '\(\?i\)\[a-z\]\{0,1000\}', (which is too large[^\n]*)\n```", text).group(1)
+    with pytest.raises(ConfigError) as refused:
+        profile_from_dict("tv", {"rules": [{"if": {"user_agent": "(?i)[a-z]{0,1000}"}, "then": ["block"]}]}, geoip_configured=False)
+    assert str(refused.value).endswith(shown), str(refused.value)
+
+
 # --------------------------------------------------------------------------- the example configuration
 
 

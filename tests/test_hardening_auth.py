@@ -42,7 +42,7 @@ from cli import logs
 from cli.logs import RedactTokens, redact_record
 from config.partners import load_access, parse_access, profile_from_dict, profile_to_dict
 from config.settings import ConfigError
-from conftest import ServerProcess
+from conftest import ServerProcess, serving
 
 KEY = "00112233445566778899aabbccddeeff"
 SECRET = bytes.fromhex(KEY)
@@ -223,9 +223,7 @@ def srv(media_library, tmp_path_factory):
     folder = tmp_path_factory.mktemp("hardening-srv")
     config = folder / "vodgate.toml"
     config.write_text(f'[server]\nmedia_root = "{media_library}"\nsegment_duration = 4\n' + PARTNERS)
-    proc = ServerProcess(["--config", str(config)], folder / "server.log")
-    yield proc
-    proc.stop()
+    yield from serving(["--config", str(config)], folder / "server.log")
 
 
 @pytest.fixture(scope="module")

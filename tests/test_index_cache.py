@@ -79,6 +79,19 @@ def service(data: bytes, budget: int = BUDGET, files: int = FILES) -> MediaServi
     return MediaService(catalog, storage, Fraction(4), stat_ttl=0, index_cache_bytes=budget)
 
 
+def held_by(run):
+    """``run()``'s result and the bytes it left allocated (tracemalloc, after a collection)."""
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        result = run()
+        gc.collect()
+        return result, tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
 def test_a_tiny_sample_file_weighs_41_bytes_a_sample(tiny_file):
     media = service(tiny_file, files=1)
 
@@ -86,15 +99,7 @@ def test_a_tiny_sample_file_weighs_41_bytes_a_sample(tiny_file):
         entry = await media.catalog.entry("p", "e0")
         return await media.index(entry.flavor("a"))
 
-    tracemalloc.start()
-    try:
-        gc.collect()
-        before = tracemalloc.get_traced_memory()[0]
-        parsed = asyncio.run(index())
-        gc.collect()
-        held = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    parsed, held = held_by(lambda: asyncio.run(index()))
     assert len(tiny_file) < 2 * SAMPLES  # one byte of mdat a sample, a constant-size stsz
     (track,) = parsed.tracks
     assert track.sample_count == SAMPLES
@@ -121,15 +126,7 @@ def test_the_index_cache_stays_within_its_byte_budget_and_every_request_succeeds
                 assert len(media.media_sets) <= len(media.indexes)  # a media set leaves with its index
         return served
 
-    tracemalloc.start()
-    try:
-        gc.collect()
-        before = tracemalloc.get_traced_memory()[0]
-        served = asyncio.run(play())
-        gc.collect()
-        held = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    served, held = held_by(lambda: asyncio.run(play()))
     assert served == 3 * FILES
     assert max(seen_bytes) <= BUDGET and len(media.indexes) == 2
     assert media.indexes.evictions >= 3 * FILES - 2 and media.indexes.misses == 3 * FILES  # round-robin: LRU's worst case
@@ -190,6 +187,10 @@ def test_metrics_show_the_index_cache_bytes_and_entries(tiny_file):
     assert _gauge(text, "vodgate_index_cache_entries") == 2.0
     assert _gauge(text, "vodgate_index_cache_evictions_total") == 1.0
     assert _gauge(text, "vodgate_media_set_cache_entries") == 2.0
+    # docs/PERFORMANCE.md: "(and the same for `media_set_cache` and `preview_cache`)"; no preview asked yet
+    for suffix in ("bytes", "entries", "evictions_total"):
+        assert _gauge(text, f"vodgate_media_set_cache_{suffix}") >= 0
+        assert _gauge(text, f"vodgate_preview_cache_{suffix}") == 0.0
 
 
 def test_server_index_cache_mb_bounds_a_served_app(tiny_file):
@@ -217,3 +218,16 @@ def test_server_index_cache_mb_bounds_a_served_app(tiny_file):
     seen = asyncio.run(scenario())
     assert all(0 < size <= 20 * MB and 1 <= entries <= 2 for size, entries in seen)
     assert seen[-1][1] == 2
+
+
+def test_healthz_lists_at_most_100_left_out_tracks_in_all_files_together(tiny_file):
+    """docs/DEPLOYMENT.md: "at most 100 tracks listed in all, while `count` stays exact" (across files)."""
+    from packager.media import SkippedTrack
+
+    media = service(tiny_file, files=1)
+    for number in range(3):  # three files of 60 left-out tracks each
+        media._note_skipped(f"p/e{number}/a.mp4", tuple(SkippedTrack(2 + i, "audio", "alac", "no packager for alac") for i in range(60)))
+    report = media.skipped_report()
+    assert report["count"] == 180
+    assert len(report["tracks"]) == 100
+    assert [t["file"] for t in report["tracks"]] == ["p/e0/a.mp4"] * 60 + ["p/e1/a.mp4"] * 40

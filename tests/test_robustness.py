@@ -20,7 +20,7 @@ import pytest
 
 import media_fixtures as mf
 import oracle
-from conftest import ServerProcess
+from conftest import ServerProcess, fixture_bytes, serving
 from origin.local import read_index_sync
 from packager.errors import MalformedMedia, TruncatedMedia
 from packager.mp4.index import MAX_BOXES_BEFORE_MOOV, MAX_BOXES_IN_MOOV
@@ -28,13 +28,6 @@ from packager.mp4.index import MAX_BOXES_BEFORE_MOOV, MAX_BOXES_IN_MOOV
 PARTNER = "robust"
 FAST = 2.0  # seconds: generous; the refusals take milliseconds (an unbounded walk took minutes)
 TS_PACKET = 188
-
-
-def _source(name: str) -> bytes:
-    try:
-        return mf.fixture_path(name).read_bytes()
-    except mf.FfmpegNotAvailable as exc:  # pragma: no cover - environment
-        pytest.skip(str(exc))
 
 
 def _mdat_64bit_past_eof(data: bytes) -> bytes:
@@ -55,17 +48,17 @@ def _co64_wrapping_negative(data: bytes) -> bytes:
 
 
 def _derived() -> dict[str, bytes]:
-    faststart = _source("h264_baseline")
+    faststart = fixture_bytes("h264_baseline")
     return {
         "many_boxes": mf.with_boxes_before_moov(faststart, 2_000_000),
-        "many_boxes_in_moov": mf.with_boxes_in_moov(_source("moov_at_end"), 2_000_000),
+        "many_boxes_in_moov": mf.with_boxes_in_moov(fixture_bytes("moov_at_end"), 2_000_000),
         "empty_sps": mf.with_empty_parameter_set(faststart, "avcC", 0),
         "empty_pps": mf.with_empty_parameter_set(faststart, "avcC", 1),
-        "hevc_empty_vps": mf.with_empty_parameter_set(_source("hevc"), "hvcC", 0),
-        "hevc_empty_sps": mf.with_empty_parameter_set(_source("hevc"), "hvcC", 1),
-        "mdat_past_eof_moov_last": _mdat_64bit_past_eof(_source("moov_at_end")),
+        "hevc_empty_vps": mf.with_empty_parameter_set(fixture_bytes("hevc"), "hvcC", 0),
+        "hevc_empty_sps": mf.with_empty_parameter_set(fixture_bytes("hevc"), "hvcC", 1),
+        "mdat_past_eof_moov_last": _mdat_64bit_past_eof(fixture_bytes("moov_at_end")),
         "mdat_past_eof_cut": _mdat_64bit_past_eof(faststart)[:-100_000],
-        "co64_past_any_file": _co64_wrapping_negative(_source("moov_at_end")),
+        "co64_past_any_file": _co64_wrapping_negative(fixture_bytes("moov_at_end")),
     }
 
 
@@ -97,9 +90,7 @@ def library(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def robust_server(library, tmp_path_factory):
     # 2 s segments: the 8 s fixture gets 4 video segments (GOP 2 s), so 3 boundaries to check
-    proc = ServerProcess(["--media", str(library), "--segment-duration", "2"], tmp_path_factory.mktemp("robust-srv") / "server.log")
-    yield proc
-    proc.stop()
+    yield from serving(["--media", str(library), "--segment-duration", "2"], tmp_path_factory.mktemp("robust-srv") / "server.log")
 
 
 # --------------------------------------------------------------------------- the index
@@ -129,7 +120,7 @@ def test_co64_file_indexes_like_its_stco_source(tmp_path):
 
 def test_boxes_before_moov_under_the_cap_still_index(tmp_path):
     """The cap refuses box counts, not layouts: the same file with 1,000 boxes indexes to the same samples."""
-    source = _source("h264_baseline")
+    source = fixture_bytes("h264_baseline")
     path = tmp_path / "boxes.mp4"
     path.write_bytes(mf.with_boxes_before_moov(source, 1000))
     (tmp_path / "source.mp4").write_bytes(source)

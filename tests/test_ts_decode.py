@@ -119,14 +119,15 @@ def test_concatenated_file_decodes_to_source_frames(packaged):
     ok, err = oracle.decode_ok(out / "whole.ts", maps=("0",))
     assert ok, err
     ours = _decode(out / "whole.ts", track, "-copyts")
-    _check_frames(_decode(src, track), ours, track)
+    source = _decode(src, track)
+    _check_frames(source, ours, track)
     if track.kind == "video":
-        # a track behind an empty edit (edit_list: 0.6 s) presents its first frame from 0, held
-        # over the delay (Track.late_start); every other frame where the source presents it
-        pts = track.pts.copy()
-        pts[0] -= track.late_start
-        expected = rescale(np.sort(pts), track.timescale, 90000) + TIMESTAMP_OFFSET_90K
-        assert [f.pts for f in ours] == expected.tolist()
+        # every frame where ffmpeg presents the source's, behind the TS origin (10 s); except that a track
+        # behind an empty edit (edit_list: 0.6 s) presents its first frame from 0, held over the delay
+        expected = [TIMESTAMP_OFFSET_90K + f.pts for f in source]
+        expected[0] = TIMESTAMP_OFFSET_90K
+        assert source[0].tb == ours[0].tb == Fraction(1, 90000)
+        assert [f.pts for f in ours] == expected
     else:
         # the priming frame presents at the track's first pts (-1024 samples)
         first = Fraction(TIMESTAMP_OFFSET_90K, 90000) + Fraction(int(track.pts[0]), track.timescale)
