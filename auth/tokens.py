@@ -666,7 +666,7 @@ _TOKEN_PARAMS = frozenset({QUERY_NATIVE, QUERY_AKAMAI})
 _DOT = r"(?:\.|%2[Ee])"
 _B64URL = r"(?:[A-Za-z0-9_-]|%(?!2[Ee])[0-9A-Fa-f]{2})"
 _BARE_NATIVE = re.compile(rf"vg1{_DOT}{_B64URL}{{1,32}}{_DOT}{_B64URL}+{_DOT}{_B64URL}{{43}}")  # MAC: 32 bytes
-_BARE_AKAMAI_MAC = re.compile(r"hmac(=|%3[Dd])[0-9a-fA-F]{64}")  # after "~", "%7E", anything
+_BARE_AKAMAI_MAC = re.compile(r"hmac(=|%(?:25)*3[Dd])[0-9a-fA-F]{64}")  # after "~", "%7E", anything; "=" encoded at any depth
 _REDACTED_TAIL = re.compile(r" #[0-9a-f]{10}>")  # what follows "<redacted" in a redacted value
 
 

@@ -145,13 +145,13 @@ class HotPaths:
         return method == "GET" and self._plain(headers)
 
     def _plain(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
-        presented = b""
+        presented: bytes | None = None
         for name, value in headers:
             if name in _DIFFERENT_ANSWER:
                 return False
-            if name == self.shield_header:
-                presented = value
-        return not self.shield_secrets or shield_passes(presented, self.shield_secrets)
+            if name == self.shield_header and presented is None:
+                presented = value  # the first one, as ShieldGuard (edge/cdn.py) reads it on the full path
+        return not self.shield_secrets or shield_passes(presented or b"", self.shield_secrets)
 
     def _drop_expired(self) -> None:
         now = self.clock()

@@ -237,7 +237,7 @@ class EdgeProxy:
                 headers[key] = value
         client = request.client.host if request.client else None
         if client:
-            prior = request.headers.get("x-forwarded-for")
+            prior = ", ".join(request.headers.getlist("x-forwarded-for"))  # every line, as the edge itself read them
             headers["x-forwarded-for"] = (f"{prior}, {client}" if prior else client).encode("latin-1")
         query = request.url.query
         if self.vouch_secret is not None:
