@@ -661,7 +661,8 @@ _TOKEN_PARAMS = frozenset({QUERY_NATIVE, QUERY_AKAMAI})
 # A native token anywhere else in a line: an exception message, a cookie echoed somewhere, a parameter that
 # vodgate does not read as the token ("?%20token=%20vg1...", "?token+=vg1..."), a URL inside a parameter
 # ("?next=%2Fp%2F...%3Ftoken%3Dvg1..."). No boundary on either side, a dot may be written %2E and any
-# other character percent-encoded. The MAC is what to hide. Dots and the other characters never overlap,
+# character after the literal "vg1" prefix percent-encoded (a token whose prefix itself is encoded,
+# "%76g1...", is not found: only its owner would write it so). The MAC is what to hide. Dots and the other characters never overlap,
 # so each segment is read once: linear time, whatever the line.
 _DOT = r"(?:\.|%2[Ee])"
 _B64URL = r"(?:[A-Za-z0-9_-]|%(?!2[Ee])[0-9A-Fa-f]{2})"
@@ -685,7 +686,7 @@ def redact_query(query: str) -> str:
 def redact_text(text: str) -> str:
     """Any text safe to log (a log message, an exception's traceback): :func:`redact_query`, plus
     every native token and Akamai ``hmac=`` field anywhere else in it, however it is delimited or
-    percent-encoded (see ``_BARE_NATIVE``)."""
+    percent-encoded after its literal ``vg1`` prefix (see ``_BARE_NATIVE``)."""
     text = redact_query(text)
     if "vg1" in text:
         text = _BARE_NATIVE.sub(lambda m: f"<redacted #{_fingerprint(unquote(m[0]))}>", text)
