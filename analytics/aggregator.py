@@ -11,6 +11,9 @@ Delivery is at least once, counting is exactly once:
    the aggregates **and** store the id of its last entry as this consumer's
    committed watermark. Entries with an id at or below the watermark are
    skipped: they were counted by a transaction that committed before a crash.
+   What a count depends on (a session's progress, whether its play was counted,
+   the media time it was delivered) is read from watched keys, so another
+   consumer changing them makes the transaction start over.
 3. ``XACK`` the batch.
 
 A crash before 2 leaves the batch pending and uncounted (it is read again on
@@ -28,6 +31,14 @@ P:hours                               sorted set of hours with data (score: epoc
 P:progress:<YYYYMMDD>                 hash ``partner|entry|session`` -> deciles reached (expires
                                       after 3 days; the previous day is read too, so sessions
                                       across midnight are not counted twice)
+P:played:<YYYYMMDD>                   hash ``partner|entry|session`` -> the play_requested its play
+                                      was counted from, ``["<t>", "<hour>", [counters]]`` (expires
+                                      after 3 days; the days before and after are read too): one
+                                      play per session, whichever nodes emitted play_requested.
+                                      An earlier one consumed later moves the play to its hour
+P:media:<YYYYMMDD>                    hash ``partner|entry|session`` -> segment media time delivered,
+                                      ``"0-8000,12000-16000"`` ms (expires after 3 days; the
+                                      previous day is read too): minutes count what a segment adds
 P:committed:<group>:<consumer>        watermark: last stream id counted
 P:malformed (hash: count), P:malformed:ids (list, first 5)  entries that could not be counted
 ====================================  =========================================================
@@ -43,10 +54,12 @@ import socket
 import sys
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from .counts import Malformed, contribution
+from .counts import Contribution, Malformed, contribution
+from .mediatime import DeliveredTime
 from .report import DEFAULT_PREFIX, MALFORMED_SHOWN, hour_start
 
 log = logging.getLogger("vodgate.aggregator")
@@ -63,6 +76,49 @@ def stream_id(value: bytes | str) -> tuple[int, int]:
 def previous_day(day: str) -> str:
     d = datetime(int(day[:4]), int(day[4:6]), int(day[6:8]), tzinfo=timezone.utc) - timedelta(days=1)
     return d.strftime("%Y%m%d")
+
+
+def next_day(day: str) -> str:
+    d = datetime(int(day[:4]), int(day[4:6]), int(day[6:8]), tzinfo=timezone.utc) + timedelta(days=1)
+    return d.strftime("%Y%m%d")
+
+
+def _sessions_by_day(contributions: Iterable[Contribution]) -> dict[str, set[str]]:
+    by_day: dict[str, set[str]] = defaultdict(set)
+    for c in contributions:
+        if c.session is not None:
+            by_day[c.hour[:8]].add(c.session)
+    return by_day
+
+
+def _around(by_day: dict[str, set[str]], before: int, after: int) -> dict[str, set[str]]:
+    """The same sessions listed under up to ``before`` days before and ``after`` days after their own
+    (where their state may be stored)."""
+    spread: dict[str, set[str]] = defaultdict(set)
+    for day, sessions in by_day.items():
+        spread[day] |= sessions
+        if before:
+            spread[previous_day(day)] |= sessions
+        if after:
+            spread[next_day(day)] |= sessions
+    return spread
+
+
+@dataclass(frozen=True)
+class CountedPlay:
+    """The play_requested a session's play was counted from: when, in which hour, which counters (each +1)."""
+
+    at: str
+    hour: str
+    fields: list[str]
+
+    def to_text(self) -> str:
+        return json.dumps([self.at, self.hour, self.fields], separators=(",", ":"))
+
+    @classmethod
+    def from_text(cls, raw: bytes | str) -> "CountedPlay":
+        at, hour, fields = json.loads(raw)
+        return cls(at, hour, fields)
 
 
 class Aggregator:
@@ -120,7 +176,7 @@ class Aggregator:
                 try:
                     return self._commit(pipe, entries)
                 except redis.WatchError:
-                    continue  # another consumer touched the same progress keys: read again
+                    continue  # another consumer touched the same session keys: read again
 
     def _commit(self, pipe: Any, entries: list[tuple[bytes, dict | None]]) -> int:
         p = self.prefix
@@ -146,15 +202,22 @@ class Aggregator:
             if c is not None:
                 contributions.append(c)
 
-        # Sessions' progress so far: today's and yesterday's hashes, watched until EXEC.
+        # Sessions' state so far (progress, play counted, media time delivered): per-day hashes, watched
+        # until EXEC, so checking a session and counting it are one transaction with the watermark.
         days = {c.hour[:8] for c in contributions if c.session is not None}
         wanted: dict[str, list[str]] = defaultdict(list)
         for c in contributions:
             if c.session is not None:
                 wanted[c.hour[:8]].append(c.session)
         progress_keys = sorted({f"{p}:progress:{d}" for d in days} | {f"{p}:progress:{previous_day(d)}" for d in days})
-        if progress_keys:
-            pipe.watch(*progress_keys)
+        playing = _sessions_by_day(c for c in contributions if c.play)
+        watching = _sessions_by_day(c for c in contributions if c.window is not None)
+        play_keys = {f"{p}:played:{d}": sessions for d, sessions in _around(playing, before=1, after=1).items()}
+        media_keys = {f"{p}:media:{d}": sessions for d, sessions in _around(watching, before=1, after=0).items()}
+        if progress_keys or play_keys or media_keys:
+            pipe.watch(*progress_keys, *play_keys, *media_keys)
+        plays = self._first_plays(pipe, play_keys)
+        unions = self._delivered(pipe, media_keys)
         state: dict[str, int] = {}
         for day, sessions in wanted.items():
             unique = sorted(set(sessions))
@@ -167,13 +230,36 @@ class Aggregator:
         deltas: Counter = Counter()
         members: dict[str, set[str]] = defaultdict(set)
         updates: dict[str, dict[str, int]] = defaultdict(dict)
+        played: dict[str, set[str]] = defaultdict(set)  # session -> days whose played hash gets its play
+        delivered: dict[str, set[str]] = defaultdict(set)  # day -> sessions whose union grew
         hours: set[str] = set()
         for c in contributions:
             h = f"{p}:h:{c.hour}"
             hours.add(c.hour)
             deltas[(h, f"n|{c.pe}")] += 1
-            for name, value in c.fields:
-                deltas[(h, name)] += value
+            if c.play and c.session is not None:
+                counted = plays.get(c.session)
+                if counted is None or c.at < counted.at:
+                    # The session's first play_requested so far counts: the play, its country, referrer and
+                    # player. An earlier one from another node, consumed later, moves the play to its hour.
+                    if counted is not None:
+                        for name in counted.fields:
+                            deltas[(f"{p}:h:{counted.hour}", name)] -= 1
+                        # Overwrite the old record too: a later batch reading only that day must see the move.
+                        played[c.session].add(counted.hour[:8])
+                    plays[c.session] = CountedPlay(c.at, c.hour, [name for name, _ in c.fields])
+                    for name, value in c.fields:
+                        deltas[(h, name)] += value
+                    played[c.session].add(c.hour[:8])
+            else:
+                for name, value in c.fields:
+                    deltas[(h, name)] += value
+            if c.window is not None and c.session is not None:
+                union = unions.get(c.session)
+                if union is None:
+                    union = unions[c.session] = DeliveredTime()
+                deltas[(h, f"ms|{c.pe}")] += union.add(*c.window)
+                delivered[c.hour[:8]].add(c.session)
             if c.session is not None:
                 members[f"{p}:s:{c.hour}"].add(c.session)
                 old = state.get(c.session, -1)
@@ -191,6 +277,16 @@ class Aggregator:
         for day, mapping in updates.items():
             pipe.hset(f"{p}:progress:{day}", mapping=mapping)
             pipe.expire(f"{p}:progress:{day}", PROGRESS_TTL)
+        by_day: dict[str, dict[str, str]] = defaultdict(dict)
+        for session, play_days in played.items():
+            for day in play_days:
+                by_day[day][session] = plays[session].to_text()
+        for day, mapping in by_day.items():
+            pipe.hset(f"{p}:played:{day}", mapping=mapping)
+            pipe.expire(f"{p}:played:{day}", PROGRESS_TTL)
+        for day, sessions in delivered.items():
+            pipe.hset(f"{p}:media:{day}", mapping={s: unions[s].to_text() for s in sorted(sessions)})
+            pipe.expire(f"{p}:media:{day}", PROGRESS_TTL)
         if hours:
             pipe.zadd(f"{p}:hours", {h: hour_start(h).timestamp() for h in hours})
         if bad:
@@ -205,6 +301,33 @@ class Aggregator:
         if bad:
             log.warning("skipped %d malformed stream entries (first: %s)", len(bad), bad[0])
         return len(fresh) - len(bad)
+
+    def _first_plays(self, pipe: Any, keys: dict[str, set[str]]) -> dict[str, CountedPlay]:
+        """Sessions whose play is counted already: the earliest play stored in any of ``keys``."""
+        plays: dict[str, CountedPlay] = {}
+        for key, sessions in keys.items():
+            unique = sorted(sessions)
+            for session, raw in zip(unique, pipe.hmget(key, unique)):
+                if raw:
+                    stored = CountedPlay.from_text(raw)
+                    known = plays.get(session)
+                    if known is None or stored.at < known.at:
+                        plays[session] = stored
+        return plays
+
+    def _delivered(self, pipe: Any, keys: dict[str, set[str]]) -> dict[str, DeliveredTime]:
+        """Sessions' segment media time delivered so far: the union of what ``keys`` (their days) hold."""
+        unions: dict[str, DeliveredTime] = {}
+        for key, sessions in keys.items():
+            unique = sorted(sessions)
+            for session, raw in zip(unique, pipe.hmget(key, unique)):
+                if raw:
+                    stored = DeliveredTime.from_text(raw)
+                    if session in unions:
+                        unions[session].merge(stored)
+                    else:
+                        unions[session] = stored
+        return unions
 
     # -- loop
 

@@ -11,14 +11,19 @@ for the same events.
 Counter fields (``p`` partner, ``e`` entry; ``-`` when unknown):
 
 ==========================  ===========================================================
-plays|p|e                   play_requested events (one per play session)
-ms|p|e                      media milliseconds delivered: delivered segments (200, or a
-                            206 of the whole body) of a flavor's main rendition (not its
-                            a{k} audio renditions, which play alongside) + the media time
-                            progressive ranges added to their session (media_new)
+plays|p|e                   play sessions: the reader counts the fields of a session's
+                            first play_requested only (:attr:`Contribution.play`)
+ms|p|e                      media milliseconds delivered: what delivered segments (200, or
+                            a 206 of the whole body) of a flavor's main rendition (not its
+                            a{k} audio renditions, which play alongside) added to their
+                            session's union of media time (:attr:`Contribution.window`,
+                            summed by the reader; segments written before media_new: their
+                            media_duration) + the media time progressive ranges added to
+                            their session (media_new)
 sw|p|e                      flavor_switch events
 bytes|p|e|flavor            body bytes of segment_served + progressive_range
-country|p|e|CC              plays by country (``unknown`` without GeoIP)
+country|p|e|CC              plays by country (``unknown`` without GeoIP); like ref and ua,
+                            in the fields of the play_requested
 ref|p|e|domain              plays by referrer domain (``(none)`` without Referer)
 ua|p|e|family               plays by user-agent family
 denied|p|e|reason           denied events
@@ -56,6 +61,15 @@ class Contribution:
     fields: list[tuple[str, int]] = field(default_factory=list)
     session: str | None = None  # "p|e|session" for play-session events (population of the drop-off curve)
     decile: int = 0  # tenths of the entry this event shows the session reached
+    # A play_requested of a session: its fields count once per session, those of the session's first
+    # play_requested (earliest ``at``), however many nodes emitted one. The reader decides (JSONL report,
+    # aggregator); without a session id they count as they come.
+    play: bool = False
+    at: str = ""  # the event's time, "YYYY-MM-DDTHH:MM:SS.mmmZ" (comparable as strings)
+    # A delivered main-rendition segment: its [start, end) media milliseconds. The reader adds to ms|p|e
+    # what this window adds to the session's union (mediatime.DeliveredTime), so time delivered twice, by
+    # one node or by two, counts once.
+    window: tuple[int, int] | None = None
 
 
 def hour_of(t: Any) -> str:
@@ -111,6 +125,8 @@ def contribution(event: Any) -> Contribution | None:
             (f"ua|{pe}|{field_part(_str(event, 'ua') or 'other')}", 1),
         ]
         c.session = f"{pe}|{field_part(session)}"
+        c.play = True
+        c.at = comparable_time(event["t"])
     elif kind == SEGMENT_SERVED:
         nbytes = _int(event, "bytes")
         status = _int(event, "status")
@@ -120,7 +136,10 @@ def contribution(event: Any) -> Contribution | None:
             c.fields.append((f"bytes|{pe}|{field_part(_str(event, 'flavor'))}", nbytes))
         if segment_delivered(event, status) and start is not None and duration is not None:
             if audio is None:
-                c.fields.append((f"ms|{pe}", media_ms(duration)))
+                if "media_new" in event:
+                    c.window = (media_ms(start), media_ms(start + duration))
+                else:  # written before media_new: each delivered segment counts its own duration, as it did
+                    c.fields.append((f"ms|{pe}", media_ms(duration)))
             c.decile = decile(start + duration, total)
         c.session = f"{pe}|{field_part(session)}"
     elif kind == PROGRESSIVE_RANGE:
@@ -143,8 +162,18 @@ def contribution(event: Any) -> Contribution | None:
     else:
         return None  # reached_*, and kinds added later: not counted, not malformed
     if c.session is not None and session is None:
-        c.session = None  # an event without a session id cannot join a session
+        # An event without a session id cannot join a session: it counts on its own, as it comes.
+        c.session = None
+        c.play = False
+        if c.window is not None:
+            c.fields.append((f"ms|{pe}", c.window[1] - c.window[0]))
+            c.window = None
     return c
+
+
+def comparable_time(t: str) -> str:
+    """``t`` in the one format whose string order is time order (``...:SS.mmmZ``)."""
+    return t[:-1] + ".000Z" if len(t) == 20 else t
 
 
 def segment_delivered(event: dict, status: int) -> bool:

@@ -8,17 +8,19 @@ The middleware turns each finished request into an :class:`Observation`
      "partner": "demo", "entry": "ladder", "flavor": "hi", "session": "abc", "format": "hls",
      "country": null, "referrer": "example.com", "ua": "chrome",
      "segment": 3, "audio": null, "media_start": 8.0, "media_duration": 4.0, "entry_duration": 12.0,
-     "bytes": 51324, "ttfb_ms": 0.41, "cache": "HIT", "status": 200}
+     "bytes": 51324, "ttfb_ms": 0.41, "cache": "HIT", "status": 200, "delivered": true, "media_new": 4.0}
 
 Kinds and their own fields (the common ones above are on every event):
 
 ==================  ===========================================================================
-play_requested      once per play session: its first master playlist (HLS/CMAF), or its first
-                    progressive response that starts at byte 0
+play_requested      once per play session on this node: its first master playlist (HLS/CMAF),
+                    or its first progressive response that starts at byte 0 (a session that
+                    reaches several nodes has one per node; the reports count one play)
 segment_served      segment, audio (track number or null for the flavor's main rendition),
                     media_start, media_duration, entry_duration, bytes, ttfb_ms, cache, status,
                     delivered (the whole segment was sent: a 200, or a 206 whose range is the
-                    whole body)
+                    whole body), media_new (media time of a delivered main-rendition segment
+                    the session had not been delivered before, in any rendition; else 0)
 reached_25/50/75/100  pct, media_end, entry_duration: once per session, when the largest media end
                     served reaches that share of the entry's duration
 flavor_switch       from_flavor (flavor is the new one): the session's main rendition changed
@@ -50,7 +52,7 @@ from typing import Any, Iterable
 from urllib.parse import unquote_plus
 
 from .classify import referrer_domain, safe_session_id, ua_family
-from .mediatime import DeliveredBytes, MediaSpan, byte_range_media_time, index_duration
+from .mediatime import DeliveredBytes, DeliveredTime, MediaSpan, byte_range_media_time, index_duration
 
 SCHEMA_VERSION = 1
 
@@ -261,7 +263,7 @@ class SessionIds:
 
 
 class _Session:
-    __slots__ = ("flavor", "max_end", "milestones", "played", "progressive_sent", "seen")
+    __slots__ = ("flavor", "max_end", "media_delivered", "milestones", "played", "progressive_sent", "seen")
 
     def __init__(self) -> None:
         self.seen = 0
@@ -270,11 +272,12 @@ class _Session:
         self.milestones = 0  # how many of MILESTONES were emitted
         self.played = False  # play_requested emitted: one play per session, however many masters it fetches
         self.progressive_sent: dict[str, DeliveredBytes] | None = None  # per flavor, made on first use
+        self.media_delivered: DeliveredTime | None = None  # segments' media time, all renditions; made on first use
 
 
 class SessionTracker:
     """Per-session state on this node: played yet, current main flavor, largest media end, milestones
-    emitted, progressive bytes sent.
+    emitted, segment media time delivered, progressive bytes sent.
 
     Bounded: past ``capacity`` sessions, the least recently active tenth is
     forgotten (a forgotten session that comes back starts over: it may emit a
@@ -447,9 +450,21 @@ class EventBuilder:
             event["cache"] = info.cache
             event["status"] = status
             event["delivered"] = delivered = whole_body(status, obs.content_range)
+            event["media_new"] = 0.0
             out = [event]
             if delivered and start is not None and duration is not None:
                 state = self.tracker.get((info.partner, info.entry, session))
+                if info.audio is None:
+                    # Minutes count media time newly delivered to the session: a retry, a seek back or the
+                    # same time in another rendition after an ABR switch adds nothing (docs/ANALYTICS.md).
+                    # round(x * 1000) is media_ms(x), inlined: the reports recompute the same milliseconds
+                    first, end = round(start * 1000), round((start + duration) * 1000)
+                    timeline = state.media_delivered
+                    if timeline is None:  # the session's first segment: all of it is new
+                        state.media_delivered = DeliveredTime([first], [end]) if end > first else DeliveredTime()
+                        event["media_new"] = max(end - first, 0) / 1000
+                    else:
+                        event["media_new"] = timeline.add(first, end) / 1000
                 if info.audio is None and flavor is not None:
                     if state.flavor != flavor:
                         if state.flavor is not None:

@@ -10,6 +10,7 @@ byte arrives, however the player split, repeated or overlapped its requests.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -151,7 +152,93 @@ class DeliveredBytes:
         return added / track.timescale
 
 
+MAX_PIECES = 64  # per session: a viewer seeking all over an entry stays a few KB of state (in memory or in Redis)
+
+
+@dataclass(slots=True)
+class DeliveredTime:
+    """The media time delivered to one play session: a union of ``[start, end)`` windows in milliseconds.
+
+    ``add`` answers how much of a new window the session did not already have.
+    Milliseconds as integers, the unit every sum of media time uses
+    (``events.media_ms``): the union is exact and the same on every node and in
+    every report that replays the same windows.
+
+    Pieces that touch merge (``[0, 4000)`` + ``[4000, 8000)`` is one piece), so
+    a session watched in order is one piece. Past :data:`MAX_PIECES` the
+    smallest old piece is forgotten: if that time comes again it counts again
+    (a bounded overcount, rather than unbounded state for a client seeking
+    everywhere).
+    """
+
+    starts: list[int] = field(default_factory=list)  # sorted; pieces disjoint and not touching
+    ends: list[int] = field(default_factory=list)
+
+    def add(self, start: int, end: int) -> int:
+        """Milliseconds of ``[start, end)`` that were not delivered before; records the window."""
+        if end <= start:
+            return 0
+        starts, ends = self.starts, self.ends
+        if starts and starts[-1] <= start <= ends[-1]:  # the common case: at or after the latest piece's start
+            if end <= ends[-1]:
+                return 0  # delivered already (a refetch of the time just played)
+            added = end - ends[-1]  # the next segment in order: the latest piece grows
+            ends[-1] = end
+            return added
+        first = bisect_left(ends, start)  # first piece ending at or after start: touches or overlaps
+        past = bisect_right(starts, end)  # pieces [first, past) touch or overlap the window
+        if first == past:
+            starts.insert(first, start)
+            ends.insert(first, end)
+            added = end - start
+        else:
+            if first + 1 == past and starts[first] <= start and end <= ends[first]:
+                return 0  # already delivered: the refetch case, kept cheap
+            covered = 0
+            for k in range(first, past):
+                covered += ends[k] - starts[k]
+            merged_start = min(start, starts[first])
+            merged_end = max(end, ends[past - 1])
+            added = (merged_end - merged_start) - covered
+            starts[first:past] = [merged_start]
+            ends[first:past] = [merged_end]
+        if len(starts) > MAX_PIECES:
+            self._forget_smallest(keep=first)
+        return added
+
+    def _forget_smallest(self, keep: int) -> None:
+        candidates = [k for k in range(len(self.starts)) if k != keep]
+        smallest = min(candidates, key=lambda k: self.ends[k] - self.starts[k])
+        del self.starts[smallest]
+        del self.ends[smallest]
+
+    def merge(self, other: "DeliveredTime") -> None:
+        for start, end in zip(other.starts, other.ends):
+            self.add(start, end)
+
+    @property
+    def total(self) -> int:
+        """Milliseconds delivered (of the pieces still remembered)."""
+        return sum(self.ends) - sum(self.starts)
+
+    def to_text(self) -> str:
+        """``"0-8000,12000-16000"``: how the Redis aggregator stores a session's union."""
+        return ",".join(f"{a}-{b}" for a, b in zip(self.starts, self.ends))
+
+    @classmethod
+    def from_text(cls, text: str | bytes | None) -> "DeliveredTime":
+        """The union :meth:`to_text` wrote; ``None`` or ``""``: nothing delivered yet."""
+        union = cls()
+        if text:
+            if isinstance(text, bytes):
+                text = text.decode()
+            for piece in text.split(","):
+                start, _, end = piece.partition("-")
+                union.add(int(start), int(end))
+        return union
+
+
 __all__ = [
-    "ByteRange", "DeliveredBytes", "MediaSpan", "byte_range_media_time", "covered_ticks", "index_duration",
+    "ByteRange", "DeliveredBytes", "DeliveredTime", "MAX_PIECES", "MediaSpan", "byte_range_media_time", "covered_ticks", "index_duration",
     "merge_byte_range", "reference_track",
 ]

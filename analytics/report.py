@@ -30,7 +30,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from .counts import Malformed, contribution, reach_fields
+from .counts import Contribution, Malformed, comparable_time, contribution, reach_fields
+from .mediatime import DeliveredTime
 
 MALFORMED_SHOWN = 5
 DEFAULT_PREFIX = "vodgate:agg"
@@ -105,11 +106,26 @@ def jsonl_files(path: Path) -> list[Path]:
 
 
 def read_jsonl(path: Path | str, q: Query = Query()) -> Tally:
+    """Count the events of every JSONL file under ``path`` (the files of all nodes: one folder).
+
+    Sessions are counted across files, so a session whose requests reached several nodes is one
+    play, and the media time it was delivered by several nodes counts once:
+
+    * a play is a session's **first** ``play_requested`` of all the files read (the earliest ``t``;
+      nodes emit one each), counted in the window and the hour of that event, with its country,
+      referrer and player. A session whose first play_requested is before ``--from`` is not a play
+      of the window, even if another node emitted a later one inside it: consecutive windows add up
+      to the plays of the whole, and the Redis aggregates count the same way;
+    * minutes of segments: what each segment window in range adds to its session's union
+      (``mediatime.DeliveredTime``), whichever node served it.
+    """
     path = Path(path)
     tally = Tally(source=f"jsonl:{path}", session_deciles={})
     lo, hi = q.time_bounds()
     deciles = tally.session_deciles
     assert deciles is not None
+    first_plays: dict[str, tuple[str, Contribution]] = {}  # "p|e|s" -> its earliest play_requested, in range or not
+    delivered: dict[str, DeliveredTime] = {}  # "p|e|s" -> segment media time delivered in range
     for file in jsonl_files(path):
         with open(file, "rb") as fh:
             for number, raw in enumerate(fh, 1):
@@ -124,21 +140,36 @@ def read_jsonl(path: Path | str, q: Query = Query()) -> Tally:
                     continue
                 if c is None:
                     continue
-                t = event["t"]
-                if len(t) == 20:  # no milliseconds: compare in the one format
-                    t = t[:-1] + ".000Z"
-                if (lo is not None and t < lo) or (hi is not None and t >= hi):
-                    continue
                 if (q.partner is not None and event.get("partner") != q.partner) or (q.entry is not None and event.get("entry") != q.entry):
                     continue
+                t = comparable_time(event["t"])
+                if c.play and c.session is not None:
+                    # Before the time filter: a play belongs to the time of its session's first play_requested.
+                    known = first_plays.get(c.session)
+                    if known is None or t < known[0]:
+                        first_plays[c.session] = (t, c)
+                if (lo is not None and t < lo) or (hi is not None and t >= hi):
+                    continue
                 tally.events += 1
-                for name, value in c.fields:
-                    tally.fields[name] += value
-                if event["kind"] == "play_requested":
-                    tally.plays_by_hour[c.hour] += 1
+                if not c.play:  # plays are counted below, once per session
+                    for name, value in c.fields:
+                        tally.fields[name] += value
+                    if event["kind"] == "play_requested":
+                        tally.plays_by_hour[c.hour] += 1  # no session id: each counts
                 if c.session is not None:
                     if deciles.get(c.session, -1) < c.decile:
                         deciles[c.session] = c.decile
+                    if c.window is not None:
+                        union = delivered.get(c.session)
+                        if union is None:
+                            union = delivered[c.session] = DeliveredTime()
+                        tally.fields[f"ms|{c.pe}"] += union.add(*c.window)
+    for t, c in first_plays.values():
+        if (lo is not None and t < lo) or (hi is not None and t >= hi):
+            continue
+        for name, value in c.fields:
+            tally.fields[name] += value
+        tally.plays_by_hour[c.hour] += 1
     return tally
 
 

@@ -197,6 +197,7 @@ class Script:
             seg = self.get(f"{LADDER}/hls/hi/seg-{n}.ts", flavor="hi", **a)
             self.get(f"{LADDER}/hls/hi/a1/seg-{n}.ts", flavor="hi", **a)
         self.get(f"{LADDER}/hls/hi/seg-3.ts", expect=304, **{"If-None-Match": seg.headers["ETag"]}, **a)  # revalidation: no event
+        self.get(f"{LADDER}/hls/hi/seg-2.ts", flavor="hi", expect=206, Range="bytes=0-", **a)  # a retry: bytes, no new minutes
         r = httpx.head(f"{self.base}{LADDER}/hls/hi/seg-2.ts", headers={"User-Agent": CHROME})  # HEAD: no event
         assert r.status_code == 200
         # B: Safari, stops after the first segment (33 %: reached 30 %, not 40 %)
@@ -297,7 +298,7 @@ def test_events_are_complete_and_carry_no_secrets(scripted):
         kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
         assert e["node"] == "test-node" and e["v"] == 1
     assert kinds == {
-        "play_requested": 6, "segment_served": 12, "progressive_range": 2, "flavor_switch": 2, "error": 3, "denied": 2,
+        "play_requested": 6, "segment_served": 13, "progressive_range": 2, "flavor_switch": 2, "error": 3, "denied": 2,
         # A, C, E1 reach all four; B, D reach 25 %; E2 reaches 25 and 50 %
         "reached_25": 6, "reached_50": 4, "reached_75": 3, "reached_100": 3,
     }
