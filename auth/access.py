@@ -17,7 +17,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import Mapping
+from typing import Callable, Mapping
 from urllib.parse import quote
 
 from config.partners import AccessConfig, Partner
@@ -47,6 +47,9 @@ class AccessControl:
         self.countries = countries
         self._partners: Mapping[str, Partner] = config.partners
         self._restricted = {pid: _restrictive(p) for pid, p in self._partners.items()}  # kept in step by _swap
+        # run at the end of reload(), in the same step: the admin API's changes (edge/admin_store.py) are layered
+        # over the file's profiles again before any request sees the file's alone
+        self.after_reload: list[Callable[[], None]] = []
 
     @classmethod
     def from_config(cls, config: AccessConfig) -> "AccessControl":
@@ -135,6 +138,12 @@ class AccessControl:
         """ConfigError while the partner or one of its entries uses the profile."""
         self._swap(self._require(partner_id).without_profile(name))
 
+    def restore_file_profiles(self) -> None:
+        """Every partner back to the configuration's profiles, without the admin API's changes (the store of
+        those changes then applies them again: edge/admin_store.py)."""
+        self._partners = self.config.partners
+        self._restricted = {pid: _restrictive(p) for pid, p in self._partners.items()}
+
     def admin_allowed(self, partner_id: str, presented: str | None) -> bool:
         """Constant-time check of a partner's admin_secret; False when none is configured."""
         partner = self._partners.get(partner_id)
@@ -155,11 +164,14 @@ class AccessControl:
     def reload(self, config: AccessConfig) -> None:
         """Replace the whole configuration (SIGHUP: edge/reload.py): partners, profiles, keys, trusted proxies,
         clock skew and the GeoIP database, re-opened from its path. ConfigError, with nothing changed, when the
-        database does not open. Admin API profile changes are replaced by the file's."""
+        database does not open. Then ``after_reload`` runs: the admin API's stored changes apply again over the
+        file's profiles."""
         countries = AccessControl.from_config(config).countries  # opened first: a bad file changes nothing
         restricted = {pid: _restrictive(p) for pid, p in config.partners.items()}
         self.config, self.countries = config, countries
         self._partners, self._restricted = config.partners, restricted
+        for layer in self.after_reload:
+            layer()
         # the previous GeoIP reader is not closed here: a lookup in flight holds it, and it closes when freed
 
     def close(self) -> None:

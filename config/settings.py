@@ -19,6 +19,7 @@ nothing here uses ``assert``, which vanishes under ``python -O``.
     keep_alive_timeout = 5        # seconds an idle keep-alive connection stays open
     follow_symlinks = true        # serve flavor files and folders that are symbolic links (as nginx does)
     access_log = "text"           # one line per request: "text" (combined log format), "json" or "off"
+    workers = 0                   # serving processes (edge/workers.py); 0 = one per CPU
 
     [cache]
     memory_mb = 256               # packaged segments and playlists kept in memory
@@ -40,12 +41,14 @@ nothing here uses ``assert``, which vanishes under ``python -O``.
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from .admin import parse_admin
 from .analytics import parse_analytics, parse_metrics
 from .edge import parse_edge_section  # checks [edge] whatever the role: a typo never waits
 from .errors import ConfigError, check_table, unknown_keys, without_credentials, wrong_type
@@ -74,6 +77,8 @@ class Settings:
     keep_alive_timeout: float = 5.0
     follow_symlinks: bool = True  # origin/catalog.py, origin/storage.py: links the operator placed are followed
     access_log: str = "text"  # edge/access_log.py: "text", "json" or "off"
+    workers: int = 0  # serving processes (edge/workers.py); 0 = one per CPU (os.cpu_count)
+    worker: int = 0  # not a TOML key: this process's index among the workers (its disk tier shard)
     cache_memory_mb: int = 256
     cache_disk_path: Path | None = None
     cache_disk_mb: int = 2048
@@ -93,6 +98,7 @@ class Settings:
     storage: Any = field(default=None, repr=False)  # config.storage.StorageConfig; None = the local media_root
     catalog: Any = None  # list[origin.catalog.Entry] from [catalog]; None = list media_root's folders
     analytics: Any = None  # config.analytics.AnalyticsConfig ([analytics]: play events; off by default)
+    admin: Any = None  # config.admin.AdminConfig ([admin]: where admin API changes are kept without Redis)
     metrics: Any = None  # config.analytics.MetricsConfig ([metrics]: /metrics, on by default)
     source: str = "defaults"  # where the settings came from, for messages
 
@@ -103,14 +109,15 @@ class Settings:
 SERVER_KEYS = {
     "host", "port", "media_root", "segment_duration", "cors_origins", "index_cache_mb", "index_cache_entries", "log_level",
     "header_timeout", "body_timeout", "max_header_bytes", "max_connections", "keep_alive_timeout", "follow_symlinks",
-    "access_log",
+    "access_log", "workers",
 }
+MAX_WORKERS = 256
 MAX_HEADER_BYTES = (8 * 1024, 64 * 1024)  # players and CDNs send heads under 2 KiB; nginx reads at most 32 KiB
 MAX_TIMEOUT = 3600
 CACHE_KEYS = {"memory_mb", "disk_path", "disk_mb", "hot_lane", "enabled"}
 CDN_KEYS = {"shield_header", "shield_secrets", "edge_secrets", "surrogate_header", "s_maxage", "stale_while_revalidate", "stale_if_error"}
 REDIS_KEYS = {"url", "channel"}
-SECTIONS = {"server", "cache", "cdn", "partners", "edge", "redis", "analytics", "metrics", "storage", "catalog"}
+SECTIONS = {"server", "cache", "cdn", "partners", "edge", "redis", "analytics", "metrics", "storage", "catalog", "admin"}
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -171,6 +178,7 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         keep_alive_timeout=_timeout(server, "keep_alive_timeout", defaults.keep_alive_timeout, source),
         follow_symlinks=_flag(server, "follow_symlinks", defaults.follow_symlinks, source),
         access_log=_access_log(server.get("access_log", defaults.access_log), source),
+        workers=_workers(_typed(server, "workers", int, defaults.workers, source), source),
         cache_memory_mb=_positive(_typed(cache, "memory_mb", int, defaults.cache_memory_mb, source, "cache"), "cache.memory_mb", source),
         cache_disk_path=(base_dir / disk_path) if disk_path else None,
         cache_disk_mb=_positive(_typed(cache, "disk_mb", int, defaults.cache_disk_mb, source, "cache"), "cache.disk_mb", source),
@@ -191,6 +199,7 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         catalog=catalog,
         analytics=parse_analytics(raw.get("analytics"), source, base_dir),
         metrics=parse_metrics(raw.get("metrics"), source),
+        admin=parse_admin(raw.get("admin"), source, base_dir),
         source=source,
     )
 
@@ -280,6 +289,28 @@ def _positive(value: int, key: str, source: str) -> int:
     if value < 1:
         raise ConfigError(f"{source}: {key} has value {value}; expected a positive integer")
     return value
+
+
+def _workers(value: int, source: str) -> int:
+    if not 0 <= value <= MAX_WORKERS:
+        raise ConfigError(f"{source}: server.workers has value {value}; expected 0 (one per CPU) to {MAX_WORKERS}")
+    return value
+
+
+def workers_for(configured: int, cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """How many serving processes: ``configured``, or for 0 (the default) one per CPU this process may use:
+    the CPUs it may run on (a container's cpuset), fewer under a CPU quota (``docker run --cpus 2``: cgroup v2
+    ``cpu.max``), which ``os.cpu_count()`` alone would not see."""
+    if configured:
+        return configured
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))  # 1.5 CPUs of quota: 2 workers
+    except (OSError, ValueError):
+        pass  # no cgroup v2 here, or no quota: the CPUs are the bound
+    return max(1, cpus)
 
 
 def _choice(value: str, choices: tuple[str, ...], key: str, source: str) -> str:

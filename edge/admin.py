@@ -3,6 +3,7 @@
     GET    /admin/partners/{partner}/profiles            list profiles (JSON, the TOML shape)
     PUT    /admin/partners/{partner}/profiles/{name}     create or replace (validated like the config file)
     DELETE /admin/partners/{partner}/profiles/{name}
+    GET    /admin/partners/{partner}/changes?limit=      this partner's profile changes, newest first (the audit)
     GET    /admin/partners/{partner}/explain?entry=&ip=&referrer=&ua=&at=&token=
     GET    /admin/partners/{partner}/reports/summary?from=&to=&entry=&format=json|csv|table, reports/plot.png
     POST   /admin/partners/{partner}/purge                {"entry": ...} or {"prefix": "/p/..."} or {} (whole partner);
@@ -14,9 +15,13 @@ a key the endpoint does not know, or a string that is not Unicode text (a lone s
 compiled) in a worker thread. A client that hangs up before its body is complete gets no answer and
 leaves no traceback.
 
-``Authorization: Bearer <admin_secret>``, compared in constant time. Changes
-apply to the next request; they live in memory (the TOML file stays the
-source of truth at the next start).
+``Authorization: Bearer <admin_secret>``, compared in constant time.
+
+A profile change is validated here, recorded by edge/admin_store.py (a global version, who and when: Redis
+for the fleet, a state file for one node, else memory) and then applied to this node; the other nodes apply
+it from Redis within milliseconds, and every node applies the stored changes over the TOML's profiles at start
+and after a reload. PUT and DELETE answer the change's version in ``X-Vodgate-Change-Version``. A change
+the store cannot record (Redis down) is 503 ``admin_store_unavailable`` and applied nowhere.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from config.settings import ConfigError
 from origin.catalog import valid_id
 
 from . import urls
+from .admin_store import AdminChanges, Change, MemoryLog, StoreError
 from .purge import CachePurger, PurgeError, PurgeRequest
 from .errors import error_response
 
@@ -46,6 +52,8 @@ log = logging.getLogger("vodgate.admin")
 
 MAX_BODY_BYTES = 64 * 1024  # a profile is a few KiB; a body past this is a mistake or an attack
 MAX_JSON_DEPTH = 32  # a profile nests 6 deep (rules[].if.schedule[].days[]); json.loads recurses
+CHANGES_LIMIT = (50, 1000)  # GET changes: the default and the most one answer lists
+VERSION_HEADER = "X-Vodgate-Change-Version"
 PURGE_KEYS = ("entry", "prefix")
 PURGE_FORMS = 'send {"entry": "E"}, {"prefix": "/p/P/..."} or {} (the whole partner)'
 REPORT_MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8", "table": "text/plain; charset=utf-8"}
@@ -183,9 +191,12 @@ def purge_request(partner: str, body: object) -> PurgeRequest:
 
 
 class Admin:
-    def __init__(self, access: AccessControl, purger: CachePurger, reports: Sequence[Route] = ()) -> None:
+    def __init__(
+        self, access: AccessControl, purger: CachePurger, reports: Sequence[Route] = (), changes: AdminChanges | None = None
+    ) -> None:
         self.access = access
         self.purger = purger
+        self.changes = changes or AdminChanges(access, MemoryLog())  # no store given (tests): memory, as before
         # analytics report endpoints by name ("summary", "plot.png"), served per partner below
         self.reports = {route.path.lstrip("/"): route.endpoint for route in reports}
 
@@ -195,6 +206,7 @@ class Admin:
             Route(f"{base}/profiles", self.list_profiles, methods=["GET"]),
             Route(f"{base}/profiles/{{name}}", self.put_profile, methods=["PUT"]),
             Route(f"{base}/profiles/{{name}}", self.delete_profile, methods=["DELETE"]),
+            Route(f"{base}/changes", self.list_changes, methods=["GET"]),
             Route(f"{base}/explain", self.explain, methods=["GET"]),
             Route(f"{base}/purge", self.purge, methods=["POST"]),
             Route(f"{base}/reports/{{name}}", self.report, methods=["GET"]),
@@ -243,11 +255,15 @@ class Admin:
                 geoip_configured=self.access.countries is not None,
                 tokens_configured=bool(owner.keys.keys),
             )
-            self.access.replace_profile(partner, profile)
         except ConfigError as exc:
             return error_response(400, "bad_profile", str(exc), personal=True)
-        log.info("admin: partner %s replaced profile %s", partner, name)
-        return _json({name: profile_to_dict(profile)})
+        try:
+            change = await self.changes.put(partner, profile, by=self._client(request))
+        except StoreError as exc:
+            return _unrecorded(exc)
+        log.info("admin: partner %s replaced profile %s (version %d)", partner, name, change.version)
+        # the version in a header: the body stays {name: profile} (clients compare it), and a profile may be named "version"
+        return _json({name: profile_to_dict(profile)}, change)
 
     async def delete_profile(self, request: Request) -> Response:
         partner, denied = self._authorize(request)
@@ -257,11 +273,38 @@ class Admin:
         if name not in self.access.config_partner(partner).profiles:
             return error_response(404, "unknown_profile", f"partner {partner} has no profile {name}", personal=True)
         try:
-            self.access.delete_profile(partner, name)
+            self.access.config_partner(partner).without_profile(name)  # refused while it is in use: nothing recorded
         except ConfigError as exc:
             return error_response(409, "profile_in_use", str(exc), personal=True)
-        log.info("admin: partner %s deleted profile %s", partner, name)
-        return Response(status_code=204)
+        try:
+            change = await self.changes.delete(partner, name, by=self._client(request))
+        except StoreError as exc:
+            return _unrecorded(exc)
+        log.info("admin: partner %s deleted profile %s (version %d)", partner, name, change.version)
+        return Response(status_code=204, headers={VERSION_HEADER: str(change.version)})
+
+    async def list_changes(self, request: Request) -> Response:
+        """The audit of this partner's profile changes, newest first: only the caller's partner, whatever it asks."""
+        partner, denied = self._authorize(request)
+        if denied:
+            return denied
+        default, most = CHANGES_LIMIT
+        raw = request.query_params.get("limit", str(default))
+        if not raw.isdigit() or not 1 <= int(raw) <= most:
+            return error_response(400, "bad_request", f"limit= takes a whole number from 1 to {most} (default {default})", personal=True)
+        try:
+            changes = await self.changes.audit(partner, int(raw))
+        except Exception as exc:  # Redis unreachable, an unreadable audit file
+            log.warning("admin: the audit of partner %s could not be read: %s", partner, exc)
+            return error_response(503, "admin_store_unavailable", "the store of admin changes cannot be read now; try again", personal=True)
+        return _json({"partner": partner, "version": self.changes.version, "changes": [c.to_dict() for c in changes]})
+
+    def _client(self, request: Request) -> str:
+        """Who made a change: the client address by the trusted-proxy rule (X-Forwarded-For only from
+        server.trusted_proxies), as the access checks see it; never anything of the Authorization header."""
+        peer = request.client.host if request.client else None
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for")) or None
+        return str(self.access.viewer_ip(peer, forwarded))
 
     async def explain(self, request: Request) -> Response:
         partner, denied = self._authorize(request)
@@ -338,5 +381,14 @@ def _without_location(answer: Response, fmt: str) -> Response:
     return Response(RENDERERS[fmt](report), media_type=REPORT_MEDIA_TYPES[fmt], headers={"Cache-Control": "no-store"})
 
 
-def _json(data: object) -> JSONResponse:
-    return JSONResponse(data, headers={"Cache-Control": "no-store"})
+def _json(data: object, change: Change | None = None) -> JSONResponse:
+    headers = {"Cache-Control": "no-store"}
+    if change is not None:
+        headers[VERSION_HEADER] = str(change.version)
+    return JSONResponse(data, headers=headers)
+
+
+def _unrecorded(exc: StoreError) -> Response:
+    """503; the reason goes to the log only: a partner's admin never learns the server's Redis address or folders."""
+    log.warning("admin: change not recorded: %s", exc)
+    return error_response(503, "admin_store_unavailable", "the change could not be recorded, so it is applied nowhere; try again", personal=True)

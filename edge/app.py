@@ -21,6 +21,7 @@ from origin.media import MediaService
 from origin.storage import LocalStorage, Storage
 
 from .admin import Admin
+from .admin_store import AdminChanges
 from config.edge import EdgeConfig
 from .proxy import create_edge_app, segment_cache
 from .purge import CachePurger
@@ -57,7 +58,8 @@ def create_app(
     delivery = Delivery(media, cache, cdn, access, trust=EdgeTrust(settings.edge_secrets))
     hot = HotPaths(cache, access.restricts, settings.shield_header, settings.shield_secrets, ttl=media.stat_ttl) if settings.hot_lane else None
     purger = CachePurger(cache, redis_url or settings.redis_url, channel=settings.redis_channel)
-    admin = Admin(access, purger, _report_routes(settings))
+    admin_changes = AdminChanges.from_settings(access, settings, redis_url)
+    admin = Admin(access, purger, _report_routes(settings), admin_changes)
     readiness = origin_readiness(settings, storage, access)
 
     async def healthz(request: Request) -> JSONResponse:
@@ -67,6 +69,7 @@ def create_app(
         skipped = media.skipped_report()
         if skipped["count"]:  # tracks of parsed files left out (unsupported audio codecs): still healthy
             body["skipped_tracks"] = skipped
+        body["admin_changes"] = admin_changes.stats()
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
@@ -78,9 +81,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await purger.start()
+        await admin_changes.start()  # the stored admin changes over the file's profiles, before serving
         try:
             yield
         finally:
+            await admin_changes.close()
             await purger.close()
             access.close()
 
@@ -103,9 +108,25 @@ def create_app(
     app.state.hot = hot
     app.state.access = access
     app.state.purger = purger
+    app.state.admin_changes = admin_changes
     app.state.readiness = readiness
     app.state.settings = settings
     return app
+
+
+def _with_admin_changes(lifespan: Any, admin_changes: AdminChanges) -> Any:
+    """The edge app's ``lifespan``, with the store of admin changes started inside it and closed before it."""
+
+    @contextlib.asynccontextmanager
+    async def both(app: Starlette) -> AsyncIterator[None]:
+        async with lifespan(app):
+            await admin_changes.start()
+            try:
+                yield
+            finally:
+                await admin_changes.close()
+
+    return both
 
 
 def with_hot_lane(app: Starlette, served: Any) -> tuple[Any, type[asyncio.Protocol] | None]:
@@ -176,9 +197,12 @@ def create_edge(settings: Settings, edge: EdgeConfig, redis_url: str | None = No
     shield = Middleware(ShieldMiddleware, header=settings.shield_header, secrets=settings.shield_secrets)
     app = create_edge_app(settings, edge, redis_url=redis_url or settings.redis_url, redis_channel=settings.redis_channel,
                           access=access, middleware=[shield], vouch_secret=settings.edge_secrets[0] if settings.edge_secrets else None)
-    admin = Admin(access, app.state.purger)
+    admin_changes = AdminChanges.from_settings(access, settings, redis_url)
+    admin = Admin(access, app.state.purger, changes=admin_changes)
     app.router.routes[2:2] = admin.routes()  # after /healthz and /readyz, before the media catch-all
+    app.router.lifespan_context = _with_admin_changes(app.router.lifespan_context, admin_changes)
     app.state.access = access
+    app.state.admin_changes = admin_changes  # /healthz shows its stats (edge/proxy.py)
     app.state.hot = (
         HotPaths(app.state.cache, access.restricts, settings.shield_header, settings.shield_secrets) if settings.hot_lane else None
     )
