@@ -35,6 +35,7 @@ class EdgeConfig:
     upstream_headers: tuple[tuple[str, str], ...] = ()  # e.g. (("X-Origin-Shield", "secret"),)
     max_connections: int = 100  # pooled keep-alive connections to all upstreams
     pass_headers: tuple[str, ...] = ()  # more upstream response headers to keep (e.g. a custom surrogate header)
+    ready_when: str = "all"  # /readyz with several upstreams: "all" of them pass, or "any" one (edge/readiness.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "upstreams", tuple(normalize_upstream(u) for u in self.upstreams))
@@ -46,8 +47,9 @@ class EdgeConfig:
 
 EDGE_KEYS = {
     "role", "upstreams", "connect_timeout", "read_timeout", "health_interval", "down_seconds", "ttl",
-    "stale_if_error", "negative_ttl", "chunk_kb", "upstream_headers", "max_connections",
+    "stale_if_error", "negative_ttl", "chunk_kb", "upstream_headers", "max_connections", "ready_when",
 }
+READY_WHEN = ("all", "any")
 ROLES = ("all", "origin", "edge")
 
 
@@ -93,9 +95,14 @@ def edge_config_from_table(table: Mapping[str, Any], source: str = "config", ups
     max_connections = table.get("max_connections", 100)
     if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
         raise ConfigError(f"{source}: edge.max_connections has value {max_connections!r}; expected a positive integer")
+    ready_when = table.get("ready_when", "all")
+    if ready_when not in READY_WHEN:
+        raise ConfigError(f'{source}: edge.ready_when has value {ready_when!r}; expected "all" (every upstream passes) '
+                          'or "any" (at least one does)')
     try:
         return EdgeConfig(
             upstreams=tuple(ups),
+            ready_when=ready_when,
             connect_timeout=number("connect_timeout", 2.0, 0.1),
             read_timeout=number("read_timeout", 10.0, 0.1),
             health_interval=number("health_interval", 5.0),

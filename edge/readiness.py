@@ -67,15 +67,20 @@ CheckFn = Callable[[], Awaitable["Check | list[Check]"]]
 class Readiness:
     """The node's checks, run together on every ``/readyz``."""
 
-    def __init__(self, role: str | None, checks: Sequence[CheckFn]) -> None:
+    def __init__(self, role: str | None, checks: Sequence[CheckFn], any_upstream: bool = False) -> None:
         self.role = role
         self.checks = list(checks)
+        self.any_upstream = any_upstream  # [edge] ready_when = "any": one passing upstream is enough
 
     async def report(self) -> tuple[bool, list[Check]]:
         results: list[Check] = []
         for found in await asyncio.gather(*(check() for check in self.checks)):
             results.extend(found if isinstance(found, list) else [found])
-        return all(c.ok for c in results), results
+        if not self.any_upstream:
+            return all(c.ok for c in results), results
+        upstreams = [c for c in results if c.name == "upstream"]
+        others_ok = all(c.ok for c in results if c.name != "upstream")
+        return others_ok and (not upstreams or any(c.ok for c in upstreams)), results
 
     async def endpoint(self, request: Request) -> Response:
         ready, checks = await self.report()
@@ -207,9 +212,10 @@ def origin_readiness(settings: Any, storage: Any, access: Any) -> Readiness:
     return Readiness(None, checks)
 
 
-def edge_readiness(pool: Any, access: Any) -> Readiness:
-    """Role edge: every upstream reachable and accepting our shield secret, and the GeoIP database."""
-    return Readiness("edge", [upstream_checks(pool), geoip_check(access)])
+def edge_readiness(pool: Any, access: Any, ready_when: str = "all") -> Readiness:
+    """Role edge: its upstreams reachable and accepting our shield secret (every one, or with ``ready_when =
+    "any"`` at least one: the edge fails over to it), and the GeoIP database."""
+    return Readiness("edge", [upstream_checks(pool), geoip_check(access)], any_upstream=ready_when == "any")
 
 
 def shield_check_refused(scope: Any, header: str, secrets: Sequence[str]) -> bool:

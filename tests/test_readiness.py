@@ -50,7 +50,7 @@ def serve_args(toml: Path, text: str) -> list[str]:
 def restart(node: ServerProcess, args: list[str]) -> None:
     """Start ``node``'s command again on its port (a restarted origin keeps its address)."""
     node._log = open(node.log_path, "ab")
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(node.port), *args]
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(node.port), "--workers", "1", *args]
     node.proc = subprocess.Popen(cmd, cwd=REPO, stdout=node._log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -83,16 +83,18 @@ def nodes(media_library, tmp_path_factory):
         origin_url, shielded_url = started["origin"].base, started["shielded"].base
         dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
 
-        def edge(name: str, upstreams: list[str], secret: str | None, interval: float = INTERVAL) -> list[str]:
+        def edge(name: str, upstreams: list[str], secret: str | None, interval: float = INTERVAL, when: str = "all") -> list[str]:
             headers = f'upstream_headers = {{ "{SHIELD_HEADER}" = "{secret}" }}\n' if secret else ""
             listed = ", ".join(f'"{u}"' for u in upstreams)
             return serve_args(folder / f"{name}.toml", f'[edge]\nrole = "edge"\nupstreams = [{listed}]\n'
-                              f'health_interval = {interval}\ndown_seconds = 1\n{headers}')
+                              f'health_interval = {interval}\ndown_seconds = 1\nready_when = "{when}"\n{headers}')
 
         edges = {
             "good": edge("good", [shielded_url], SHIELD),
             "wrong": edge("wrong", [shielded_url], WRONG, interval=0),
             "mixed": edge("mixed", [origin_url, shielded_url, dead.replace("http://", f"http://edge:{PASSWORD}@")], None),
+            "mixed_any": edge("mixed_any", [origin_url, shielded_url, dead], None, when="any"),
+            "none_any": edge("none_any", [shielded_url, dead], None, when="any"),
         }
         with ThreadPoolExecutor(len(edges)) as pool:
             futures = {name: pool.submit(ServerProcess, args, folder / f"{name}.log") for name, args in edges.items()}
@@ -204,6 +206,23 @@ def test_an_edge_checks_each_upstream_and_gives_each_its_reason(nodes):
     assert f'vodgate_upstream_up{{upstream="{nodes["dead"]}"}} 0.0' in metrics.text
     for text in (answer.text, health.text, metrics.text):
         assert PASSWORD not in text
+
+
+def test_ready_when_any_needs_one_passing_upstream_and_still_lists_every_verdict(nodes):
+    answer = readyz(nodes["mixed_any"].base)
+    assert answer.status_code == 200, answer.text  # the same three upstreams as "mixed": one of them passes
+    states = {target: c["code"] for (name, target), c in checks(answer).items() if name == "upstream"}
+    assert states == {nodes["origin"].base: "ok", nodes["shielded"].base: "shield_required", nodes["dead"]: "unreachable"}
+    assert answer.json()["status"] == "ready"
+    none = readyz(nodes["none_any"].base)
+    assert none.status_code == 503 and none.json()["status"] == "not_ready", none.text
+
+
+def test_a_bad_ready_when_is_refused_with_its_choices(tmp_path):
+    from config.settings import ConfigError, parse_settings
+
+    with pytest.raises(ConfigError, match='edge.ready_when has value \'most\'; expected "all"'):
+        parse_settings({"edge": {"role": "edge", "upstreams": ["http://o:1"], "ready_when": "most"}})
 
 
 def test_readiness_follows_an_origin_down_and_back_up_within_the_probe_interval(nodes):
