@@ -50,7 +50,7 @@ vodgate_analytics_internal_errors_total        observer failures (swallowed: req
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest, make_asgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -137,6 +137,9 @@ class Metrics:
         self.registry.register(self.state)
         # CPU seconds, resident and virtual memory, open and max fds, start time: read from /proc at scrape time
         ProcessCollector(namespace="vodgate", registry=self.registry)
+        # a worker of several (edge/workers.py) answers a scrape for the whole node: this worker's text in,
+        # every worker's merged out (edge/siblings.py); None: one process, its own text is the node's
+        self.node_scrape: Callable[[bytes], Awaitable[bytes]] | None = None
 
     def bind(self, media: Any = None, cache: Any = None, queue: Any = None, hot: Any = None, edge: Any = None,
              purger: Any = None) -> "Metrics":
@@ -238,11 +241,18 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
+    async def render_node(self) -> tuple[bytes, str]:
+        """What a scrape answers: this process's figures, or with workers the node's (all workers')."""
+        body, content_type = self.render()
+        if self.node_scrape is not None:
+            body = await self.node_scrape(body)
+        return body, content_type
+
     async def endpoint(self, request: Any) -> Any:
         """Starlette route handler: ``Route("/metrics", metrics.endpoint, methods=["GET"])``."""
         from starlette.responses import Response
 
-        body, content_type = self.render()
+        body, content_type = await self.render_node()
         return Response(body, media_type=None, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
     def asgi_app(self) -> Any:

@@ -157,7 +157,7 @@ class AnalyticsMiddleware:
             await send({"type": "http.response.start", "status": 405, "headers": [(b"allow", b"GET, HEAD")]})
             await send({"type": "http.response.body", "body": b""})
             return
-        body, content_type = self.metrics.render()
+        body, content_type = await self.metrics.render_node()
         headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()),
                    (b"cache-control", b"no-store")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -165,11 +165,12 @@ class AnalyticsMiddleware:
 
 
 def wrap(app: Any, analytics_config: AnalyticsConfig | None = None, metrics_config: MetricsConfig | None = None,
-         *, sink: Any = None, sink_delay: float = 0.0) -> Any:
+         *, sink: Any = None, sink_delay: float = 0.0, relay_to: Any = None) -> Any:
     """The app with play events and/or metrics, as configured; the app itself when both are off.
 
     ``sink`` replaces the configured sink (tests); ``sink_delay`` slows every
-    sink write on purpose (shutdown drills).
+    sink write on purpose (shutdown drills). ``relay_to``: a worker of several hands its observations to
+    the node's one event builder at that socket (analytics/relay.py) instead of building events itself.
     """
     analytics_config = analytics_config or AnalyticsConfig()
     metrics_config = metrics_config or MetricsConfig()
@@ -177,12 +178,16 @@ def wrap(app: Any, analytics_config: AnalyticsConfig | None = None, metrics_conf
     if analytics_config.enabled:
         from .service import build_sink
 
+        if relay_to is not None:
+            from .relay import RelaySink
+
+            sink = RelaySink(relay_to)
         chosen = sink if sink is not None else build_sink(analytics_config)
         if sink_delay > 0:
             from .sinks import DelayedSink
 
             chosen = DelayedSink(chosen, sink_delay)
-        analytics = Analytics.from_config(analytics_config, sink=chosen)
+        analytics = Analytics.from_config(analytics_config, sink=chosen, relay=relay_to is not None)
     metrics = Metrics() if metrics_config.enabled else None
     if analytics is None and metrics is None:
         return app

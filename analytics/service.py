@@ -33,20 +33,21 @@ def build_sink(config: AnalyticsConfig, delay: float = 0.0) -> Any:
 class Analytics:
     def __init__(self, sink: Any, node: str, *, store_ip: bool = False, queue_size: int = 20_000,
                  batch_size: int = 500, flush_interval: float = 1.0, shutdown_timeout: float = 15.0,
-                 bucket_seconds: int = 1800, salt: bytes = b"", media: Any = None) -> None:
+                 bucket_seconds: int = 1800, salt: bytes = b"", media: Any = None, relay: bool = False) -> None:
         self.builder = EventBuilder(node, store_ip=store_ip, bucket_seconds=bucket_seconds, salt=salt)
+        # relay: a worker of several (analytics/relay.py) hands observations on unbuilt, as tuples
         self.queue = EventQueue(sink, maxsize=queue_size, batch_size=batch_size, flush_interval=flush_interval,
-                                shutdown_timeout=shutdown_timeout, prepare=self._prepare)
+                                shutdown_timeout=shutdown_timeout, prepare=_as_tuples if relay else self._prepare)
         self.media = media
         self.build_errors = 0
 
     @classmethod
-    def from_config(cls, config: AnalyticsConfig, media: Any = None, sink: Any = None) -> "Analytics":
+    def from_config(cls, config: AnalyticsConfig, media: Any = None, sink: Any = None, relay: bool = False) -> "Analytics":
         return cls(
             sink if sink is not None else build_sink(config), config.node, store_ip=config.store_ip,
             queue_size=config.queue_size, batch_size=config.batch_size, flush_interval=config.flush_interval,
             shutdown_timeout=config.shutdown_timeout, bucket_seconds=config.session_bucket_seconds,
-            salt=config.session_salt.encode(), media=media,
+            salt=config.session_salt.encode(), media=media, relay=relay,
         )
 
     def bind(self, media: Any) -> None:
@@ -116,3 +117,11 @@ class Analytics:
         except Exception as exc:  # noqa: BLE001 - unknown media time is an answer, not a failure
             log.debug("analytics: no index for %s/%s/%s: %s", partner, entry, flavor, exc)
             return None
+
+
+_FIELDS = Observation.__slots__
+
+
+async def _as_tuples(batch: list[Any]) -> list[Any]:
+    """A relaying worker's batch: every item as the tuple :meth:`Analytics.capture` takes (picklable)."""
+    return [item if type(item) is tuple else tuple(getattr(item, name) for name in _FIELDS) for item in batch]

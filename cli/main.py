@@ -17,6 +17,20 @@ PASSTHROUGH = ("bench", "report", "aggregate")  # commands that parse their own 
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    ns, rest = parser.parse_known_args(argv)
+    ns.argv = argv
+    if rest and ns.command not in PASSTHROUGH:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        return _run(ns, rest)
+    except ConfigError as exc:
+        print(f"vodgate: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vodgate", description="On-the-fly HLS packaging origin and video edge.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -29,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--role", choices=("all", "origin", "edge"), help="all (default): package and cache; edge: pull from --upstream")
     serve.add_argument("--upstream", action="append", default=[], metavar="URL", help="an origin for the edge role (repeat for failover)")
     serve.add_argument("--redis", metavar="URL", help="Redis for purges across nodes, e.g. redis://127.0.0.1:6379/0")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="serving processes sharing the port (default: server.workers, else one per CPU)")
 
     check = commands.add_parser("check", help="validate a media library and report unplayable files")
     check.add_argument("dir", type=Path)
@@ -48,36 +64,38 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("report", help="play analytics report (--help for its options)", add_help=False)
     commands.add_parser("aggregate", help="consume the Redis event stream into aggregates (--help for options)", add_help=False)
 
-    ns, rest = parser.parse_known_args(argv)
-    if rest and ns.command not in PASSTHROUGH:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    try:
-        if ns.command == "serve":
-            return _serve(ns)
-        if ns.command == "check":
-            return _check(ns)
-        if ns.command == "config":
-            return _config_check(ns)
-        if ns.command in ("token", "access"):
-            return access_cli.run(ns)
-        if ns.command == "report":
-            from analytics.report import main as report_main
-
-            return report_main(rest)
-        if ns.command == "aggregate":
-            from analytics.aggregator import main as aggregate_main
-
-            return aggregate_main(rest)
-        from loadtests.bench import main as bench_main
-
-        return bench_main(rest)
-    except ConfigError as exc:
-        print(f"vodgate: configuration error: {exc}", file=sys.stderr)
-        return 2
+    return parser
 
 
-def _settings(ns: argparse.Namespace) -> Settings:
-    settings = load_settings(ns.config) if ns.config else Settings()
+def _run(ns: argparse.Namespace, rest: list[str]) -> int:
+    if ns.command == "serve":
+        return _serve(ns)
+    if ns.command == "check":
+        return _check(ns)
+    if ns.command == "config":
+        return _config_check(ns)
+    if ns.command in ("token", "access"):
+        return access_cli.run(ns)
+    if ns.command == "report":
+        from analytics.report import main as report_main
+
+        return report_main(rest)
+    if ns.command == "aggregate":
+        from analytics.aggregator import main as aggregate_main
+
+        return aggregate_main(rest)
+    from loadtests.bench import main as bench_main
+
+    return bench_main(rest)
+
+
+def _settings(ns: argparse.Namespace, config_text: str | None = None) -> Settings:
+    """Settings from --config (or ``config_text``, that file's text as a worker's supervisor accepted it) and
+    the command line's overrides."""
+    if config_text is not None and ns.config:
+        settings = _file_settings(ns.config, config_text)
+    else:
+        settings = load_settings(ns.config) if ns.config else Settings()
     overrides = {"host": ns.host, "port": ns.port, "media_root": ns.media}
     if ns.segment_duration is not None:
         overrides["segment_duration"] = segment_duration(ns.segment_duration, "--segment-duration")
@@ -85,48 +103,134 @@ def _settings(ns: argparse.Namespace) -> Settings:
 
 
 def _serve(ns: argparse.Namespace) -> int:
+    settings, role, edge_config = _serving(ns, announce=True)
+    count = settings.workers
+    if count == 1:
+        import uvicorn
+
+        served, http, _, _ = _build_served(ns, settings, role, edge_config)
+        uvicorn.run(served, **_uvicorn_options(settings, http))
+        return 0
+    from edge.workers import Supervisor
+
+    # the supervisor serves nothing: each worker builds the whole server from the same argv (run_worker).
+    # It builds the app once, unserved, so a config that would stop a worker (a bad GeoIP database, an edge
+    # without edge_secrets) stops the node here, with its message, before any worker starts.
+    probe = _build_app(ns, settings.with_overrides(cache_disk_path=None), role, edge_config)
+    probe.state.access.close()
+    return Supervisor(run_worker, ns.argv, count, settings.host, settings.port,
+                      make_analytics=lambda: _node_analytics(settings, probe),
+                      read_config=lambda: _accepted_config(ns.config)).run()
+
+
+def run_worker(argv: list[str], spec) -> None:
+    """One worker process of ``vodgate serve --workers N`` (edge/workers.py starts it in a fresh interpreter)."""
+    import os
+
+    os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only, which stops the workers once, gracefully
+    ns, _ = _parser().parse_known_args(argv)
+    ns.argv = argv
+    settings, role, edge_config = _serving(ns, announce=False, config_text=spec.config_text)
+    settings = settings.with_overrides(workers=spec.count, worker=spec.index, port=spec.port)
+    if not (ns.redis or settings.redis_url) and (settings.admin is None or settings.admin.state_file is None):
+        from config.admin import AdminConfig
+
+        # admin API changes must reach every worker: without Redis or a state file of the operator's, the
+        # workers share a file in the node's private run folder (lost at exit, as memory is; warned once)
+        settings = settings.with_overrides(admin=AdminConfig(spec.run_dir / "admin-changes.json", temporary=True))
+    served, http, app, metrics = _build_served(ns, settings, role, edge_config, relay_to=spec.relay,
+                                                 config_text=spec.config_text)
     import uvicorn
 
-    from edge.app import create_app, create_edge
+    from edge.workers import connect_worker, serve_worker
+
+    handlers = connect_worker(spec, app, metrics)
+    serve_worker(uvicorn.Config(served, **_uvicorn_options(settings, http)), spec, handlers)
+
+
+def _serving(ns: argparse.Namespace, *, announce: bool, config_text: str | None = None):
+    """The settings, role and [edge] config ``serve`` runs with; ``announce`` prints what is served (once per node)."""
     from config.edge import parse_edge_section
-
-    settings = _settings(ns)
-    role, edge_config = parse_edge_section(settings.edge_table, settings.source, role=ns.role, upstreams=ns.upstream)
-    redis_url = ns.redis or settings.redis_url
+    from config.settings import MAX_WORKERS, workers_for
     from .logs import install as redact_tokens_in_logs
-    from .logs import redact_text as redact_log_text
 
+    settings = _settings(ns, config_text)
+    if ns.workers is not None and not 1 <= ns.workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers has value {ns.workers}; expected 1 to {MAX_WORKERS}")
+    settings = settings.with_overrides(workers=ns.workers or workers_for(settings.workers))
+    role, edge_config = parse_edge_section(settings.edge_table, settings.source, role=ns.role, upstreams=ns.upstream)
     redact_tokens_in_logs()  # every record of every logger (uvicorn's, httpx's, ours): cli/logs.py
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if role == "edge":
-        print(f"vodgate: edge on http://{settings.host}:{settings.port}, pulling from {without_credentials(', '.join(edge_config.upstreams))}")
-        app = create_edge(settings, edge_config, redis_url)
-    else:
-        if ns.config is None and ns.media is None:
-            settings = settings.with_overrides(media_root=_demo_library())
-        _require_media(settings)
+        if announce:
+            print(f"vodgate: edge on http://{settings.host}:{settings.port}, pulling from {without_credentials(', '.join(edge_config.upstreams))}")
+        return settings, role, edge_config
+    if ns.config is None and ns.media is None:
+        settings = settings.with_overrides(media_root=_demo_library() if announce else DEMO_DIR)
+    _require_media(settings)
+    if announce:
         _print_urls(settings)
-        app = create_app(settings, redis_url=redis_url)
-    _reload_on_sighup(ns.config, settings, app, role)
+    return settings, role, edge_config
+
+
+def _build_served(ns: argparse.Namespace, settings: Settings, role: str, edge_config, relay_to: Path | None = None,
+                  config_text: str | None = None):
+    """(what uvicorn runs, its protocol class, the app, its Metrics or None) for one serving process."""
     from analytics.middleware import wrap
     from edge.access_log import with_access_log
     from edge.app import with_hot_lane
+    from .logs import redact_text as redact_log_text
 
-    served, http = with_hot_lane(app, wrap(app, settings.analytics, settings.metrics))  # events, /metrics, hot lane
+    app = _build_app(ns, settings, role, edge_config)
+    _reload_on_sighup(ns.config, settings, app, role, config_text)
+    wrapped = wrap(app, settings.analytics, settings.metrics, relay_to=relay_to)
+    served, http = with_hot_lane(app, wrapped)  # events, /metrics, hot lane
     # one access line per request, hot lane included (edge/access_log.py); uvicorn's own line is off (access_log=False)
     served, http = with_access_log(served, http, settings.access_log, app.state.access.viewer_ip, redact_log_text)
+    return served, http, app, getattr(wrapped, "metrics", None)
+
+
+def _build_app(ns: argparse.Namespace, settings: Settings, role: str, edge_config):
+    from edge.app import create_app, create_edge
+
+    redis_url = ns.redis or settings.redis_url
+    return create_edge(settings, edge_config, redis_url) if role == "edge" else create_app(settings, redis_url=redis_url)
+
+
+def _uvicorn_options(settings: Settings, http) -> dict:
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from any local peer;
     # vodgate applies its own trusted-proxy rule (server.trusted_proxies) in auth/client_ip.py
     # HTTP limits (docs/CONFIGURATION.md [server]): head time and size and body time in edge/http_limits.py's
     # protocol (h11, the fallback without httptools, bounds the head size itself); uvicorn answers 503 once
     # connections reach limit_concurrency, counting the asking one, hence + 1 for max_connections served
-    uvicorn.run(served, host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=False, access_log=False,
+    return dict(host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=False, access_log=False,
                 http=http or "auto", timeout_keep_alive=settings.keep_alive_timeout,
                 limit_concurrency=settings.max_connections + 1, h11_max_incomplete_event_size=settings.max_header_bytes)
-    return 0
 
 
-def _reload_on_sighup(path: Path | None, settings: Settings, app, role: str) -> None:
+def _node_analytics(settings: Settings, app):
+    """The node's one event builder when it runs workers (analytics/relay.py); None with analytics off."""
+    config = settings.analytics
+    if config is None or not config.enabled:
+        return None
+    from analytics.service import Analytics
+
+    # an origin resolves progressive ranges to media time from its (cached) indexes, as one process does
+    return Analytics.from_config(config, media=getattr(app.state, "media", None))
+
+
+def _accepted_config(path: Path | None) -> str | None:
+    """The config file's text, once it parses as `serve` would parse it (ConfigError otherwise)."""
+    if path is None:
+        return None
+    from config.settings import parse_settings, read_toml
+
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    parse_settings(read_toml(path), source=str(path), base_dir=path.parent)
+    return text
+
+
+def _reload_on_sighup(path: Path | None, settings: Settings, app, role: str, config_text: str | None = None) -> None:
     """SIGHUP re-reads the config file (edge/reload.py); without one it is logged and ignored, never fatal."""
     import signal
 
@@ -136,7 +240,18 @@ def _reload_on_sighup(path: Path | None, settings: Settings, app, role: str) -> 
         return
     from edge.reload import Reloader
 
-    Reloader(path, settings, app.state.access, role).install()
+    # a worker: what its supervisor accepted (edge/workers.py WorkerSpec)
+    started_with = _file_settings(path, config_text) if config_text is not None else None
+    Reloader(path, settings, app.state.access, role, started_with).install()
+
+
+def _file_settings(path: Path, text: str) -> Settings:
+    """The settings of config file ``path`` as its text ``text`` says (relative paths from the file's folder)."""
+    import tomllib
+
+    from config.settings import parse_settings
+
+    return parse_settings(tomllib.loads(text), source=str(path), base_dir=path.parent)
 
 
 def _require_media(settings: Settings) -> None:

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import struct
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -61,6 +62,16 @@ class MemoryLRU:
         return len(self._items)
 
 
+TMP_ABANDONED_AFTER = 600.0  # seconds: a temporary file this old was left by a crash, not a write in progress
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 class DiskTier:
     """Bodies in files, bounded in bytes, surviving restarts; torn or corrupt files are dropped.
 
@@ -68,14 +79,21 @@ class DiskTier:
     of the body, body. Written to a temporary name and renamed into place, so
     a crash leaves either the old state or a complete file; anything else that
     fails verification is deleted, never served.
+
+    The workers of one node share the folder (edge/workers.py): at start each
+    indexes its shard of the files (by name), then the files it writes, and
+    keeps its index within its share of the capacity, so together they stay
+    within ``cache.disk_mb``. A file a sibling wrote is read on a miss but
+    left in the sibling's index (its size and eviction counted once).
     """
 
     MAGIC = b"VGSEG001"
     SUFFIX = ".seg"
 
-    def __init__(self, root: Path, capacity_bytes: int) -> None:
+    def __init__(self, root: Path, capacity_bytes: int, shard: tuple[int, int] = (0, 1)) -> None:
         self.root = root
         self.capacity = capacity_bytes
+        self.shard = shard  # (this worker's index, the node's workers): which files it indexes at start
         self.size = 0
         self.dropped = 0
         self._index: OrderedDict[str, tuple[int, str]] = OrderedDict()  # file name -> (size, key), oldest first
@@ -83,9 +101,12 @@ class DiskTier:
         self._load()
 
     def _load(self) -> None:
-        files = [p for p in self.root.glob(f"*{self.SUFFIX}")]
+        index, count = self.shard
+        # each file in one worker's index at start, so the workers' shares add up to the whole capacity
+        files = [p for p in self.root.glob(f"*{self.SUFFIX}") if count == 1 or int(p.name[:8], 16) % count == index]
         for stale in self.root.glob("*.tmp"):
-            stale.unlink(missing_ok=True)
+            if _age(stale) > TMP_ABANDONED_AFTER:  # a younger one may be a sibling worker's write in progress
+                stale.unlink(missing_ok=True)
         for path in sorted(files, key=lambda p: p.stat().st_mtime):
             key = self._stored_key(path)
             if key is None:
@@ -115,9 +136,9 @@ class DiskTier:
 
     def get(self, key: str) -> bytes | None:
         name = self._name(key)
-        if name not in self._index:
-            return None
+        known = name in self._index
         try:
+            # a name this process does not know may have been written by a sibling worker sharing the folder
             data = (self.root / name).read_bytes()
         except OSError:
             self._forget(name)
@@ -128,7 +149,8 @@ class DiskTier:
             self.dropped += 1
             self._remove(name)
             return None
-        self._index.move_to_end(name)
+        if known:  # a sibling's file stays in the sibling's index only: each file counted once, by one worker
+            self._index.move_to_end(name)
         return body
 
     def _verify(self, data: bytes, key: str) -> bytes | None:

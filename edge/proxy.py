@@ -515,7 +515,9 @@ def segment_cache(settings: Any) -> SegmentCache:
     no body (MemoryLRU refuses anything over a quarter of its capacity) and has no disk tier."""
     if not settings.cache_enabled:
         return SegmentCache(0)
-    disk = DiskTier(settings.cache_disk_path, settings.cache_disk_mb * MB) if settings.cache_disk_path else None
+    workers = max(1, getattr(settings, "workers", 1))  # the node's workers share the folder, each its share
+    shard = (getattr(settings, "worker", 0), workers)
+    disk = DiskTier(settings.cache_disk_path, settings.cache_disk_mb * MB // workers, shard) if settings.cache_disk_path else None
     return SegmentCache(settings.cache_memory_mb * MB, disk)
 
 
@@ -545,7 +547,7 @@ def create_edge_app(
     cache = segment_cache(settings)
     proxy = EdgeProxy(edge, cache, client=client, bus_url=redis_url, bus_channel=redis_channel, clock=clock,
                       access=access, vouch_secret=vouch_secret)
-    readiness = edge_readiness(proxy.pool, proxy.access)
+    readiness = edge_readiness(proxy.pool, proxy.access, edge.ready_when)
     shield_header = getattr(settings, "shield_header", "")
     shield_secrets = tuple(getattr(settings, "shield_secrets", ()) or ())
 
@@ -572,6 +574,9 @@ def create_edge_app(
             "purges": {"applied": purges["applied"], "removed": purges["removed"]},
             "purge_bus": purges["bus"],
         }
+        admin_changes = getattr(request.app.state, "admin_changes", None)  # set by edge.app.create_edge
+        if admin_changes is not None:
+            body["admin_changes"] = admin_changes.stats()
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     async def not_found(request: Request, exc: Exception) -> Response:

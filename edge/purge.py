@@ -12,7 +12,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
 
 
@@ -125,7 +125,8 @@ class PurgeBus:
         self.url = url
         self.apply = apply
         self.channel = channel
-        self.node_id = node_id or uuid.uuid4().hex
+        self.node_id = node_id or uuid.uuid4().hex  # the workers of one node share it (edge/workers.py)
+        self.local_subscribers = 1  # processes of this node on the channel: its workers
         self.received = 0  # purges from other nodes applied here
         self.published = 0  # purges of this node handed to Redis
         self.publish_errors = 0  # purges Redis did not take (the local purge happened anyway)
@@ -179,7 +180,7 @@ class PurgeBus:
             self.publish_errors += 1
             raise PurgeBusError(f"Redis at {self._redacted_url()} did not take the purge: {exc}") from exc
         self.published += 1
-        return max(0, receivers - (1 if self.subscribed else 0))
+        return max(0, receivers - (self.local_subscribers if self.subscribed else 0))
 
     def _redacted_url(self) -> str:
         parts = urlsplit(self.url)
@@ -250,6 +251,8 @@ class CachePurger:
         self.on_purge = on_purge
         self.bus = PurgeBus(redis_url, self.purge_local, channel=channel) if redis_url else None
         self.purges = 0  # purges applied on this node: its own (admin API) and those the bus brought
+        # the other workers of this node (edge/workers.py): purged with this one, before the bus reaches other nodes
+        self.siblings: Callable[[PurgeRequest], Awaitable[int]] | None = None
         self.removed = 0  # objects they dropped (memory and disk tier entries)
 
     def purge_local(self, request: PurgeRequest) -> int:
@@ -273,8 +276,10 @@ class CachePurger:
         }
 
     async def purge(self, request: PurgeRequest) -> PurgeResult:
-        """Purge this node, then every node listening on the bus (if configured)."""
+        """Purge this node (each of its workers), then every node listening on the bus (if configured)."""
         removed = self.purge_local(request)
+        if self.siblings is not None:
+            removed += await self.siblings(request)
         if self.bus is None:
             return PurgeResult(removed, None)
         try:

@@ -10,7 +10,10 @@ A file that does not load (TOML, an unknown key, a GeoIP database that does not 
 could not vouch for a new rule) is refused with its error and the running configuration keeps
 serving. Nothing is closed or restarted: connections and requests in flight carry on.
 
-Profile changes made through the admin API live in memory and are replaced by the file's on reload.
+Profile changes made through the admin API survive a reload: they are stored apart (edge/admin_store.py) and
+applied again over the new file's profiles in the same step as the swap (``AccessControl.after_reload``), so
+no request sees the file's profiles without them. A stored change the new file makes invalid (its partner
+removed, a country rule with the GeoIP database gone) is skipped with a warning naming it.
 """
 
 from __future__ import annotations
@@ -34,21 +37,23 @@ _CDN_FIELDS = {"shield_header", "shield_secrets", "edge_secrets", "surrogate_hea
                "stale_while_revalidate", "stale_if_error"}
 _KEY_NAMES = {"hot_lane": "cache.hot_lane", "cache_enabled": "cache.enabled", "redis_url": "redis.url",
               "redis_channel": "redis.channel", "edge_table": "[edge]", "storage": "[storage]", "catalog": "[catalog]",
-              "analytics": "[analytics]", "metrics": "[metrics]"}
-_NOT_COMPARED = {"access", "source"}
+              "analytics": "[analytics]", "metrics": "[metrics]", "admin": "admin.state_file"}
+_NOT_COMPARED = {"access", "source", "worker"}
 
 
 class Reloader:
     """Applies the config file at ``path`` to a running node's access control (see the module docstring)."""
 
-    def __init__(self, path: Path, running: Settings, access: AccessControl, role: str) -> None:
+    def __init__(self, path: Path, running: Settings, access: AccessControl, role: str,
+                 started_with: Settings | None = None) -> None:
         self.path = path
         self.running = running  # with the command line's overrides
         self.access = access
         self.role = role
         # what the file said at start: a reload compares the file with itself, so a --port given on the
-        # command line is not reported as a change
-        self.started_with = load_settings(path)
+        # command line is not reported as a change (a worker is given what its supervisor accepted: the file
+        # may hold an edit nobody has reloaded yet, edge/workers.py)
+        self.started_with = started_with or load_settings(path)
         # the file's role, not the running one: a --role given on the command line is not a change either
         self.started_role, _ = parse_edge_section(self.started_with.edge_table, self.started_with.source)
         self._scheduled = False  # a reload waits on the event loop (on_signal)
@@ -64,7 +69,7 @@ class Reloader:
 
                 require_edge_secrets(dataclasses.replace(self.running, access=new_access), AccessControl(new_access))
             opened = [p for p in self.access.config.partners if self.access.restricts(p)]
-            self.access.reload(new_access)
+            self.access.reload(new_access)  # and, in the same step, the admin API's stored changes over it
         except ConfigError as exc:
             log.error("reload refused, still serving the previous configuration: %s", exc)
             return False

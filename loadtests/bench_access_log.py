@@ -36,7 +36,8 @@ class Server:
         config.write_text(f'[server]\nmedia_root = "{media}"\nlog_level = "warning"\naccess_log = "{access_log}"\n')
         self.log = tmp / f"{access_log}.log"
         self._fh = open(self.log if sink == "file" or access_log == "off" else "/dev/null", "wb")  # noqa: SIM115 - closed in stop()
-        cmd = [sys.executable, "-m", "cli.main", "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "cli.main", "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(self.port),
+               "--workers", "1"]
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._fh, stderr=subprocess.STDOUT)
         wait_http(f"{self.base}/healthz", self.proc, f"vodgate ({access_log})", self.log)
 

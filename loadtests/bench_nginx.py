@@ -7,7 +7,7 @@ What one run does:
 
 1. Makes (or reuses) the demo library (``origin.demo_media.make_demo_library``: ``demo/ladder/{hi,mid,lo}.mp4``)
    under ``--media`` (default ``.fixtures/bench-nginx-lib``).
-2. Starts ``vodgate serve`` (``python -m cli.main serve``, uvicorn, log level ``warning`` and
+2. Starts ``vodgate serve --workers 1`` (``python -m cli.main serve``, one uvicorn process, log level ``warning`` and
    ``access_log = "off"``, so no access log) and warms its segment cache: every TS segment of every media playlist of the HLS master
    (video variants and audio renditions) is fetched once. The same bytes are written as static files
    under a temporary docroot, at the same paths.
@@ -145,8 +145,12 @@ def children(pid: int) -> list[int]:
 
 # --------------------------------------------------------------------------- tools
 
-def ensure_tools() -> None:
-    missing = [pkg for pkg, path in (("nginx", NGINX), ("wrk", shutil.which("wrk"))) if not path or not Path(path).exists()]
+def ensure_tools(packages: tuple[str, ...] = ("nginx", "wrk")) -> None:
+    def present(pkg: str) -> bool:
+        path = NGINX if pkg == "nginx" else shutil.which(pkg)
+        return bool(path) and Path(path).exists()
+
+    missing = [pkg for pkg in packages if not present(pkg)]
     if not missing:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -155,29 +159,32 @@ def ensure_tools() -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
     r = subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=False, env=env)
-    if r.returncode != 0 or not Path(NGINX).exists() or not shutil.which("wrk"):
+    if r.returncode != 0 or not all(present(pkg) for pkg in missing):
         raise SystemExit(f"could not install {', '.join(missing)} (apt-get install -y {' '.join(missing)})")
 
 
 # --------------------------------------------------------------------------- servers
 
 class Vodgate:
-    def __init__(self, media: Path, tmp: Path, name: str) -> None:
+    def __init__(self, media: Path, tmp: Path, name: str, workers: int | None = None, extra_config: str = "") -> None:
+        """``workers``: ``--workers`` (None: the server's default); ``extra_config``: TOML after ``[server]``."""
         self.port = free_port()
         self.name = name
         config = tmp / f"{name}.toml"
         config.write_text(f'[server]\nmedia_root = "{media}"\nhost = "127.0.0.1"\nport = {self.port}\n'
-                          f'log_level = "warning"\naccess_log = "off"\n')
+                          f'log_level = "warning"\naccess_log = "off"\n{extra_config}')
         self.log = tmp / f"{name}.log"
         self._fh = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         cmd = [sys.executable, "-m", "cli.main", "serve", "--config", str(config), "--media", str(media),
                "--host", "127.0.0.1", "--port", str(self.port)]
+        if workers is not None:
+            cmd += ["--workers", str(workers)]
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._fh, stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.port}"
         wait_http(self.base + MASTER, self.proc, name, self.log)
 
     def pids(self) -> list[int]:
-        return [self.proc.pid]
+        return [self.proc.pid, *children(self.proc.pid)]  # with --workers N > 1: the supervisor and its workers
 
     def stop(self) -> None:
         stop(self.proc)
@@ -346,7 +353,7 @@ def throughput(vod: Vodgate, ngx: Nginx, paths: list[str], tmp: Path, ns: argpar
 # --------------------------------------------------------------------------- locust
 
 def locust_savings(media: Path, tmp: Path, ns: argparse.Namespace) -> dict:
-    vod = Vodgate(media, tmp, "vodgate-locust")
+    vod = Vodgate(media, tmp, "vodgate-locust", workers=1)  # one cache: one MISS per distinct segment
     try:
         csv = tmp / "locust"
         cmd = [str(Path(sys.executable).parent / "locust"), "-f", str(REPO / "loadtests" / "locustfile.py"),
@@ -418,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(t)
         tmp.chmod(0o755)  # nginx workers run as another user (www-data) when started as root
         docroot = tmp / "docroot"
-        vod = Vodgate(media, tmp, "vodgate")
+        vod = Vodgate(media, tmp, "vodgate", workers=1)  # one cache, warmed by one fetch per segment
         ngx = None
         try:
             paths = segment_paths(vod.base)

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         config = Path(tmp) / "vodgate.toml"
         config.write_text(f'[server]\nmedia_root = "{media}"\nlog_level = "warning"\naccess_log = "off"\n[cache]\nmemory_mb = {ns.cache_mb}\n')
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--config", str(config), "--port", str(port)], cwd=REPO,
+        server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--config", str(config), "--port", str(port),
+                                   "--workers", "1"], cwd=REPO,  # one process: its RSS is what is measured
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             for _ in range(100):

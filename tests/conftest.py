@@ -78,7 +78,10 @@ class ServerProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        cmd = [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port), *args]
+        # one process unless a test asks for workers (the default is one per CPU): a test that counts cache
+        # hits or reads one node's state must not depend on which worker the kernel gave its connection
+        workers = [] if "--workers" in args else ["--workers", "1"]
+        cmd = [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port), *workers, *args]
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
         if wait:
             try:

@@ -130,13 +130,15 @@ def fetch_masters_twice(base: str) -> None:
         assert chrome.get(f"{entry}/hls/master.m3u8?playSessionId=S2").status_code == 200  # a new session: a play
 
 
-@pytest.fixture(scope="module")
-def played(media_library, tmp_path_factory) -> Played:
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+def played(request, media_library, tmp_path_factory) -> Played:
+    """The same plays against one process and against two workers (ffmpeg and the range client open new
+    connections, which the kernel spreads over the workers): every figure below must be the same."""
     workdir = tmp_path_factory.mktemp("accuracy")
     events_dir = workdir / "events"
     config = workdir / "vodgate.toml"
     config.write_text(CONFIG.format(library=media_library, events=events_dir))
-    server = ServerProcess(["--config", str(config)], workdir / "server.log")
+    server = ServerProcess(["--config", str(config), "--workers", str(request.param)], workdir / "server.log")
     try:
         for entry, fmt, _ in HLS_PLAYS:
             ffmpeg_play(f"{server.base}/p/demo/e/{entry}/{fmt}/master.m3u8")

@@ -69,7 +69,8 @@ def nodes(media_library, tmp_path_factory):
         + CDN + PARTNERS
     )
     try:
-        edge = ServerProcess(["--config", str(edge_toml)], folder / "edge.log")
+        # two workers: every claim checked on the edge holds for a node of several processes too
+        edge = ServerProcess(["--config", str(edge_toml), "--workers", "2"], folder / "edge.log")
     except Exception:
         origin.stop()
         raise
@@ -346,6 +347,7 @@ def test_every_metric_a_node_exports_is_documented(nodes):
         emitted = {base: metric_names(c.get(f"{base}/metrics").text) for base in (origin, edge)}
     assert {"vodgate_hot_lane_answers_total", "vodgate_hot_lane_paths", "vodgate_segment_cache_disk_bytes",
             "vodgate_analytics_events_queued"} <= emitted[origin]
+    assert "vodgate_workers" in emitted[edge] and "vodgate_upstream_up" in emitted[edge]
     documented = documented_metrics()
     for base, names in emitted.items():
         assert names <= documented, f"{base} exports metrics docs/ANALYTICS.md does not list: {sorted(names - documented)}"

@@ -76,7 +76,7 @@ class Process:
 def start_origin(media: Path, log_dir: Path) -> Process:
     port = free_port()
     cmd = [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--media", str(media), "--segment-duration", "4"]
+           "--media", str(media), "--segment-duration", "4", "--workers", "1"]  # its cache counters are one process's
     return Process(cmd, port, log_dir / f"origin-{port}.log")
 
 
@@ -100,7 +100,7 @@ def start_edge(upstreams: list[str], log_dir: Path, redis: str | None = None, **
     config = log_dir / f"edge-{port}.toml"
     config.write_text("\n".join(lines) + "\n")
     cmd = [sys.executable, "-m", "cli.main", "serve", "--role", "edge", "--config", str(config),
-           "--host", "127.0.0.1", "--port", str(port)]
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     for url in upstreams:
         cmd += ["--upstream", url]
     if redis:

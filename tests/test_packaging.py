@@ -129,6 +129,10 @@ def test_compose_runs_an_origin_two_edges_and_redis_with_configs_that_name_each_
     origin = tomllib.loads((DEPLOY / "origin.toml").read_text())
     assert edge["edge"]["upstreams"] == [f"http://origin:{origin['server']['port']}"]
     assert edge["redis"]["url"] == origin["redis"]["url"] == "redis://redis:6379/0"
+    from edge.workers import STOP_TIMEOUT
+
+    for name in ("origin", "edge1", "edge2"):  # docker stop's 10 s would cut a worker's graceful stop short
+        assert int(services[name]["stop_grace_period"].rstrip("s")) > STOP_TIMEOUT
     host_ports = [p.split(":")[0] for s in services.values() for p in s.get("ports", [])]
     assert len(host_ports) == len(set(host_ports)) == 3
     for name in ("origin", "edge1", "edge2"):
@@ -147,3 +151,7 @@ def test_the_systemd_unit_checks_its_config_before_it_starts_and_runs_unprivileg
     assert [v for k, v in lines if k == "ExecReload"] == [f"/opt/vodgate/bin/vodgate config check {config}",
                                                           "/bin/kill -HUP $MAINPID"]
     assert unit["User"] == "vodgate" and unit["NoNewPrivileges"] == "true" and unit["ProtectSystem"] == "strict"
+    # the stop's SIGTERM to the supervisor only; time for its 30 s wait on a busy worker (edge/workers.py)
+    from edge.workers import STOP_TIMEOUT
+
+    assert unit["KillMode"] == "mixed" and int(unit["TimeoutStopSec"]) > STOP_TIMEOUT

@@ -1,0 +1,298 @@
+"""Serving on every core: a supervisor process and N worker processes sharing one port.
+
+    vodgate serve --workers 4        ([server] workers; 0 = one per CPU, the default)
+
+The supervisor binds nothing and serves nothing. It starts N workers (fresh interpreters: ``spawn``, so
+no lock or thread of the supervisor is ever copied into a worker), restarts one that dies, forwards
+SIGHUP (after checking the file itself, so a bad config is refused once), and on SIGTERM or SIGINT stops
+them gracefully: each finishes its requests in flight and flushes its play events, then exits.
+
+Each worker is the whole server (routes, memory cache, hot lane) on its own listening socket bound with
+SO_REUSEPORT to the same address: the kernel spreads new connections over the workers, and a slow
+worker holds only its own connections. What must be one per node is arranged here:
+
+- play events: one event builder per node, in the supervisor (analytics/relay.py), so sessions spread
+  over workers count once;
+- purges and admin changes reach every worker (edge/siblings.py control sockets);
+- one /metrics scrape answers for the node: the scraped worker merges every worker's figures;
+- the disk tier is one folder; each worker keeps its share of ``cache.disk_mb`` (edge/cache.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from .siblings import Siblings, merge_metrics, serve_control, socket_path
+
+log = logging.getLogger("vodgate.workers")
+
+STOP_TIMEOUT = 30.0  # seconds a worker may take to finish its requests and flush, then it is killed
+QUICK_DEATH = 5.0  # a worker that dies sooner than this after its start is failing to start
+QUICK_DEATHS_ALLOWED = 3  # in a row, for one worker slot: then the node stops (a restart loop helps no one)
+LISTEN_BACKLOG = 2048
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker is told at start (pickled to the new interpreter)."""
+
+    index: int
+    count: int
+    run_dir: Path
+    node_id: str  # one purge-bus identity per node: the workers take a node's own purges from each other
+    host: str
+    port: int
+    relay: Path | None  # the supervisor's play-event socket (analytics on), else None
+    # the config file's text as the supervisor last accepted it (at start or a SIGHUP): a worker started later
+    # (a replacement) runs what its siblings run, not an edit nobody has reloaded yet (None: no file)
+    config_text: str | None = None
+
+    @property
+    def siblings(self) -> Siblings:
+        return Siblings(self.run_dir, self.index, self.count)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on (host, port) that the node's other workers may bind too (SO_REUSEPORT)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    sock.listen(LISTEN_BACKLOG)
+    sock.set_inheritable(False)
+    return sock
+
+
+def resolve_port(host: str, port: int) -> int:
+    """``port``, or for 0 a free port every worker can then bind (they must all share one)."""
+    if port:
+        return port
+    family, kind, proto, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.bind(address)
+        return probe.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- the supervisor
+
+class Supervisor:
+    """Starts, watches, restarts and stops the workers of one node.
+
+    ``target(argv, spec)`` is the worker's entry point (cli/main.py run_worker); ``make_analytics()``
+    builds the node's analytics (None when play events are off); ``read_config()`` returns the config
+    file's text, raising when the file would be refused (at start, and before a SIGHUP is forwarded).
+    """
+
+    def __init__(self, target: Callable[..., None], argv: list[str], count: int, host: str, port: int, *,
+                 make_analytics: Callable[[], Any] = lambda: None,
+                 read_config: Callable[[], str | None] = lambda: None) -> None:
+        self.target = target
+        self.argv = argv
+        self.count = count
+        self.host = host
+        self.port = resolve_port(host, port)
+        self.make_analytics = make_analytics
+        self.read_config = read_config
+        self.config_text = read_config()
+        self.context = multiprocessing.get_context("spawn")
+        self.processes: list[Any] = [None] * count
+        self.started_at = [0.0] * count
+        self.quick_deaths = [0] * count
+        self.restarts = 0
+        self._stopping: asyncio.Event | None = None
+        self.failed = False
+
+    def run(self) -> int:
+        run_dir = Path(tempfile.mkdtemp(prefix="vodgate-"))  # mode 0700: the control and relay sockets live here
+        try:
+            return asyncio.run(self._run(run_dir))
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    async def _run(self, run_dir: Path) -> int:
+        self._stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._forward_reload)
+        analytics = self.make_analytics()
+        relay_server = None
+        relay = None
+        if analytics is not None:
+            from analytics.relay import serve_relay
+
+            relay = run_dir / "events.sock"
+            await analytics.startup()
+            relay_server = await serve_relay(relay, analytics)
+        node_id = os.urandom(16).hex()
+        specs = [WorkerSpec(i, self.count, run_dir, node_id, self.host, self.port, relay) for i in range(self.count)]
+        log.info("workers: starting %d on %s:%d (supervisor pid %d)", self.count, self.host, self.port, os.getpid())
+        for spec in specs:
+            self._start(spec)
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), 0.2)
+            except asyncio.TimeoutError:
+                self._replace_dead(specs)
+        await self._stop_all()
+        if relay_server is not None:
+            relay_server.close()
+            await relay_server.wait_closed()
+        if analytics is not None:
+            await analytics.shutdown()  # every worker flushed into it before exiting
+        log.info("workers: stopped (%d restarts)", self.restarts)
+        return 1 if self.failed else 0
+
+    def _start(self, spec: WorkerSpec) -> None:
+        spec = replace(spec, config_text=self.config_text)
+        process = self.context.Process(target=self.target, args=(self.argv, spec), name=f"vodgate-worker-{spec.index}")
+        process.start()
+        self.processes[spec.index] = process
+        self.started_at[spec.index] = time.monotonic()
+
+    def _replace_dead(self, specs: list[WorkerSpec]) -> None:
+        for spec in specs:
+            process = self.processes[spec.index]
+            if process is None or process.exitcode is None:
+                continue
+            lived = time.monotonic() - self.started_at[spec.index]
+            self.quick_deaths[spec.index] = self.quick_deaths[spec.index] + 1 if lived < QUICK_DEATH else 0
+            if self.quick_deaths[spec.index] > QUICK_DEATHS_ALLOWED:
+                log.error("workers: worker %d keeps dying at start (exit code %s); stopping the node",
+                          spec.index, process.exitcode)
+                self.failed = True
+                assert self._stopping is not None
+                self._stopping.set()
+                return
+            log.error("workers: worker %d (pid %d) exited with code %s after %.1f s; starting a new one",
+                      spec.index, process.pid, process.exitcode, lived)
+            self.restarts += 1
+            self._start(spec)
+
+    def _forward_reload(self) -> None:
+        try:
+            self.config_text = self.read_config()
+        except Exception as exc:  # noqa: BLE001 - a refused reload keeps every worker on the old config
+            log.error("reload refused, every worker keeps its configuration: %s", exc)
+            return
+        for process in self.processes:
+            if process is not None and process.exitcode is None:
+                os.kill(process.pid, signal.SIGHUP)
+
+    async def _stop_all(self) -> None:
+        live = [p for p in self.processes if p is not None and p.exitcode is None]
+        for process in live:
+            os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while any(p.exitcode is None for p in live) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for process in live:
+            if process.exitcode is None:
+                log.error("workers: worker pid %d did not stop within %.0f s; killing it", process.pid, STOP_TIMEOUT)
+                process.kill()
+            process.join(5)
+
+
+# --------------------------------------------------------------------------- inside a worker
+
+def connect_worker(spec: WorkerSpec, app: Any, metrics: Any) -> dict[str, Callable]:
+    """Wire one worker's app to its siblings; returns the control handlers its socket answers."""
+    siblings = spec.siblings
+    purger = getattr(app.state, "purger", None)
+    if purger is not None:
+        from .purge import PurgeRequest
+
+        if purger.bus is not None:
+            purger.bus.node_id = spec.node_id
+            purger.bus.local_subscribers = spec.count
+
+        async def purge_siblings(request: PurgeRequest) -> int:
+            answers = await siblings.ask_others({"op": "purge", "request": request.to_dict()})
+            return sum(int(a.get("removed", 0)) for a in answers)
+
+        purger.siblings = purge_siblings
+
+    changes = getattr(app.state, "admin_changes", None)
+    if changes is not None:
+        async def sync_siblings() -> None:
+            await siblings.ask_others({"op": "admin_sync"})
+
+        changes.after_local_change = sync_siblings
+
+    if metrics is not None:
+        async def node_scrape(own: bytes) -> bytes:
+            answers = await asyncio.gather(*(siblings.ask(i, {"op": "metrics"}) for i in siblings.others()),
+                                           return_exceptions=True)
+            texts, workers = [own.decode()], [spec.index]
+            for index, answer in zip(siblings.others(), answers):
+                if isinstance(answer, BaseException):
+                    log.warning("workers: worker %d left out of this scrape: %s", index, answer)
+                else:
+                    texts.append(answer["text"])
+                    workers.append(index)
+            merged = merge_metrics(texts, workers)
+            return merged + _workers_gauge(spec.count, len(workers))
+
+        metrics.node_scrape = node_scrape
+
+    async def on_metrics(_: dict) -> dict:
+        return {"text": metrics.render()[0].decode() if metrics is not None else ""}
+
+    async def on_purge(request: dict) -> dict:
+        from .purge import PurgeRequest
+
+        return {"removed": purger.purge_local(PurgeRequest.from_dict(request["request"])) if purger is not None else 0}
+
+    async def on_admin_sync(_: dict) -> dict:
+        return {"changed": bool(await changes.sync()) if changes is not None else False}
+
+    return {"metrics": on_metrics, "purge": on_purge, "admin_sync": on_admin_sync}
+
+
+def _workers_gauge(configured: int, answering: int) -> bytes:
+    return (
+        "# HELP vodgate_workers Worker processes of this node: configured, and answering this scrape\n"
+        "# TYPE vodgate_workers gauge\n"
+        f'vodgate_workers{{state="configured"}} {configured}\n'
+        f'vodgate_workers{{state="answering"}} {answering}\n'
+    ).encode()
+
+
+def serve_worker(config: Any, spec: WorkerSpec, handlers: dict[str, Callable]) -> None:
+    """Run uvicorn on this worker's own SO_REUSEPORT socket, with the control socket beside it."""
+    import uvicorn
+
+    sock = listening_socket(spec.host, spec.port)
+    parent = os.getppid()
+
+    class WorkerServer(uvicorn.Server):
+        control: asyncio.AbstractServer | None = None
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            self.control = await serve_control(socket_path(spec.run_dir, spec.index), handlers)
+            await super().startup(sockets=sockets)
+
+        async def on_tick(self, counter: int) -> bool:
+            if os.getppid() != parent:  # the supervisor is gone (killed): do not serve on unsupervised
+                log.error("workers: worker %d lost its supervisor; stopping", spec.index)
+                self.should_exit = True
+            return await super().on_tick(counter)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().shutdown(sockets=sockets)
+            if self.control is not None:
+                self.control.close()
+
+    WorkerServer(config).run(sockets=[sock])
