@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from config.errors import without_credentials
-from config.settings import ConfigError, Settings, load_settings, segment_duration
+from config.settings import ConfigError, Settings, load_settings, read_toml, segment_duration
 
 from . import access as access_cli
 
@@ -89,11 +89,11 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
     return bench_main(rest)
 
 
-def _settings(ns: argparse.Namespace, config_text: str | None = None) -> Settings:
-    """Settings from --config (or ``config_text``, that file's text as a worker's supervisor accepted it) and
+def _settings(ns: argparse.Namespace, config: dict | None = None) -> Settings:
+    """Settings from --config (or ``config``, that file's document as a worker's supervisor accepted it) and
     the command line's overrides."""
-    if config_text is not None and ns.config:
-        settings = _file_settings(ns.config, config_text)
+    if config is not None and ns.config:
+        settings = _file_settings(ns.config, config)
     else:
         settings = load_settings(ns.config) if ns.config else Settings()
     overrides = {"host": ns.host, "port": ns.port, "media_root": ns.media}
@@ -120,6 +120,7 @@ def _serve(ns: argparse.Namespace) -> int:
     probe.state.access.close()
     return Supervisor(run_worker, ns.argv, count, settings.host, settings.port,
                       make_analytics=lambda: _node_analytics(settings, probe),
+                      config=read_toml(ns.config) if ns.config else None,
                       read_config=lambda: _accepted_config(ns.config)).run()
 
 
@@ -130,7 +131,7 @@ def run_worker(argv: list[str], spec) -> None:
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only, which stops the workers once, gracefully
     ns, _ = _parser().parse_known_args(argv)
     ns.argv = argv
-    settings, role, edge_config = _serving(ns, announce=False, config_text=spec.config_text)
+    settings, role, edge_config = _serving(ns, announce=False, config=spec.config)
     settings = settings.with_overrides(workers=spec.count, worker=spec.index, port=spec.port)
     if not (ns.redis or settings.redis_url) and (settings.admin is None or settings.admin.state_file is None):
         from config.admin import AdminConfig
@@ -139,7 +140,7 @@ def run_worker(argv: list[str], spec) -> None:
         # workers share a file in the node's private run folder (lost at exit, as memory is; warned once)
         settings = settings.with_overrides(admin=AdminConfig(spec.run_dir / "admin-changes.json", temporary=True))
     served, http, app, metrics = _build_served(ns, settings, role, edge_config, relay_to=spec.relay,
-                                                 config_text=spec.config_text)
+                                                 config=spec.config)
     import uvicorn
 
     from edge.workers import connect_worker, serve_worker
@@ -148,13 +149,13 @@ def run_worker(argv: list[str], spec) -> None:
     serve_worker(uvicorn.Config(served, **_uvicorn_options(settings, http)), spec, handlers)
 
 
-def _serving(ns: argparse.Namespace, *, announce: bool, config_text: str | None = None):
+def _serving(ns: argparse.Namespace, *, announce: bool, config: dict | None = None):
     """The settings, role and [edge] config ``serve`` runs with; ``announce`` prints what is served (once per node)."""
     from config.edge import parse_edge_section
     from config.settings import MAX_WORKERS, workers_for
     from .logs import install as redact_tokens_in_logs
 
-    settings = _settings(ns, config_text)
+    settings = _settings(ns, config)
     if ns.workers is not None and not 1 <= ns.workers <= MAX_WORKERS:
         raise ConfigError(f"--workers has value {ns.workers}; expected 1 to {MAX_WORKERS}")
     settings = settings.with_overrides(workers=ns.workers or workers_for(settings.workers))
@@ -174,7 +175,7 @@ def _serving(ns: argparse.Namespace, *, announce: bool, config_text: str | None 
 
 
 def _build_served(ns: argparse.Namespace, settings: Settings, role: str, edge_config, relay_to: Path | None = None,
-                  config_text: str | None = None):
+                  config: dict | None = None):
     """(what uvicorn runs, its protocol class, the app, its Metrics or None) for one serving process."""
     from analytics.middleware import wrap
     from edge.access_log import with_access_log
@@ -182,7 +183,7 @@ def _build_served(ns: argparse.Namespace, settings: Settings, role: str, edge_co
     from .logs import redact_text as redact_log_text
 
     app = _build_app(ns, settings, role, edge_config)
-    _reload_on_sighup(ns.config, settings, app, role, config_text)
+    _reload_on_sighup(ns.config, settings, app, role, config)
     wrapped = wrap(app, settings.analytics, settings.metrics, relay_to=relay_to)
     served, http = with_hot_lane(app, wrapped)  # events, /metrics, hot lane
     # one access line per request, hot lane included (edge/access_log.py); uvicorn's own line is off (access_log=False)
@@ -219,18 +220,16 @@ def _node_analytics(settings: Settings, app):
     return Analytics.from_config(config, media=getattr(app.state, "media", None))
 
 
-def _accepted_config(path: Path | None) -> str | None:
-    """The config file's text, once it parses as `serve` would parse it (ConfigError otherwise)."""
+def _accepted_config(path: Path | None) -> dict | None:
+    """The config file's document, once it loads as a reload would load it (ConfigError otherwise)."""
     if path is None:
         return None
-    from config.settings import parse_settings, read_toml
+    from edge.reload import accepted_config
 
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    parse_settings(read_toml(path), source=str(path), base_dir=path.parent)
-    return text
+    return accepted_config(path)[0]
 
 
-def _reload_on_sighup(path: Path | None, settings: Settings, app, role: str, config_text: str | None = None) -> None:
+def _reload_on_sighup(path: Path | None, settings: Settings, app, role: str, config: dict | None = None) -> None:
     """SIGHUP re-reads the config file (edge/reload.py); without one it is logged and ignored, never fatal."""
     import signal
 
@@ -241,17 +240,15 @@ def _reload_on_sighup(path: Path | None, settings: Settings, app, role: str, con
     from edge.reload import Reloader
 
     # a worker: what its supervisor accepted (edge/workers.py WorkerSpec)
-    started_with = _file_settings(path, config_text) if config_text is not None else None
+    started_with = _file_settings(path, config) if config is not None else None
     Reloader(path, settings, app.state.access, role, started_with).install()
 
 
-def _file_settings(path: Path, text: str) -> Settings:
-    """The settings of config file ``path`` as its text ``text`` says (relative paths from the file's folder)."""
-    import tomllib
-
+def _file_settings(path: Path, document: dict) -> Settings:
+    """The settings of config file ``path`` as ``document`` (its parsed TOML) says (relative paths from its folder)."""
     from config.settings import parse_settings
 
-    return parse_settings(tomllib.loads(text), source=str(path), base_dir=path.parent)
+    return parse_settings(document, source=str(path), base_dir=path.parent)
 
 
 def _require_media(settings: Settings) -> None:

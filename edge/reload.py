@@ -88,14 +88,7 @@ class Reloader:
         return True
 
     def _load(self) -> Settings:
-        """The file's settings; an empty one is refused. Serving with an empty file is serving every partner
-        open, and a reload reads an empty file when it lands between an editor's truncation and its write
-        (``cat > vodgate.toml``): write the new file beside it and rename it over, as for the GeoIP database."""
-        raw = read_toml(self.path)
-        if not raw:
-            raise ConfigError(f"config file {self.path} is empty (caught halfway through a rewrite?); a reload "
-                              "needs the whole file: write it beside and rename it into place")
-        return parse_settings(raw, source=str(self.path), base_dir=self.path.parent)
+        return accepted_config(self.path)[1]
 
     def install(self) -> None:
         """Reload on SIGHUP, as a callback of the server's event loop (see on_signal)."""
@@ -123,6 +116,18 @@ class Reloader:
     def _scheduled_reload(self) -> None:
         self._scheduled = False  # a signal from now on reads the file again
         self.reload()
+
+
+def accepted_config(path: Path) -> tuple[dict, Settings]:
+    """The file's document and settings, or ConfigError as a reload refuses it (what a supervisor checks before it
+    forwards SIGHUP to its workers, edge/workers.py). An empty file is refused: serving with one is serving
+    every partner open, and a reload reads an empty file when it lands between an editor's truncation and its
+    write (``cat > vodgate.toml``): write the new file beside it and rename it over, as for the GeoIP database."""
+    raw = read_toml(path)
+    if not raw:
+        raise ConfigError(f"config file {path} is empty (caught halfway through a rewrite?); a reload "
+                          "needs the whole file: write it beside and rename it into place")
+    return raw, parse_settings(raw, source=str(path), base_dir=path.parent)
 
 
 def restart_only_changes(started_with: Settings, new: Settings) -> list[str]:

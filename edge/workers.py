@@ -54,9 +54,9 @@ class WorkerSpec:
     host: str
     port: int
     relay: Path | None  # the supervisor's play-event socket (analytics on), else None
-    # the config file's text as the supervisor last accepted it (at start or a SIGHUP): a worker started later
-    # (a replacement) runs what its siblings run, not an edit nobody has reloaded yet (None: no file)
-    config_text: str | None = None
+    # the config file's document as the supervisor last accepted it (at start or a SIGHUP): a worker started
+    # later (a replacement) runs what its siblings run, not an edit nobody has reloaded yet (None: no file)
+    config: dict | None = None
 
     @property
     def siblings(self) -> Siblings:
@@ -91,13 +91,13 @@ class Supervisor:
     """Starts, watches, restarts and stops the workers of one node.
 
     ``target(argv, spec)`` is the worker's entry point (cli/main.py run_worker); ``make_analytics()``
-    builds the node's analytics (None when play events are off); ``read_config()`` returns the config
-    file's text, raising when the file would be refused (at start, and before a SIGHUP is forwarded).
+    builds the node's analytics (None when play events are off); ``config`` is the config file's document
+    the node starts with, ``read_config()`` reads it again at a SIGHUP, raising when a reload would refuse it.
     """
 
     def __init__(self, target: Callable[..., None], argv: list[str], count: int, host: str, port: int, *,
-                 make_analytics: Callable[[], Any] = lambda: None,
-                 read_config: Callable[[], str | None] = lambda: None) -> None:
+                 make_analytics: Callable[[], Any] = lambda: None, config: dict | None = None,
+                 read_config: Callable[[], dict | None] = lambda: None) -> None:
         self.target = target
         self.argv = argv
         self.count = count
@@ -105,7 +105,7 @@ class Supervisor:
         self.port = resolve_port(host, port)
         self.make_analytics = make_analytics
         self.read_config = read_config
-        self.config_text = read_config()
+        self.config = config
         self.context = multiprocessing.get_context("spawn")
         self.processes: list[Any] = [None] * count
         self.started_at = [0.0] * count
@@ -156,7 +156,7 @@ class Supervisor:
         return 1 if self.failed else 0
 
     def _start(self, spec: WorkerSpec) -> None:
-        spec = replace(spec, config_text=self.config_text)
+        spec = replace(spec, config=self.config)
         process = self.context.Process(target=self.target, args=(self.argv, spec), name=f"vodgate-worker-{spec.index}")
         process.start()
         self.processes[spec.index] = process
@@ -183,7 +183,7 @@ class Supervisor:
 
     def _forward_reload(self) -> None:
         try:
-            self.config_text = self.read_config()
+            self.config = self.read_config()
         except Exception as exc:  # noqa: BLE001 - a refused reload keeps every worker on the old config
             log.error("reload refused, every worker keeps its configuration: %s", exc)
             return
