@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -116,7 +117,7 @@ def _serve(ns: argparse.Namespace) -> int:
     # the supervisor serves nothing: each worker builds the whole server from the same argv (run_worker).
     # It builds the app once, unserved, so a config that would stop a worker (a bad GeoIP database, an edge
     # without edge_secrets) stops the node here, with its message, before any worker starts.
-    probe = _build_app(ns, settings.with_overrides(cache_disk_path=None), role, edge_config)
+    probe = _build_app(ns, dataclasses.replace(settings, cache_disk_path=None), role, edge_config)  # not its disk tier
     probe.state.access.close()
     return Supervisor(run_worker, ns.argv, count, settings.host, settings.port,
                       make_analytics=lambda: _node_analytics(settings, probe),
@@ -127,8 +128,12 @@ def _serve(ns: argparse.Namespace) -> int:
 def run_worker(argv: list[str], spec) -> None:
     """One worker process of ``vodgate serve --workers N`` (edge/workers.py starts it in a fresh interpreter)."""
     import os
+    import signal
 
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only, which stops the workers once, gracefully
+    # until its reload handler is installed, a SIGHUP would kill this worker (Python's default): the supervisor
+    # sends none before the worker answers on its control socket, this covers one sent meanwhile by hand
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     ns, _ = _parser().parse_known_args(argv)
     ns.argv = argv
     settings, role, edge_config = _serving(ns, announce=False, config=spec.config)
@@ -142,6 +147,8 @@ def run_worker(argv: list[str], spec) -> None:
     served, http, app, metrics = _build_served(ns, settings, role, edge_config, relay_to=spec.relay,
                                                  config=spec.config)
     import uvicorn
+    if spec.reloaded is not None:  # what its siblings applied since the node started, applied as they did
+        app.state.reloader.reload(spec.reloaded)
 
     from edge.workers import connect_worker, serve_worker
 
@@ -241,7 +248,8 @@ def _reload_on_sighup(path: Path | None, settings: Settings, app, role: str, con
 
     # a worker: what its supervisor accepted (edge/workers.py WorkerSpec)
     started_with = _file_settings(path, config) if config is not None else None
-    Reloader(path, settings, app.state.access, role, started_with).install()
+    app.state.reloader = Reloader(path, settings, app.state.access, role, started_with)
+    app.state.reloader.install()
 
 
 def _file_settings(path: Path, document: dict) -> Settings:

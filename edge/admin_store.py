@@ -13,16 +13,17 @@ put), at (UTC ISO time), by (the admin client's address by the trusted-proxy rul
 ``version`` is global and monotonic, handed out by the backend, so two nodes changing at once get two
 versions and every node ends on the higher one. A node's effective profiles are the file's with the
 changes applied in version order (a put replaces, a delete removes); only the latest change of each
-(partner, profile) is kept for that, the audit keeps every change (the last MAX_AUDIT).
+(partner, profile) is kept for that, the audit keeps every change (the last MAX_AUDIT of each partner: one
+partner's changes never push another's out).
 
 Backends:
 
 - Redis (``[redis] url``): a hash ``<channel>:admin:profiles`` ("partner|name" -> record), the counter
-  ``<channel>:admin:version`` and the capped list ``<channel>:admin:audit``, written by one Lua script
+  ``<channel>:admin:version`` and the capped lists ``<channel>:admin:audit:<partner>``, written by one Lua script
   (atomic) that also publishes the record on the channel ``<channel>:admin``. Every node applies it
   within milliseconds; a node that was disconnected re-reads the whole hash when it resubscribes.
 - A state file (``[admin] state_file``): JSON written beside and renamed over (mode 0600), the audit as
-  JSON lines beside it (``<state_file>.audit.jsonl``), read-modify-write under an flock so worker
+  JSON lines beside it (``<state_file>.audit.<partner>.jsonl``), read-modify-write under an flock so worker
   processes sharing the file never lose a change; siblings pick changes up with ``sync()``.
 - Memory: what a node without either had before this module: lost at a restart.
 
@@ -48,10 +49,11 @@ from auth.access import AccessControl
 from auth.rules import Profile
 from config.errors import ConfigError
 from config.partners import profile_from_dict, profile_to_dict
+from origin.catalog import valid_id
 
 log = logging.getLogger("vodgate.admin.changes")
 
-MAX_AUDIT = 10_000  # audit records kept per store (Redis list, audit file, memory)
+MAX_AUDIT = 10_000  # audit records kept per partner (Redis list, audit file, memory)
 PUT, DELETE = "put", "delete"
 REDIS_WAIT = 5.0  # seconds start() waits for Redis before serving with what it has (the bus keeps retrying)
 
@@ -138,20 +140,20 @@ class MemoryLog:
     def __init__(self) -> None:
         self.version = 0
         self.latest: dict[str, Change] = {}
-        self.history: deque[Change] = deque(maxlen=MAX_AUDIT)
+        self.history: dict[str, deque[Change]] = {}  # per partner
 
     async def record(self, fields: dict[str, Any]) -> Change:
         self.version += 1
         change = Change(version=self.version, **fields)
         self.latest[change.key] = change
-        self.history.append(change)
+        self.history.setdefault(change.partner, deque(maxlen=MAX_AUDIT)).append(change)
         return change
 
     async def load(self) -> tuple[int, list[Change]]:
         return self.version, sorted(self.latest.values(), key=lambda c: c.version)
 
     async def audit(self, partner: str, limit: int) -> list[Change]:
-        return [c for c in reversed(self.history) if c.partner == partner][:limit]
+        return list(reversed(self.history.get(partner, ())))[:limit]
 
 
 class FileLog:
@@ -166,7 +168,6 @@ class FileLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.audit_path = path.with_name(path.name + ".audit.jsonl")
         self.lock_path = path.with_name(path.name + ".lock")
 
     async def record(self, fields: dict[str, Any]) -> Change:
@@ -205,26 +206,32 @@ class FileLog:
             raise ValueError(f"{self.path} is not an admin state file (expected {{\"version\": N, \"changes\": [...]}})")
         return state["version"], _parse_all(state["changes"], str(self.path))
 
+    def audit_path(self, partner: str) -> Path:
+        if not valid_id(partner):  # it names a file: never a path
+            raise ValueError(f"malformed partner id {partner[:40]!r}")
+        return self.path.with_name(f"{self.path.name}.audit.{partner}.jsonl")
+
     def _append_audit(self, change: Change) -> None:
+        path = self.audit_path(change.partner)
         line = (json.dumps(change.to_dict()) + "\n").encode()
-        fd = os.open(self.audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, line)
         finally:
             os.close(fd)
-        with open(self.audit_path, "rb") as f:
+        with open(path, "rb") as f:
             lines = f.readlines()
         if len(lines) > MAX_AUDIT + MAX_AUDIT // 10:  # trimmed now and then, not at every change
-            _write_private(self.audit_path, b"".join(lines[-MAX_AUDIT:]))
+            _write_private(path, b"".join(lines[-MAX_AUDIT:]))
 
     def _audit(self, partner: str, limit: int) -> list[Change]:
+        path = self.audit_path(partner)
         try:
-            with open(self.audit_path, "rb") as f:
+            with open(path, "rb") as f:
                 lines = f.readlines()
         except FileNotFoundError:
             return []
-        changes = _parse_all(lines, str(self.audit_path))
-        return [c for c in reversed(changes) if c.partner == partner][:limit]
+        return list(reversed(_parse_all(lines, str(path))))[:limit]
 
     def _locked(self) -> "_FileLock":
         return _FileLock(self.lock_path)
@@ -281,7 +288,6 @@ class RedisLog:
         self.channel = namespace  # "<redis.channel>:admin"
         self.version_key = f"{namespace}:version"
         self.state_key = f"{namespace}:profiles"
-        self.audit_key = f"{namespace}:audit"
         self._redis: Any = None
         self._script: Any = None
 
@@ -302,7 +308,7 @@ class RedisLog:
         body = json.dumps(fields)
         try:
             raw = await self._script(
-                keys=[self.version_key, self.state_key, self.audit_key],
+                keys=[self.version_key, self.state_key, self.audit_key(fields["partner"])],
                 args=[body, change_key(fields["partner"], fields["name"]), MAX_AUDIT, self.channel],
             )
         except Exception as exc:  # redis.exceptions.* and OSError
@@ -315,16 +321,13 @@ class RedisLog:
             version, state = await pipe.get(self.version_key).hgetall(self.state_key).execute()
         return int(version or 0), _parse_all(state.values(), self.state_key)
 
+    def audit_key(self, partner: str) -> str:
+        return f"{self.channel}:audit:{partner}"
+
     async def audit(self, partner: str, limit: int) -> list[Change]:
-        client = self.client()
-        found: list[Change] = []
-        page = 1000
-        for start in range(0, MAX_AUDIT, page):  # newest first (LPUSH), a page at a time
-            raw = await client.lrange(self.audit_key, start, start + page - 1)
-            found += [c for c in reversed(_parse_all(raw, self.audit_key)) if c.partner == partner]
-            if len(found) >= limit or len(raw) < page:
-                break
-        return found[:limit]
+        key = self.audit_key(partner)
+        raw = await self.client().lrange(key, 0, limit - 1)  # newest first (LPUSH)
+        return list(reversed(_parse_all(raw, key)))[:limit]
 
     async def close(self) -> None:
         if self._redis is not None:

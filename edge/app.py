@@ -69,7 +69,9 @@ def create_app(
         skipped = media.skipped_report()
         if skipped["count"]:  # tracks of parsed files left out (unsupported audio codecs): still healthy
             body["skipped_tracks"] = skipped
-        body["admin_changes"] = admin_changes.stats()
+        changes = admin_changes.stats()
+        if changes["version"] or changes["skipped"]:  # like skipped_tracks: an untouched node says only "ok"
+            body["admin_changes"] = changes
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     async def not_found(request: Request, exc: Exception) -> JSONResponse:

@@ -80,40 +80,77 @@ class DiskTier:
     a crash leaves either the old state or a complete file; anything else that
     fails verification is deleted, never served.
 
-    The workers of one node share the folder (edge/workers.py): at start each
-    indexes its shard of the files (by name), then the files it writes, and
-    keeps its index within its share of the capacity, so together they stay
-    within ``cache.disk_mb``. A file a sibling wrote is read on a miss but
-    left in the sibling's index (its size and eviction counted once).
+    The workers of one node (edge/workers.py) share ``root``: worker i of N owns
+    ``root/w<i>`` (N = 1: ``root`` itself), indexes, evicts and purges only
+    there, within ``capacity / N``, so together they stay within
+    ``cache.disk_mb`` and every file is in exactly one index. On a miss a
+    worker also reads its siblings' folders (a segment one worker packaged is
+    not packaged again); :meth:`sweep_prefix` purges every folder, so files of
+    a worker that is down are not left behind. At start a worker takes over
+    the files of folders no worker owns any more (the node ran with more
+    workers, or with one).
     """
 
     MAGIC = b"VGSEG001"
     SUFFIX = ".seg"
 
     def __init__(self, root: Path, capacity_bytes: int, shard: tuple[int, int] = (0, 1)) -> None:
+        index, count = shard
         self.root = root
+        self.folder = root if count == 1 else root / f"w{index}"  # the files this process owns
+        self.siblings = [root / f"w{j}" for j in range(count) if j != index] if count > 1 else []
         self.capacity = capacity_bytes
-        self.shard = shard  # (this worker's index, the node's workers): which files it indexes at start
+        self.shard = shard
         self.size = 0
         self.dropped = 0
         self._index: OrderedDict[str, tuple[int, str]] = OrderedDict()  # file name -> (size, key), oldest first
-        root.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._adopt_orphans()
         self._load()
 
-    def _load(self) -> None:
+    def _adopt_orphans(self) -> None:
+        """Move in the files of folders no worker of this node owns now (worker 0 takes ``root``'s loose files
+        when the node now has workers; worker i takes ``w<j>`` for j >= N with j % N == i)."""
         index, count = self.shard
-        # each file in one worker's index at start, so the workers' shares add up to the whole capacity
-        files = [p for p in self.root.glob(f"*{self.SUFFIX}") if count == 1 or int(p.name[:8], 16) % count == index]
-        for stale in self.root.glob("*.tmp"):
-            if _age(stale) > TMP_ABANDONED_AFTER:  # a younger one may be a sibling worker's write in progress
+        orphans: list[Path] = []
+        if count > 1 and index == 0:
+            orphans.append(self.root)
+        for folder in self.root.glob("w*"):
+            number = folder.name[1:]
+            owned_now = count > 1 and int(number) < count if number.isdigit() else True
+            if folder.is_dir() and number.isdigit() and not owned_now and int(number) % count == index:
+                orphans.append(folder)
+        for folder in orphans:
+            for path in folder.glob(f"*{self.SUFFIX}"):
+                try:
+                    os.replace(path, self.folder / path.name)
+                except OSError:
+                    continue  # another worker took it, or it went: nothing to adopt
+            if folder != self.root:
+                for stale in folder.glob("*.tmp"):
+                    stale.unlink(missing_ok=True)
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
+
+    def _load(self) -> None:
+        for stale in self.folder.glob("*.tmp"):
+            if _age(stale) > TMP_ABANDONED_AFTER:  # a younger one may be a write in progress of a previous life
                 stale.unlink(missing_ok=True)
-        for path in sorted(files, key=lambda p: p.stat().st_mtime):
+        found = []
+        for path in self.folder.glob(f"*{self.SUFFIX}"):
+            try:
+                stat = path.stat()
+            except OSError:  # gone meanwhile (a purge sweep of a sibling)
+                continue
+            found.append((stat.st_mtime, stat.st_size, path))
+        for _, size, path in sorted(found, key=lambda item: item[0]):
             key = self._stored_key(path)
             if key is None:
                 path.unlink(missing_ok=True)
                 self.dropped += 1
                 continue
-            size = path.stat().st_size
             self._index[path.name] = (size, key)
             self.size += size
         self._evict()
@@ -136,10 +173,10 @@ class DiskTier:
 
     def get(self, key: str) -> bytes | None:
         name = self._name(key)
-        known = name in self._index
+        if name not in self._index:
+            return self._sibling_copy(name, key)
         try:
-            # a name this process does not know may have been written by a sibling worker sharing the folder
-            data = (self.root / name).read_bytes()
+            data = (self.folder / name).read_bytes()
         except OSError:
             self._forget(name)
             return None
@@ -149,9 +186,20 @@ class DiskTier:
             self.dropped += 1
             self._remove(name)
             return None
-        if known:  # a sibling's file stays in the sibling's index only: each file counted once, by one worker
-            self._index.move_to_end(name)
+        self._index.move_to_end(name)
         return body
+
+    def _sibling_copy(self, name: str, key: str) -> bytes | None:
+        """A sibling worker's file of ``key``, read but left to the sibling (its index, its eviction)."""
+        for folder in self.siblings:
+            try:
+                data = (folder / name).read_bytes()
+            except OSError:
+                continue
+            body = self._verify(data, key)
+            if body is not None:
+                return body
+        return None
 
     def _verify(self, data: bytes, key: str) -> bytes | None:
         encoded = key.encode()
@@ -178,12 +226,12 @@ class DiskTier:
         name = self._name(key)
         header = self.MAGIC + struct.pack(">I", len(encoded)) + encoded
         header += struct.pack(">Q", len(body)) + hashlib.blake2b(body, digest_size=32).digest()
-        tmp = self.root / f"{name}.{os.getpid()}.tmp"
+        tmp = self.folder / f"{name}.{os.getpid()}.tmp"
         try:
             with open(tmp, "wb") as fh:
                 fh.write(header)
                 fh.write(body)
-            os.replace(tmp, self.root / name)
+            os.replace(tmp, self.folder / name)
         except OSError as exc:
             log.warning("disk cache: cannot write %s: %s", name, exc)
             tmp.unlink(missing_ok=True)
@@ -205,13 +253,25 @@ class DiskTier:
 
     def _remove(self, name: str) -> None:
         self._forget(name)
-        (self.root / name).unlink(missing_ok=True)
+        (self.folder / name).unlink(missing_ok=True)
 
     def discard_prefix(self, prefix: str) -> int:
         doomed = [name for name, (_, key) in self._index.items() if key.startswith(prefix)]
         for name in doomed:
             self._remove(name)
         return len(doomed)
+
+    def sweep_prefix(self, prefix: str) -> int:
+        """Delete the files of ``prefix`` in the siblings' folders, read from their headers: what a worker that
+        is down (or being replaced) could not purge itself. Slow (a header read per file): off the event loop."""
+        removed = 0
+        for folder in self.siblings:
+            for path in folder.glob(f"*{self.SUFFIX}"):
+                key = self._stored_key(path)
+                if key is not None and key.startswith(prefix):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
 
 class SegmentCache:

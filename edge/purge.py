@@ -249,10 +249,12 @@ class CachePurger:
     ) -> None:
         self.cache = cache
         self.on_purge = on_purge
-        self.bus = PurgeBus(redis_url, self.purge_local, channel=channel) if redis_url else None
+        self.bus = PurgeBus(redis_url, self._apply_from_bus, channel=channel) if redis_url else None
         self.purges = 0  # purges applied on this node: its own (admin API) and those the bus brought
         # the other workers of this node (edge/workers.py): purged with this one, before the bus reaches other nodes
         self.siblings: Callable[[PurgeRequest], Awaitable[int]] | None = None
+        self.sweeps_bus_purges = False  # one worker per node also sweeps the disk folders for the bus's purges
+        self._sweeps: set[asyncio.Task] = set()
         self.removed = 0  # objects they dropped (memory and disk tier entries)
 
     def purge_local(self, request: PurgeRequest) -> int:
@@ -280,6 +282,7 @@ class CachePurger:
         removed = self.purge_local(request)
         if self.siblings is not None:
             removed += await self.siblings(request)
+        removed += await self.sweep_disk(request)
         if self.bus is None:
             return PurgeResult(removed, None)
         try:
@@ -287,6 +290,23 @@ class CachePurger:
         except PurgeBusError as exc:
             log.warning("purge: %s", exc)
             return PurgeResult(removed, None, str(exc))
+
+    async def sweep_disk(self, request: PurgeRequest) -> int:
+        """Files of ``request`` in sibling workers' disk folders that no live worker dropped (one was down)."""
+        disk = self.cache.disk
+        if disk is None or not disk.siblings:
+            return 0
+        removed = await asyncio.to_thread(disk.sweep_prefix, request.key_prefix())
+        self.removed += removed
+        return removed
+
+    def _apply_from_bus(self, request: PurgeRequest) -> int:
+        removed = self.purge_local(request)
+        if self.sweeps_bus_purges:  # every live worker got the message; this one also covers those that are down
+            task = asyncio.get_running_loop().create_task(self.sweep_disk(request))
+            self._sweeps.add(task)
+            task.add_done_callback(self._sweeps.discard)
+        return removed
 
     async def start(self, wait: float = 5.0) -> None:
         if self.bus is not None:

@@ -58,10 +58,12 @@ class Reloader:
         self.started_role, _ = parse_edge_section(self.started_with.edge_table, self.started_with.source)
         self._scheduled = False  # a reload waits on the event loop (on_signal)
 
-    def reload(self) -> bool:
-        """Load and apply; False (the error logged) when the file is refused."""
+    def reload(self, document: dict | None = None) -> bool:
+        """Load the file (or take ``document``, the file as a worker's supervisor accepted it) and apply;
+        False (the error logged) when it is refused."""
         try:
-            settings = self._load()
+            settings = self._load() if document is None else parse_settings(
+                document, source=str(self.path), base_dir=self.path.parent)
             role, _ = parse_edge_section(settings.edge_table, settings.source)
             new_access = settings.access or AccessConfig()
             if self.role == "edge":

@@ -57,6 +57,7 @@ class WorkerSpec:
     # the config file's document as the supervisor last accepted it (at start or a SIGHUP): a worker started
     # later (a replacement) runs what its siblings run, not an edit nobody has reloaded yet (None: no file)
     config: dict | None = None
+    reloaded: dict | None = None  # the last document a SIGHUP brought since the node started, to apply at start
 
     @property
     def siblings(self) -> Siblings:
@@ -87,12 +88,20 @@ def resolve_port(host: str, port: int) -> int:
 
 # --------------------------------------------------------------------------- the supervisor
 
+PING_EVERY = 5.0  # seconds between liveness pings of each worker over its control socket
+PINGS_MISSED_ALLOWED = 2  # a worker that misses more in a row (stopped, wedged) is killed and replaced
+
+
 class Supervisor:
     """Starts, watches, restarts and stops the workers of one node.
 
     ``target(argv, spec)`` is the worker's entry point (cli/main.py run_worker); ``make_analytics()``
     builds the node's analytics (None when play events are off); ``config`` is the config file's document
     the node starts with, ``read_config()`` reads it again at a SIGHUP, raising when a reload would refuse it.
+
+    A replacement worker starts from the document its siblings started from and then applies the last one a
+    SIGHUP brought (``WorkerSpec.reloaded``), as its siblings did: settings a reload does not change stay as
+    they are in every worker until the node restarts.
     """
 
     def __init__(self, target: Callable[..., None], argv: list[str], count: int, host: str, port: int, *,
@@ -106,19 +115,26 @@ class Supervisor:
         self.make_analytics = make_analytics
         self.read_config = read_config
         self.config = config
+        self.reloaded: dict | None = None  # the last document a SIGHUP brought (None: none since start)
         self.context = multiprocessing.get_context("spawn")
         self.processes: list[Any] = [None] * count
         self.started_at = [0.0] * count
         self.quick_deaths = [0] * count
+        self.ready = [False] * count  # its control socket answers: its SIGHUP handler is installed
+        self.reload_pending = [False] * count  # a SIGHUP it must get once ready
+        self.missed_pings = [0] * count
         self.restarts = 0
         self._stopping: asyncio.Event | None = None
         self.failed = False
 
     def run(self) -> int:
-        run_dir = Path(tempfile.mkdtemp(prefix="vodgate-"))  # mode 0700: the control and relay sockets live here
+        remove_abandoned_run_dirs()
+        # mode 0700: the control and relay sockets live here; the pid in the name tells a later node it is stale
+        run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-"))
         try:
             return asyncio.run(self._run(run_dir))
         finally:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the loop's handler is gone: a late SIGHUP must not kill us
             shutil.rmtree(run_dir, ignore_errors=True)
 
     async def _run(self, run_dir: Path) -> int:
@@ -141,11 +157,14 @@ class Supervisor:
         log.info("workers: starting %d on %s:%d (supervisor pid %d)", self.count, self.host, self.port, os.getpid())
         for spec in specs:
             self._start(spec)
+        pinger = loop.create_task(self._ping_forever(specs))
         while not self._stopping.is_set():
             try:
                 await asyncio.wait_for(self._stopping.wait(), 0.2)
             except asyncio.TimeoutError:
                 self._replace_dead(specs)
+                self._mark_ready(specs)
+        pinger.cancel()
         await self._stop_all()
         if relay_server is not None:
             relay_server.close()
@@ -156,11 +175,23 @@ class Supervisor:
         return 1 if self.failed else 0
 
     def _start(self, spec: WorkerSpec) -> None:
-        spec = replace(spec, config=self.config)
+        spec = replace(spec, config=self.config, reloaded=self.reloaded)
+        socket_path(spec.run_dir, spec.index).unlink(missing_ok=True)  # ready again once the new worker listens
         process = self.context.Process(target=self.target, args=(self.argv, spec), name=f"vodgate-worker-{spec.index}")
         process.start()
         self.processes[spec.index] = process
         self.started_at[spec.index] = time.monotonic()
+        self.ready[spec.index] = False
+        self.reload_pending[spec.index] = False  # it starts with the latest document (spec.reloaded)
+        self.missed_pings[spec.index] = 0
+
+    def _mark_ready(self, specs: list[WorkerSpec]) -> None:
+        for spec in specs:
+            if not self.ready[spec.index] and socket_path(spec.run_dir, spec.index).exists():
+                self.ready[spec.index] = True
+                if self.reload_pending[spec.index]:  # a SIGHUP came while it was starting
+                    self.reload_pending[spec.index] = False
+                    self._signal(spec.index, signal.SIGHUP)
 
     def _replace_dead(self, specs: list[WorkerSpec]) -> None:
         for spec in specs:
@@ -181,15 +212,43 @@ class Supervisor:
             self.restarts += 1
             self._start(spec)
 
+    async def _ping_forever(self, specs: list[WorkerSpec]) -> None:
+        """Kill a worker that stops answering its control socket (stopped, wedged): it would hold the
+        connections the kernel gives it without ever answering them. _replace_dead then replaces it."""
+        while True:
+            await asyncio.sleep(PING_EVERY)
+            live = [s for s in specs if self.ready[s.index] and self.processes[s.index].exitcode is None]
+            answers = await asyncio.gather(*(_ping(s) for s in live), return_exceptions=True)
+            for spec, answer in zip(live, answers):
+                if answer is True:
+                    self.missed_pings[spec.index] = 0
+                    continue
+                self.missed_pings[spec.index] += 1
+                if self.missed_pings[spec.index] > PINGS_MISSED_ALLOWED:
+                    log.error("workers: worker %d (pid %d) has not answered for %.0f s; killing it",
+                              spec.index, self.processes[spec.index].pid, PING_EVERY * self.missed_pings[spec.index])
+                    self.processes[spec.index].kill()
+
     def _forward_reload(self) -> None:
         try:
-            self.config = self.read_config()
+            document = self.read_config()
         except Exception as exc:  # noqa: BLE001 - a refused reload keeps every worker on the old config
             log.error("reload refused, every worker keeps its configuration: %s", exc)
             return
-        for process in self.processes:
-            if process is not None and process.exitcode is None:
-                os.kill(process.pid, signal.SIGHUP)
+        self.reloaded = document
+        for index, process in enumerate(self.processes):
+            if process is None or process.exitcode is not None:
+                continue
+            if self.ready[index]:
+                self._signal(index, signal.SIGHUP)
+            else:  # still importing: SIGHUP is ignored until its handler is installed; send it once ready
+                self.reload_pending[index] = True
+
+    def _signal(self, index: int, signum: int) -> None:
+        try:
+            os.kill(self.processes[index].pid, signum)
+        except ProcessLookupError:
+            pass  # it just died: _replace_dead starts its successor with the latest document
 
     async def _stop_all(self) -> None:
         live = [p for p in self.processes if p is not None and p.exitcode is None]
@@ -205,6 +264,28 @@ class Supervisor:
             process.join(5)
 
 
+async def _ping(spec: WorkerSpec) -> bool:
+    answer = await spec.siblings.ask(spec.index, {"op": "ping"}, timeout=PING_EVERY)
+    return answer.get("pong") is True
+
+
+RUN_DIR_PREFIX = "vodgate-"
+
+
+def remove_abandoned_run_dirs() -> None:
+    """Run folders of supervisors that were killed (``vodgate-<pid>-*`` whose pid is gone), ours only."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*-*"):
+        pid = folder.name[len(RUN_DIR_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
 # --------------------------------------------------------------------------- inside a worker
 
 def connect_worker(spec: WorkerSpec, app: Any, metrics: Any) -> dict[str, Callable]:
@@ -217,6 +298,7 @@ def connect_worker(spec: WorkerSpec, app: Any, metrics: Any) -> dict[str, Callab
         if purger.bus is not None:
             purger.bus.node_id = spec.node_id
             purger.bus.local_subscribers = spec.count
+        purger.sweeps_bus_purges = spec.index == 0
 
         async def purge_siblings(request: PurgeRequest) -> int:
             answers = await siblings.ask_others({"op": "purge", "request": request.to_dict()})
@@ -258,7 +340,10 @@ def connect_worker(spec: WorkerSpec, app: Any, metrics: Any) -> dict[str, Callab
     async def on_admin_sync(_: dict) -> dict:
         return {"changed": bool(await changes.sync()) if changes is not None else False}
 
-    return {"metrics": on_metrics, "purge": on_purge, "admin_sync": on_admin_sync}
+    async def on_ping(_: dict) -> dict:
+        return {"pong": True}
+
+    return {"metrics": on_metrics, "purge": on_purge, "admin_sync": on_admin_sync, "ping": on_ping}
 
 
 def _workers_gauge(configured: int, answering: int) -> bytes:

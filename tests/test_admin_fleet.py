@@ -330,7 +330,7 @@ def test_a_state_file_keeps_changes_across_a_restart_without_redis(tmp_path, med
     finally:
         node.stop()
     state = tmp_path / "solo" / "state" / "admin.json"
-    audit = state.with_name("admin.json.audit.jsonl")
+    audit = state.with_name("admin.json.audit.demo.jsonl")
     for path in (state, audit):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
         assert SECRET not in path.read_text()
@@ -425,7 +425,7 @@ def test_processes_writing_one_state_file_at_once_lose_no_change(tmp_path):
     document = json.loads(state.read_text())
     assert document["version"] == 75
     assert sorted(c["version"] for c in document["changes"]) == list(range(1, 76))  # 75 distinct profiles, none lost
-    lines = state.with_name("admin.json.audit.jsonl").read_text().splitlines()
+    lines = state.with_name("admin.json.audit.demo.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["version"] for line in lines) == list(range(1, 76))
 
 

@@ -115,7 +115,7 @@ def test_both_workers_serve_and_one_scrape_counts_every_request_of_the_node(node
 def test_the_disk_tier_is_shared_a_segment_one_worker_packaged_is_not_packaged_again(node) -> None:
     assert fetch_on_new_connections(node.base, SEGMENT) == [200] * CONNECTIONS  # one after another
     assert metric(node.base, "vodgate_packaging_seconds_count", format="hls") == 1
-    assert len(list((node.tmp / "disk").glob("*.seg"))) == 1
+    assert len(list((node.tmp / "disk").rglob("*.seg"))) == 1  # in the folder of the worker that packaged it
 
 
 def test_workers_answer_byte_for_byte_what_one_process_answers(node, tmp_path, media_library) -> None:
@@ -339,3 +339,50 @@ def test_the_default_is_one_worker_per_cpu_this_process_may_use(tmp_path) -> Non
     (tmp_path / "small").write_text("20000 100000\n")  # --cpus 0.2: still one worker
     assert workers_for(0, tmp_path / "small") == 1
     assert workers_for(3, no_quota) == 3  # a configured count is taken as given
+
+
+def test_a_stopped_worker_is_killed_and_replaced_so_no_connection_hangs(node) -> None:
+    from edge.workers import PING_EVERY, PINGS_MISSED_ALLOWED
+
+    stuck = worker_pids(node.proc.pid)[0]
+    os.kill(stuck, signal.SIGSTOP)  # wedged: the kernel still hands it connections
+    limit = PING_EVERY * (PINGS_MISSED_ALLOWED + 2) + 10
+    wait_for(lambda: stuck not in worker_pids(node.proc.pid) and len(worker_pids(node.proc.pid)) == 2, timeout=limit,
+             what="the stopped worker to be replaced")
+    wait_for(lambda: metric(node.base, "vodgate_workers", state="answering") == 2, what="the new worker answering")
+    assert set(fetch_on_new_connections(node.base, MASTER)) == {200}
+    assert "has not answered for" in node.log_path.read_text()
+
+
+def test_disk_files_follow_the_worker_count_when_the_node_restarts_with_another(tmp_path) -> None:
+    from edge.cache import DiskTier
+
+    root = tmp_path / "disk"
+    keys = [f"/p/demo/e/x/hls/lo/seg-{n}.ts|etag" for n in range(12)]
+    two = [DiskTier(root, 10**6, (i, 2)) for i in range(2)]
+    for n, key in enumerate(keys):
+        two[n % 2].put(key, key.encode() * 10)
+    assert all(two[(n + 1) % 2].get(key) == key.encode() * 10 for n, key in enumerate(keys))  # a sibling's copy read
+    one = DiskTier(root, 10**6)  # the node restarted with one process: it takes every worker's files
+    assert [one.get(key) for key in keys] == [key.encode() * 10 for key in keys]
+    assert one.size == sum(f.stat().st_size for f in root.rglob("*.seg")) and not list(root.glob("w*"))
+    three = [DiskTier(root, 10**6, (i, 3)) for i in range(3)]  # and back to several: worker 0 takes them
+    assert [three[1].get(key) for key in keys] == [key.encode() * 10 for key in keys]
+    assert sum(t.size for t in three) == sum(f.stat().st_size for f in root.rglob("*.seg"))  # each file counted once
+
+
+def test_run_folders_of_killed_supervisors_are_removed_at_the_next_start(tmp_path, monkeypatch) -> None:
+    import tempfile
+
+    from edge.workers import RUN_DIR_PREFIX, remove_abandoned_run_dirs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    abandoned = tmp_path / f"{RUN_DIR_PREFIX}{dead.pid}-abc"
+    alive = tmp_path / f"{RUN_DIR_PREFIX}{os.getpid()}-def"
+    for folder in (abandoned, alive):
+        folder.mkdir()
+        (folder / "worker-0.sock").write_text("")
+    remove_abandoned_run_dirs()
+    assert not abandoned.exists() and alive.exists()
