@@ -50,6 +50,7 @@ class AccessControl:
         # run at the end of reload(), in the same step: the admin API's changes (edge/admin_store.py) are layered
         # over the file's profiles again before any request sees the file's alone
         self.after_reload: list[Callable[[], None]] = []
+        self.generation = 0  # counts reloads: a reload may change what a URL's bytes are (encryption)
 
     @classmethod
     def from_config(cls, config: AccessConfig) -> "AccessControl":
@@ -170,6 +171,7 @@ class AccessControl:
         restricted = {pid: _restrictive(p) for pid, p in config.partners.items()}
         self.config, self.countries = config, countries
         self._partners, self._restricted = config.partners, restricted
+        self.generation += 1  # answers remembered under the previous file (edge/hot.py) are not given again
         for layer in self.after_reload:
             layer()
         # the previous GeoIP reader is not closed here: a lookup in flight holds it, and it closes when freed

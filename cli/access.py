@@ -68,6 +68,8 @@ def add_token_commands(subparsers: Any, load_config: LoadConfig = load_access) -
     sign.add_argument("--key", help="key id to sign with (default the partner's token_signing_key)")
     sign.add_argument("--session", help="play session id carried in the token")
     sign.add_argument("--start", help="not valid before (ISO 8601 time, or 'now')")
+    sign.add_argument("--clip", metavar="FROM-TO", help="pin the token to this clip, seconds (e.g. 10-20.5): it plays "
+                      "clip URLs within it only (native tokens)")
     sign.set_defaults(run=_token_sign, load_config=load_config)
 
     check = commands.add_parser("verify", help="explain why a signed URL is or is not valid")
@@ -125,6 +127,11 @@ def _token_sign(ns: argparse.Namespace, out: TextIO) -> int:
     secret = partner.keys.keys[kid]
     tree = f"/p/{partner.id}/e/{entry}"
     path = f"{tree}/{ns.delivery}/master.m3u8"
+    clip = _clip(ns.clip, ns.format)
+    if clip is not None:
+        from edge import urls  # only here: `token sign` otherwise stays free of edge/ (tests/test_auth_cli.py)
+
+        path = urls.with_clip(path, clip)
     try:
         if ns.format == "hdnts":
             ip = None if ns.ip is None else str(_address(ns.ip, "--ip"))
@@ -132,7 +139,7 @@ def _token_sign(ns: argparse.Namespace, out: TextIO) -> int:
             query = f"hdnts={quote(token, safe='~*!/:=')}"
         else:
             token = sign_native(kid, secret, tree, expires, ip=ns.ip, ipv6_prefix=partner.keys.ipv6_prefix,
-                                session_id=ns.session, start=start)
+                                session_id=ns.session, start=start, clip=clip.name.removeprefix("clip-") if clip else None)
             query = f"token={token}"
     except TokenError as exc:
         raise ConfigError(str(exc)) from None
@@ -141,6 +148,20 @@ def _token_sign(ns: argparse.Namespace, out: TextIO) -> int:
     bound = f", bound to {ns.ip}" if ns.ip else ""
     print(f"# {ns.format} token, key {kid}, covers {tree}/..., expires {_iso(expires)}{bound}", file=sys.stderr)
     return 0
+
+
+def _clip(value: str | None, fmt: str) -> Any:
+    """``--clip FROM-TO`` as an edge.urls.Clip (the URL's spelling of a clip is parsed there, and only there)."""
+    if value is None:
+        return None
+    if fmt != "vodgate":
+        raise ConfigError("--clip needs --format vodgate: Akamai tokens have no clip claim")
+    from edge import urls
+
+    try:
+        return urls.parse_clip(value)
+    except urls.BadRequest as exc:
+        raise ConfigError(f"--clip {value!r}: {exc}") from None
 
 
 # --- token verify ---------------------------------------------------------------------------------
@@ -193,6 +214,8 @@ def _print_token(result: TokenResult, token: str, out: TextIO, note: str | None 
             print(f"    ip:      {claims.ip}", file=out)
         if claims.session_id is not None:
             print(f"    session: {claims.session_id}", file=out)
+        if claims.clip is not None:
+            print(f"    clip:    {float(claims.clip[0]):g}-{float(claims.clip[1]):g} s", file=out)
     if note:
         print(f"  note: {note}", file=out)
 

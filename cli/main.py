@@ -146,9 +146,9 @@ def run_worker(argv: list[str], spec) -> None:
         settings = settings.with_overrides(admin=AdminConfig(spec.run_dir / "admin-changes.json", temporary=True))
     served, http, app, metrics = _build_served(ns, settings, role, edge_config, relay_to=spec.relay,
                                                  config=spec.config)
-    import uvicorn
     if spec.reloaded is not None:  # what its siblings applied since the node started, applied as they did
         app.state.reloader.reload(spec.reloaded)
+    import uvicorn
 
     from edge.workers import connect_worker, serve_worker
 
@@ -300,6 +300,7 @@ def _secrets_held(settings: Settings) -> list[str]:
         "cdn.edge_secrets": bool(settings.edge_secrets),
         "token keys": any(p.keys.keys for p in partners),
         "admin secrets": any(p.admin_secret for p in partners),
+        "key secrets": any(p.protection.secrets for p in partners),
         "edge.upstream_headers": bool(edge.get("upstream_headers")),
         "storage.headers": bool(settings.storage is not None and settings.storage.headers),
         "a password in a URL": any("@" in url for url in (

@@ -51,6 +51,7 @@ from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from auth.client_ip import IPNetwork
+from auth.content_keys import AES_128, METHODS, MIN_SECRET_BYTES, Protection
 from auth.rules import (
     MAX_PROFILE_PROGRAM_SIZE,
     NO_REFERRER,
@@ -91,7 +92,7 @@ SECTION = "partners"
 ACCESS_SERVER_KEYS = frozenset({"trusted_proxies", "geoip_database", "token_clock_skew"})
 PARTNER_KEYS = frozenset({
     "admin_secret", "token_keys", "token_signing_key", "token_ipv6_prefix", "token_formats",
-    "default_profile", "profiles", "entries",
+    "default_profile", "profiles", "entries", "encryption", "key_secrets", "key_rotation_segments",
 })
 PROFILE_KEYS = frozenset({"rules", "description"})
 RULE_KEYS = frozenset({"name", "if", "unless", "then"})
@@ -122,6 +123,7 @@ class Partner:
     default_profile: str = DEFAULT_PROFILE
     profiles: Mapping[str, Profile] = field(default_factory=lambda: MappingProxyType({DEFAULT_PROFILE: OPEN_PROFILE}))
     entries: Mapping[str, EntrySettings] = field(default_factory=lambda: MappingProxyType({}))
+    protection: Protection = field(default_factory=Protection)  # HLS encryption (docs/CONTENT_PROTECTION.md)
 
     def profile_for(self, entry: str) -> Profile:
         settings = self.entries.get(entry)
@@ -287,7 +289,42 @@ def _partner(pid: str, raw: Any, where: str, source: str, geoip_configured: bool
         if not valid_id(eid):
             raise ConfigError(f"{source}: {ewhere}: entry id {eid!r} must be 1-64 characters of A-Z a-z 0-9 - _ (as in /e/<entry>/)")
         entries[eid] = _entry(data, ewhere, source, profiles)
-    return Partner(pid, ring, admin_secret, default, MappingProxyType(profiles), MappingProxyType(entries))
+    protection = _protection(table, where, source)
+    return Partner(pid, ring, admin_secret, default, MappingProxyType(profiles), MappingProxyType(entries), protection)
+
+
+def _protection(table: Mapping[str, Any], where: str, source: str) -> Protection:
+    """``encryption``, ``key_secrets`` and ``key_rotation_segments`` (docs/CONTENT_PROTECTION.md)."""
+    method = table.get("encryption", "none")
+    if method == "sample-aes":
+        raise ConfigError(f'{source}: {where}.encryption = "sample-aes" is not supported yet; use "aes-128" (whole-segment) or "none"')
+    if method not in METHODS:
+        raise _error(source, f"{where}.encryption", method, f'one of {", ".join(repr(m) for m in METHODS)}')
+    rotation = table.get("key_rotation_segments", 0)
+    if not _is_int(rotation) or rotation < 0:
+        raise _error(source, f"{where}.key_rotation_segments", rotation, "a whole number of segments, e.g. 10 (0 = one key per entry)")
+    raw = table.get("key_secrets")
+    if raw is None:
+        if method == AES_128:
+            raise ConfigError(f'{source}: {where}.encryption = "aes-128" needs {where}.key_secrets = ["<64 hex digits>"] '
+                              f"(master secrets the content keys are derived from), {KEY_HINT}")
+        return Protection(method, (), rotation)
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f'{source}: {where}.key_secrets must be a non-empty list of hex secrets, e.g. ["<64 hex digits>"]; {KEY_HINT}')
+    secrets = []
+    for i, value in enumerate(raw):  # never echo a value: these are master secrets
+        item = f"{where}.key_secrets[{i}]"
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {item} is a {type(value).__name__}; expected a hex string, {KEY_HINT}")
+        try:
+            secret = bytes.fromhex(value)
+        except ValueError:
+            raise ConfigError(f"{source}: {item} is not an even number of hex digits (0-9 a-f); {KEY_HINT}") from None
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ConfigError(f"{source}: {item} is {len(secret)} bytes; expected at least {MIN_SECRET_BYTES} bytes "
+                              f"({2 * MIN_SECRET_BYTES} hex digits), {KEY_HINT}")
+        secrets.append(secret)
+    return Protection(method, tuple(secrets), rotation)
 
 
 def _token_keys(raw: Any, where: str, source: str) -> dict[str, bytes]:

@@ -56,7 +56,8 @@ def create_app(
     )
     access = AccessControl.from_config(settings.access or AccessConfig())
     delivery = Delivery(media, cache, cdn, access, trust=EdgeTrust(settings.edge_secrets))
-    hot = HotPaths(cache, access.restricts, settings.shield_header, settings.shield_secrets, ttl=media.stat_ttl) if settings.hot_lane else None
+    hot = HotPaths(cache, access.restricts, settings.shield_header, settings.shield_secrets, ttl=media.stat_ttl,
+                   generation=lambda: access.generation) if settings.hot_lane else None
     purger = CachePurger(cache, redis_url or settings.redis_url, channel=settings.redis_channel)
     admin_changes = AdminChanges.from_settings(access, settings, redis_url)
     admin = Admin(access, purger, _report_routes(settings), admin_changes)
@@ -206,6 +207,7 @@ def create_edge(settings: Settings, edge: EdgeConfig, redis_url: str | None = No
     app.state.access = access
     app.state.admin_changes = admin_changes  # /healthz shows its stats (edge/proxy.py)
     app.state.hot = (
-        HotPaths(app.state.cache, access.restricts, settings.shield_header, settings.shield_secrets) if settings.hot_lane else None
+        HotPaths(app.state.cache, access.restricts, settings.shield_header, settings.shield_secrets,
+                 generation=lambda: access.generation) if settings.hot_lane else None
     )
     return app

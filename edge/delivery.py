@@ -29,9 +29,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from auth.access import AccessControl
+from auth.content_keys import Protection, content_key, find_period, key_id, period_count, period_of
 from auth.rules import FLAVOR_NOT_ALLOWED, PREVIEW_ONLY
 from origin.catalog import UnknownFlavor, valid_id
 from origin.media import EntryMedia, MediaService
+from packager.encryption import encrypt_segment, encrypted_size
 from packager.fmp4 import init_segment
 from packager.formats import FORMATS, SegmentFormat
 from packager.hls.build import (
@@ -51,10 +53,12 @@ from .hot import mark_shareable
 from .http import http_date, is_not_modified, requested_range, strong_etag
 from .progressive import serve_progressive
 from .request_info import MediaInfo, attach, info_for
-from .urls import BadRequest, MediaRequest
-from .viewer import Denied, EdgeTrust, Grant, Variant, check_preview_marker, grant_for
+from .urls import BadRequest, MediaRequest, NoSuchResource
+from .viewer import Denied, EdgeTrust, Grant, Variant, check_clip, check_preview_marker, grant_for
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+KEY_TYPE = "application/octet-stream"
+KEY_CACHE = "no-store, private"  # a key is the viewer's grant in 16 bytes: no shared or stored copy, ever
 
 
 class Delivery:
@@ -85,6 +89,9 @@ class Delivery:
                 if check.token is not None and check.token.claims is not None:
                     info.session_id = check.token.claims.session_id
             check_preview_marker(req.preview, grant)
+            check_clip(req.clip, grant)
+            if req.resource == "key":
+                return await self._key(req, grant)
             if req.format == "mp4":
                 return await serve_progressive(request, req, self.media, self.cdn, grant, self.access.restricts(req.partner))
             return await self._hls(request, req, FORMATS[req.format], info, grant)
@@ -100,31 +107,45 @@ class Delivery:
     async def _hls(self, request: Request, req: MediaRequest, fmt: SegmentFormat, info: MediaInfo, grant: Grant) -> Response:
         em = await self.media.entry_media(req.partner, req.entry)
         info.entry_duration = float(em.media_set.duration)
+        protection = self._protection(req.partner)
+        # every answer whose bytes depend on the encryption names it in its ETag and cache key, so a reload that
+        # switches a partner's encryption (or its master secret) never serves bytes of the other mode
+        ptag = protection.tag(req.partner, req.entry) if protection.encrypts else None
         if req.rendition is not None:
             em.entry.flavor(req.rendition.flavor)  # UnknownFlavor (404) for a flavor the entry does not have
             em.check_flavor(req.rendition.flavor)
         preview = req.preview if req.preview is not None else grant.preview
-        media_set = em.media_set if preview is None else await self.media.preview_set(em, preview)
-        end = preview_end(media_set)  # the variant's clip end: N past the media's end is no clip at all
+        if req.clip is not None:  # a clip by URL (packager/clip.py); E only where a preview cut it short of the clip's end
+            media_set = await self.media.clip_set(em, req.clip.first, req.clip.last, preview)
+            end = media_set.preview_end
+        else:
+            media_set = em.media_set if preview is None else await self.media.preview_set(em, preview)
+            end = preview_end(media_set)  # the variant's clip end: N past the media's end is no clip at all
         if req.resource == "master":
-            return await self._master(request, req, fmt, em, media_set, grant, end)
+            return await self._master(request, req, fmt, em, media_set, grant, end, protection, ptag)
         rendition = em.media_set.rendition(req.rendition)
         if rendition.kind == "video" and not _flavor_allowed(rendition, grant):
             raise Denied(403, FLAVOR_NOT_ALLOWED, f"flavor {req.rendition.flavor} is above this viewer's quality limit")
         check_format(rendition, fmt)  # no representation over TS (HEVC, Opus): before any conditional request
         clipped = media_set.rendition(req.rendition)
+        if req.clip is not None:
+            rendition = clipped  # its track is rebased to the clip's start: segments and init are muxed from it
         version = em.flavor_version(req.rendition.flavor)
         if req.resource in ("index", "iframes"):
+            if req.resource == "iframes" and protection.encrypts:
+                # its byte ranges would cut CBC chains mid-segment: not offered (the master lists none)
+                raise NoSuchResource("I-frame playlists are not offered for encrypted media")
             path = urls.canonical_path(replace(req, preview=urls.clip_marker(end)))
-            render = lambda: _media_playlist(clipped, req, fmt, end)  # noqa: E731
-            return await self._playlist(request, path, em, version, grant, render, Variant(end), _location(path, req))
+            render = lambda: _media_playlist(clipped, req, fmt, end, protection)  # noqa: E731
+            return await self._playlist(request, path, em, version, grant, render, Variant(end), _location(path, req), ptag)
         if req.resource == "init":
             segment = None
             path = urls.canonical_path(req)
         else:  # a segment: refuse what the grant does not cover before anything else, 304 included
             segment = _granted_segment(clipped, req, end)
             path = urls.canonical_path(replace(req, preview=urls.clip_marker(end) if is_clipped(segment) else None))
-        headers, etag = self._headers(path, em, version, location=_location(path, req))
+        protected = ptag if segment is not None else None  # the init segment stays clear (packager/encryption.py)
+        headers, etag = self._headers(path, em, version, *([protected] if protected else []), location=_location(path, req))
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
             return Response(status_code=304, headers=headers)
         key = f"{path}|{etag}"  # the variant's path, never the raw URL
@@ -136,19 +157,27 @@ class Delivery:
         info.media_start, info.media_duration = float(segment.start), float(segment.duration)
         if request.method == "HEAD":
             size = fmt.segment_size(rendition.track, segment)
+            size = encrypted_size(size) if protected else size
             return Response(b"", media_type=fmt.content_type, headers={**headers, "Accept-Ranges": "bytes", "Content-Length": str(size)})
 
         async def package() -> bytes:
             batch = await self.media.batch(em.entry, rendition, segment, fmt)
             started = time.perf_counter()
-            body = await run_in_threadpool(fmt.mux, batch)
+            if protected:
+                secret = protection.secrets[0]
+                aes_key = content_key(secret, req.partner, req.entry, period_of(segment.number, protection.rotation_segments))
+                # the IV is the media sequence number, which is the segment number (playlists start at 1)
+                body = await run_in_threadpool(lambda: encrypt_segment(fmt.mux(batch), aes_key, segment.number))
+            else:
+                body = await run_in_threadpool(fmt.mux, batch)
             info.package_seconds = time.perf_counter() - started
             return body
 
         body, info.cache = await self.cache.get_or_make(key, package)
         return _ranged(request, body, fmt.content_type, {**headers, "X-Cache": info.cache})
 
-    async def _master(self, request, req, fmt, em: EntryMedia, media_set: MediaSet, grant: Grant, end: Fraction | None) -> Response:
+    async def _master(self, request, req, fmt, em: EntryMedia, media_set: MediaSet, grant: Grant, end: Fraction | None,
+                      protection: Protection, ptag: str | None) -> Response:
         requested = _flavor_subset(request)
         shown = [
             v.id.flavor
@@ -164,18 +193,47 @@ class Delivery:
         if not media_set.videos and media_set.audios and all(ts_refuses(a.track, fmt) for a in media_set.audios):
             raise audio_refusal(media_set.audios)
         visible = _only_videos(media_set, frozenset(shown))
-        render = lambda: _master_playlist(visible, fmt, end)  # noqa: E731
-        return await self._playlist(request, urls.canonical_path(req), em, em.version, grant, render, Variant(end, frozenset(shown)))
+        render = lambda: _master_playlist(visible, fmt, end, with_iframes=not protection.encrypts)  # noqa: E731
+        return await self._playlist(request, urls.canonical_path(req), em, em.version, grant, render, Variant(end, frozenset(shown)),
+                                    protection=ptag)
+
+    async def _key(self, req: MediaRequest, grant: Grant) -> Response:
+        """A content key: 16 bytes for a viewer the entry's media is granted to (the same decision, already made).
+
+        404 for a kid that is not one of this entry's (under any listed master secret); a preview viewer
+        gets only the keys of periods that begin inside its preview (403 preview_only). Flavor limits do
+        not apply: keys are per entry, and the segments of a flavor above the limit are refused anyway."""
+        protection = self._protection(req.partner)
+        if not protection.encrypts:
+            raise NoSuchResource(f"partner {req.partner}'s media is not encrypted: it has no keys")
+        em = await self.media.entry_media(req.partner, req.entry)
+        periods = period_count(_segment_count(em.media_set), protection.rotation_segments)
+        found = find_period(protection, req.partner, req.entry, req.kid or "", periods)
+        if found is None:
+            raise NoSuchResource(f"no key {req.kid} for entry {req.entry}")
+        secret, period = found
+        if grant.preview is not None and period > 0:  # period 0 holds segment 1, which every preview plays
+            clipped = await self.media.preview_set(em, grant.preview)
+            if period * protection.rotation_segments + 1 > _segment_count(clipped):
+                raise Denied(403, PREVIEW_ONLY, f"key {req.kid} is for segments past the {float(grant.preview):g} s preview")
+        key = content_key(secret, req.partner, req.entry, period)
+        return Response(key, media_type=KEY_TYPE, headers={"Cache-Control": KEY_CACHE})
+
+    def _protection(self, partner: str) -> Protection:
+        found = self.access.partner(partner)
+        return found.protection if found is not None else Protection()
 
     async def _playlist(self, request, path: str, em: EntryMedia, version: str, grant: Grant, render, variant: Variant,
-                        location: str | None = None) -> Response:
-        """A playlist of ``variant``: cached token-free under it; the viewer's query is added per response."""
-        headers, etag = self._headers(path, em, version, variant.tag, grant.query, location=location)
+                        location: str | None = None, protection: str | None = None) -> Response:
+        """A playlist of ``variant``: cached token-free under it; the viewer's query is added per response.
+        ``protection``: the encryption tag its body depends on (auth/content_keys.Protection.tag), None when clear."""
+        extra = (protection,) if protection else ()
+        headers, etag = self._headers(path, em, version, variant.tag, *extra, grant.query, location=location)
         if grant.personal:
             headers["Cache-Control"] = PERSONAL_PLAYLIST_CACHE
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
             return Response(status_code=304, headers=headers)
-        key = f"{path}|{strong_etag(version, variant.tag, str(self.media.target))}"
+        key = f"{path}|{strong_etag(version, variant.tag, *extra, str(self.media.target))}"
         body, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(lambda: render().encode()))
         text = with_query(body.decode(), grant.query) if grant.query else body
         return Response(text, media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
@@ -205,7 +263,7 @@ def _granted_segment(rendition: Rendition, req: MediaRequest, end: Fraction | No
     if end is not None and req.number > count:
         raise Denied(403, PREVIEW_ONLY, f"segment {req.number} lies past the {float(end):.3f} s preview")
     segment = find_segment(rendition.segments, req.number)
-    if is_clipped(segment) and req.preview is None:
+    if end is not None and is_clipped(segment) and req.preview is None:  # a clip's own end (end None) is no marker
         raise Denied(403, PREVIEW_ONLY, f"segment {req.number} runs past the preview; its clipped URL is in the playlist")
     return segment
 
@@ -219,13 +277,20 @@ def _only_videos(media_set: MediaSet, flavors: frozenset[str]) -> MediaSet:
     return replace(media_set, videos=tuple(v for v in media_set.videos if v.id.flavor in flavors))
 
 
-def _master_playlist(media_set: MediaSet, fmt: SegmentFormat, end: Fraction | None) -> str:
+def _segment_count(media_set: MediaSet) -> int:
+    """Segment n of every rendition covers the same time, so the entry's count is its longest rendition's."""
+    return max((len(r.segments) for r in media_set.videos + media_set.audios), default=0)
+
+
+def _master_playlist(media_set: MediaSet, fmt: SegmentFormat, end: Fraction | None, with_iframes: bool = True) -> str:
     marker = urls.clip_marker(end)
-    uris = MasterUris(lambda rid: urls.media_playlist_uri(rid, marker), lambda rid: urls.iframes_playlist_uri(rid, marker))
+    iframes = (lambda rid: urls.iframes_playlist_uri(rid, marker)) if with_iframes else None
+    uris = MasterUris(lambda rid: urls.media_playlist_uri(rid, marker), iframes)
     return build_master(media_set, fmt, uris)
 
 
-def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat, end: Fraction | None) -> str:
+def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat, end: Fraction | None,
+                    protection: Protection = Protection()) -> str:
     """Only the clipped segment carries a marker; it names the clip end, so the body depends on E alone."""
     marker = urls.clip_marker(end)
 
@@ -237,7 +302,14 @@ def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat,
         if rendition.kind != "video":
             raise BadRequest("I-frame playlists exist for video renditions only")
         return build_iframes(rendition, fmt, segment_uri, init_uri)
-    return build_media(rendition, fmt, segment_uri, init_uri)
+    key_uri = None
+    if protection.encrypts:
+        secret, every = protection.secrets[0], protection.rotation_segments
+
+        def key_uri(segment: Segment) -> str:
+            kid = key_id(secret, req.partner, req.entry, period_of(segment.number, every))
+            return urls.key_uri(req.rendition, kid, in_clip=req.clip is not None)
+    return build_media(rendition, fmt, segment_uri, init_uri, key_uri)
 
 
 def _ranged(request: Request, body: bytes, media_type: str, headers: dict[str, str]) -> Response:

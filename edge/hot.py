@@ -69,6 +69,7 @@ class HotAnswer:
     path: str
     info: MediaInfo  # what observers (metrics, play events) see for every answer
     expires: float
+    generation: int = 0  # the configuration it was remembered under (AccessControl.generation)
 
 
 class HotPaths:
@@ -83,8 +84,12 @@ class HotPaths:
         ttl: float = 1.0,
         max_paths: int = 4096,
         clock: Callable[[], float] = time.monotonic,
+        generation: Callable[[], int] = lambda: 0,
     ) -> None:
         self.cache = cache
+        # a SIGHUP reload can switch a partner's encryption: the same URL then names other bytes, so nothing
+        # remembered before a reload is answered after it
+        self.generation = generation
         self.restricts = restricts
         self.shield_header = shield_header.lower().encode("latin-1")
         self.shield_secrets = [s.encode() for s in shield_secrets]
@@ -100,7 +105,7 @@ class HotPaths:
         hot = self._answers.get(raw_path)
         if hot is None:
             return None
-        if self.clock() >= hot.expires or self.restricts(hot.partner):
+        if self.clock() >= hot.expires or self.restricts(hot.partner) or hot.generation != self.generation():
             del self._answers[raw_path]
             return None
         if not self._plain(headers):
@@ -136,6 +141,7 @@ class HotPaths:
             # what observers see for every answer: nothing of the viewer who happened to be recorded
             replace(info, cache=HIT, package_seconds=None, client_ip=None, country=None, session_id=None),
             self.clock() + lifetime,
+            self.generation(),
         )
 
     def __len__(self) -> int:

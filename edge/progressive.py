@@ -40,18 +40,23 @@ async def serve_progressive(request: Request, req: MediaRequest, media: MediaSer
     if video is not None and not grant.allows_flavor(video.video.height if video.video else None, video.bitrate):
         raise Denied(403, FLAVOR_NOT_ALLOWED, f"flavor {flavor.id} is above this viewer's quality limit")
     preview = req.preview if req.preview is not None else grant.preview
-    # the variant: a clip ending at E, or the file itself when the preview reaches its end
-    clipped = await media.clipped_file(flavor, stat, preview) if preview is not None else None
-    if clipped is not None and req.preview is None:
-        target = urls.progressive_path(req.partner, req.entry, flavor.id, urls.clip_marker(clipped.end))
+    if req.clip is not None:  # a clip by URL: always a virtual file; E (entry seconds) only where a preview cut it
+        clipped, cut_at = await media.clip_file(flavor, stat, req.clip.first, req.clip.last, preview)
+        variant = f"{req.clip.name};{cut_at}"
+    else:  # the variant: a clip ending at E, or the file itself when the preview reaches its end
+        clipped = await media.clipped_file(flavor, stat, preview) if preview is not None else None
+        cut_at = clipped.end if clipped is not None else None
+        variant = str(clipped.end) if clipped is not None else "full"
+    if cut_at is not None and req.preview is None:
+        target = urls.with_clip(urls.progressive_path(req.partner, req.entry, flavor.id, urls.clip_marker(cut_at)), req.clip)
         query = f"?{request.url.query}" if request.url.query else ""
         return RedirectResponse(target + query, status_code=302, headers={"Cache-Control": "no-store"})
     size = clipped.size if clipped is not None else stat.size
-    etag = strong_etag(stat.version, flavor.key, str(clipped.end) if clipped is not None else "full")
+    etag = strong_etag(stat.version, flavor.key, variant)
     last_modified = http_date(stat.mtime_ns)
     headers = {"ETag": etag, "Last-Modified": last_modified, "Accept-Ranges": "bytes", **cdn.media_headers(req.partner, req.entry, restricted)}
     if req.preview is not None:  # the one spelling of these bytes (edges and CDNs may key on it)
-        named = urls.progressive_path(req.partner, req.entry, flavor.id, urls.clip_marker(clipped.end) if clipped else None)
+        named = urls.with_clip(urls.progressive_path(req.partner, req.entry, flavor.id, urls.clip_marker(cut_at)), req.clip)
         if named != urls.canonical_path(req):
             headers["Content-Location"] = named
     if is_not_modified(request.headers, etag, last_modified):

@@ -78,7 +78,7 @@ from .errors import error_response, response_for
 from .hot import mark_shareable
 from .http import ByteSpan, is_not_modified, requested_range, strong_etag
 from .cdn import ACCESS_HEADER, PERSONAL_PLAYLIST_CACHE
-from .viewer import EDGE_CHECKED_HEADER, EDGE_GRANT_HEADER, Grant, check_preview_marker, edge_grant_header, grant_for
+from .viewer import EDGE_CHECKED_HEADER, EDGE_GRANT_HEADER, Grant, check_clip, check_preview_marker, edge_grant_header, grant_for
 from .request_info import MediaInfo, attach, info_for, media_info
 from config.edge import MB, EdgeConfig
 from .edge_store import STALE, EdgeStore, Stored, freshness, kept_headers
@@ -221,6 +221,7 @@ class EdgeProxy:
         if check is not None and info is not None:
             info.client_ip, info.country = str(check.facts.client_ip), check.facts.country
         check_preview_marker(req.preview, grant)
+        check_clip(req.clip, grant)  # a clip-pinned token is enforced here: the origin sees only the edge's grant
         return grant
 
     async def _pass_through(self, request: Request, req: MediaRequest, info: MediaInfo, grant: Grant) -> Response:
@@ -484,6 +485,8 @@ def _needs_origin(req: MediaRequest, grant: Grant) -> bool:
     is how tall), so those requests go to the origin as the viewer, uncached, except ``-p{N}``
     URLs, whose bytes depend on the URL alone and so are shared like any other object.
     """
+    if req.resource == "key":  # a content key is never stored at the edge: the origin answers it, uncached
+        return True
     return grant.limits is not None or (grant.preview is not None and req.preview is None)
 
 

@@ -8,11 +8,16 @@
     /p/{partner}/e/{entry}/hls/{flavor}/a{k}/seg-{n}.ts
     /p/{partner}/e/{entry}/cmaf/...                        the same with init.mp4 and seg-{n}.m4s
     /p/{partner}/e/{entry}/mp4/{flavor}.mp4                progressive download
+    /p/{partner}/e/{entry}/keys/{kid}.key                  AES-128 content key (docs/CONTENT_PROTECTION.md)
 
 Free previews (docs/ACCESS_CONTROL.md) mark what they clip with ``-p{seconds}``:
 ``index-p30.m3u8``, ``iframes-p30.m3u8``, ``seg-5-p30.ts`` (the segment cut at the
 preview end) and ``{flavor}-p30.mp4``. A marked URL names different bytes than
 the unmarked one, so no cache can mix a preview with the full media.
+
+Clips by URL put a folder in front of the format: ``/p/{partner}/e/{entry}/clip-10-20.5/hls/...``
+(seconds, spelled as markers are; packager/clip.py): every relative URI stays inside the clip.
+A ``-p{M}`` marker inside a clip's folder is still in entry seconds.
 
 Playlists link with relative URIs, so the builders here return paths
 relative to the playlist that contains them.
@@ -22,15 +27,15 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Literal
 
 from origin.catalog import valid_id
 from packager.media_set import RenditionId
 
-Format = Literal["hls", "cmaf", "mp4"]
-Resource = Literal["master", "index", "iframes", "segment", "init", "progressive"]
+Format = Literal["hls", "cmaf", "mp4", "keys"]
+Resource = Literal["master", "index", "iframes", "segment", "init", "progressive", "key"]
 
 MAX_SEGMENT_DIGITS = 9  # beyond a 30-year playlist of 1 s segments: treat as not found, not a crash
 
@@ -44,6 +49,22 @@ class NoSuchResource(Exception):
 
 
 @dataclass(frozen=True)
+class Clip:
+    """A clip by URL: entry seconds [first, last), each a whole number of milliseconds, first < last."""
+
+    first: Fraction
+    last: Fraction
+
+    def within(self, other: Clip) -> bool:
+        return other.first <= self.first and self.last <= other.last
+
+    @property
+    def name(self) -> str:
+        """``clip-10-20.5``: the one spelling of a clip in paths (and in the token claim, without ``clip-``)."""
+        return f"clip-{seconds_text(self.first)}-{seconds_text(self.last)}"
+
+
+@dataclass(frozen=True)
 class MediaRequest:
     partner: str
     entry: str
@@ -52,17 +73,24 @@ class MediaRequest:
     rendition: RenditionId | None = None
     number: int | None = None  # segment number
     preview: Fraction | None = None  # seconds, from a -p{seconds} marker
+    clip: Clip | None = None  # from a clip-{from}-{to} folder
+    kid: str | None = None  # key id of a content key request (format "keys")
 
 
 _SEGMENT_EXT = {"hls": "ts", "cmaf": "m4s"}
 _ID = r"[^/]+"
-_ENTRY = re.compile(rf"/p/(?P<partner>{_ID})/e/(?P<entry>{_ID})/(?P<format>hls|cmaf|mp4)/(?P<rest>.*)")
+_ENTRY = re.compile(rf"/p/(?P<partner>{_ID})/e/(?P<entry>{_ID})/(?:(?P<clip>clip-[^/]*)/)?(?P<format>hls|cmaf|mp4)/(?P<rest>.*)")
+MAX_CLIP_DIGITS = 7  # whole seconds of a clip bound: 115 days; more is not a time of any media
+_SECONDS = rf"[0-9]{{1,{MAX_CLIP_DIGITS}}}(?:\.[0-9]{{1,3}})?"
+_CLIP = re.compile(rf"(?P<first>{_SECONDS})-(?P<last>{_SECONDS})")
 # [0-9], not \d: \d also matches other scripts' digits ("seg-٢.ts"), a second spelling of every URL
 _RENDITION_FILE = re.compile(rf"(?P<flavor>{_ID})/(?:a(?P<audio>[0-9]{{1,2}})/)?(?P<file>[^/]+)")
 _PREVIEW = r"(?:-p(?P<preview>[0-9]{1,6}(?:\.[0-9]{1,3})?))?"
 _SEGMENT = re.compile(rf"seg-(?P<n>[0-9]+){_PREVIEW}\.(?P<ext>ts|m4s)")
 _PLAYLIST = re.compile(rf"(?P<kind>index|iframes){_PREVIEW}\.m3u8")
 _PROGRESSIVE = re.compile(rf"(?P<flavor>[^/]+?){_PREVIEW}\.mp4")
+_KEY = re.compile(rf"/p/(?P<partner>{_ID})/e/(?P<entry>{_ID})/keys/(?P<kid>[^/]*)")
+_KID = re.compile(r"(?P<kid>[0-9a-f]{16})\.key")  # auth/content_keys.KID_BYTES as lower-case hex
 
 
 def parse_path(path: str) -> MediaRequest:
@@ -71,9 +99,31 @@ def parse_path(path: str) -> MediaRequest:
         raise BadRequest("path traversal is not allowed")
     match = _ENTRY.fullmatch(path)
     if match is None:
+        key = _KEY.fullmatch(path)
+        if key is not None:
+            return _key_request(key)
         raise NoSuchResource(f"no such resource: {path}")
     partner, entry, fmt, rest = match["partner"], match["entry"], match["format"], match["rest"]
     _check_ids(partner=partner, entry=entry)
+    if match["clip"] is not None:
+        return replace(_parse_media(partner, entry, fmt, rest, path), clip=parse_clip(match["clip"].removeprefix("clip-")))
+    return _parse_media(partner, entry, fmt, rest, path)
+
+
+def parse_clip(text: str) -> Clip:
+    """``10-20.5`` (seconds, at most 3 decimals) -> Clip; BadRequest naming what is wrong (URLs and `token sign --clip`)."""
+    found = _CLIP.fullmatch(text)
+    if found is None:
+        shown = text[:40].encode("ascii", "backslashreplace").decode()
+        raise BadRequest(f"malformed clip {shown!r}: expected clip-<from>-<to> in seconds (at most {MAX_CLIP_DIGITS} digits "
+                         "and 3 decimals), e.g. clip-10-20.5")
+    clip = Clip(Fraction(found["first"]), Fraction(found["last"]))
+    if clip.first >= clip.last:
+        raise BadRequest(f"clip {text!r} ends before it starts: <from> must be less than <to>")
+    return clip
+
+
+def _parse_media(partner: str, entry: str, fmt: str, rest: str, path: str) -> MediaRequest:
     if fmt == "mp4":
         found = _PROGRESSIVE.fullmatch(rest)
         if found is None:
@@ -98,6 +148,14 @@ def parse_path(path: str) -> MediaRequest:
         return MediaRequest(partner, entry, fmt, "init", rendition)
     number, preview = _segment_name(name, fmt)
     return MediaRequest(partner, entry, fmt, "segment", rendition, number, preview)  # type: ignore[arg-type]
+
+
+def _key_request(match: re.Match[str]) -> MediaRequest:
+    _check_ids(partner=match["partner"], entry=match["entry"])
+    name = _KID.fullmatch(match["kid"])
+    if name is None:
+        raise NoSuchResource(f"no such key: {match['kid'][:40]!r}")
+    return MediaRequest(match["partner"], match["entry"], "keys", "key", kid=name["kid"])
 
 
 def _segment_name(name: str, fmt: str) -> tuple[int, Fraction | None]:
@@ -150,9 +208,14 @@ def preview_marker(preview: Fraction | None) -> str:
     """``-p30`` / ``-p12.5``: the one spelling of a preview length in URLs."""
     if preview is None:
         return ""
-    whole, rest = divmod(preview * 1000, 1000)
+    return f"-p{seconds_text(preview)}"
+
+
+def seconds_text(seconds: Fraction) -> str:
+    """``30`` / ``12.5``: seconds (whole milliseconds) as markers and clips spell them."""
+    whole, rest = divmod(seconds * 1000, 1000)
     millis = int(rest)
-    return f"-p{int(whole)}" if millis == 0 else f"-p{int(whole)}.{millis:03d}".rstrip("0")
+    return f"{int(whole)}" if millis == 0 else f"{int(whole)}.{millis:03d}".rstrip("0")
 
 
 def clip_marker(end: Fraction | None) -> Fraction | None:
@@ -195,9 +258,32 @@ def segment_uri(fmt: Format, number: int, preview: Fraction | None = None) -> st
 INIT_URI = "init.mp4"
 
 
+def key_path(partner: str, entry: str, kid: str) -> str:
+    return f"/p/{partner}/e/{entry}/keys/{kid}.key"
+
+
+def key_uri(rid: RenditionId, kid: str, in_clip: bool = False) -> str:
+    """A content key's URI relative to a media playlist of rendition ``rid`` (in {fmt}/{flavor}[/a{k}]/, one
+    folder deeper inside a clip's ``clip-{from}-{to}/``): keys are the entry's, wherever the playlist is."""
+    up = "../" * (len(rendition_dir(rid).split("/")) + 1 + (1 if in_clip else 0))
+    return f"{up}keys/{kid}.key"
+
+
+def with_clip(path: str, clip: Clip | None) -> str:
+    """An entry path (``/p/{partner}/e/{entry}/{fmt}/...``) inside the clip's folder: ``.../e/{entry}/clip-10-20/{fmt}/...``."""
+    if clip is None:
+        return path
+    head = path.split("/", 5)  # "", "p", partner, "e", entry, rest
+    return "/".join(head[:5] + [clip.name, head[5]])
+
+
 def canonical_path(req: MediaRequest) -> str:
     """The one spelling of a request's path (``seg-01.ts`` -> ``seg-1.ts``): cache keys and ETags use it."""
+    if req.clip is not None:
+        return with_clip(canonical_path(replace(req, clip=None)), req.clip)
     base = entry_path(req.partner, req.entry, req.format)
+    if req.resource == "key":
+        return key_path(req.partner, req.entry, req.kid)  # type: ignore[arg-type]
     if req.resource == "progressive":
         return progressive_path(req.partner, req.entry, req.rendition.flavor, req.preview)
     if req.resource == "master":

@@ -21,7 +21,7 @@ from auth.rules import PREVIEW_ONLY, FlavorLimits
 from auth.tokens import extract_token
 
 from .cdn import shield_passes
-from .urls import BadRequest
+from .urls import BadRequest, Clip
 
 # An edge that has checked a viewer itself says so to its origin with these headers: the proof is one
 # of the [cdn] edge_secrets that only edges and origins hold (never a CDN, which would forward a viewer's
@@ -34,6 +34,8 @@ SESSION_PARAMETER = "playSessionId"
 _SESSION_VALUE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 log = logging.getLogger("vodgate.edge")
+
+CLIP_NOT_ALLOWED = "clip_not_allowed"  # a clip-pinned token asked for another clip or the whole entry
 
 
 class Denied(Exception):
@@ -51,6 +53,7 @@ class Grant:
     limits: FlavorLimits | None = None
     query: str = ""  # per-viewer parameters to carry into playlist URIs ("token=...&playSessionId=...")
     personal: bool = False  # the answer depends on who asks: shared caches must not keep playlists
+    clip: Clip | None = None  # a token's clip claim: only clip URLs within it
 
     def allows_flavor(self, height: int | None, bitrate: int | None) -> bool:
         return self.limits is None or self.limits.allows(height, bitrate)
@@ -158,7 +161,10 @@ def grant_for(request: Request, path: str, partner: str, entry: str, access: Acc
         raise Denied(decision.status, decision.reason, decision.detail)
     limits = decision.limits if decision.limits is not None and decision.limits.limited else None
     query = _viewer_query(check.propagate, request)
-    return Grant(decision.preview_seconds, limits, query, _personal(query, decision.preview_seconds, limits, access, partner)), check
+    claims = check.token.claims if check.token is not None and check.token.valid else None
+    pinned = Clip(*claims.clip) if claims is not None and claims.clip is not None else None
+    personal = _personal(query, decision.preview_seconds, limits, access, partner) or pinned is not None
+    return Grant(decision.preview_seconds, limits, query, personal, pinned), check
 
 
 def _viewer_query(propagate: str | None, request: Request) -> str:
@@ -174,6 +180,15 @@ def check_preview_marker(req_preview: Fraction | None, grant: Grant) -> None:
     """A -p{N} URL may ask for less than the grant, never more."""
     if req_preview is not None and grant.preview is not None and req_preview > grant.preview:
         raise Denied(403, PREVIEW_ONLY, f"this viewer may play the first {float(grant.preview):g} s only")
+
+
+def check_clip(clip: Clip | None, grant: Grant) -> None:
+    """A token pinned to a clip plays clip URLs within it only; a preview viewer's clip must start inside the preview."""
+    if grant.clip is not None and (clip is None or not clip.within(grant.clip)):
+        asked = "the whole entry" if clip is None else clip.name
+        raise Denied(403, CLIP_NOT_ALLOWED, f"this token plays {grant.clip.name} only, not {asked}")
+    if clip is not None and grant.preview is not None and clip.first >= grant.preview:
+        raise Denied(403, PREVIEW_ONLY, f"this viewer may play the first {float(grant.preview):g} s only; {clip.name} starts after that")
 
 
 def _session_query(request: Request) -> str | None:

@@ -37,6 +37,7 @@ from packager.errors import MediaError
 from packager.media import MediaIndex, SampleBatch, Segment, SkippedTrack, Track
 from packager.media_set import MediaSet, Rendition, build_media_set
 from packager.mp4.index import index_reader
+from packager.clip import ClipMediaSet, clip_file, clip_set
 from packager.mp4.writer import VirtualFile, clipped_mp4
 from packager.preview import clip_media_set, keeps_everything
 from packager.samples import byte_ranges, make_batch
@@ -239,12 +240,29 @@ def media_set_weight(media_set: MediaSet) -> int:
     return MEDIA_SET_OVERHEAD + SEGMENT_BYTES * sum(len(r.segments) for r in renditions)
 
 
-def preview_weight(value: MediaSet | VirtualFile) -> int:
-    """A preview set weighs as a media set; a clipped MP4 its header bytes and source ranges."""
+def preview_weight(value: MediaSet | VirtualFile | ClipFile) -> int:
+    """A preview set weighs as a media set (a clip's also its rebased tracks); a clipped MP4 its header bytes and
+    source ranges."""
+    if isinstance(value, ClipFile):
+        value = value.file
+    if isinstance(value, ClipMediaSet) and value.start:  # a clip holds its own rebased tracks (and their clip tables)
+        return media_set_weight(value) + sum(track_weight(r.track, clipped=True) for r in value.videos + value.audios)
     if isinstance(value, VirtualFile):
         literal = sum(len(part) for part in value.parts if isinstance(part, (bytes, bytearray)))
         return MEDIA_SET_OVERHEAD + literal + SOURCE_RANGE_BYTES * len(value.parts)
     return media_set_weight(value)
+
+
+@dataclass(frozen=True)
+class ClipFile:
+    """A clipped progressive MP4 and, when a preview cut it short, its end in entry seconds (cache value)."""
+
+    file: VirtualFile
+    end: Fraction | None
+
+
+def _clip_file_entry(index: MediaIndex, first: Fraction, last: Fraction, preview: Fraction | None) -> ClipFile:
+    return ClipFile(*clip_file(index, first, last, preview))
 
 
 @dataclass(frozen=True)
@@ -305,7 +323,7 @@ class MediaService:
         self.media_sets: AsyncLRU[tuple, MediaSet] = AsyncLRU(
             "media set cache", derived_bytes, media_set_weight, derived_entries, derived_from=self.indexes
         )
-        self.previews: AsyncLRU[tuple, MediaSet | VirtualFile] = AsyncLRU(
+        self.previews: AsyncLRU[tuple, MediaSet | VirtualFile | ClipFile] = AsyncLRU(
             "preview cache", derived_bytes, preview_weight, derived_entries, derived_from=self.indexes
         )
         # storage key -> (how many tracks its last parse left out, the first of them), for /healthz
@@ -412,6 +430,23 @@ class MediaService:
             return await asyncio.to_thread(clip_media_set, em.media_set, seconds)
 
         return await self.previews.get(key, clip, sources)
+
+    async def clip_set(self, em: EntryMedia, first: Fraction, last: Fraction, preview: Fraction | None) -> ClipMediaSet:
+        """The entry from ``first`` to ``last`` rebased to 0, ended earlier by a preview of ``preview`` s (cached)."""
+        key = ("clip", em.entry.partner, em.entry.id, em.version, first, last, preview)
+        sources = em.index_keys
+        playable = [f for f in em.entry.flavors if f.id in em.stats and f.id not in em.broken]  # as entry_media built it
+        indexed = [(f.id, await self.index(f, em.stats[f.id])) for f in playable]
+        return await self.previews.get(key, lambda: asyncio.to_thread(clip_set, indexed, first, last, preview, self.target), sources)  # type: ignore[return-value]
+
+    async def clip_file(self, flavor: Flavor, stat: ObjectStat, first: Fraction, last: Fraction,
+                        preview: Fraction | None) -> tuple[VirtualFile, Fraction | None]:
+        """A progressive MP4 of a clip of one flavor (packager.clip.clip_file), cached."""
+        index = await self.index(flavor, stat)
+        key = ("clip", flavor.key, stat.version, first, last, preview)
+        found = await self.previews.get(key, lambda: asyncio.to_thread(_clip_file_entry, index, first, last, preview),
+                                        ((flavor.key, stat.version),))
+        return found.file, found.end
 
     async def clipped_file(self, flavor: Flavor, stat: ObjectStat, seconds: Fraction) -> VirtualFile | None:
         """A progressive MP4 holding the first ``seconds`` of a flavor, as literal bytes and source ranges;

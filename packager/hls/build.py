@@ -87,7 +87,7 @@ def check_format(rendition: Rendition, fmt: SegmentFormat) -> None:
 @dataclass(frozen=True)
 class MasterUris:
     media: Callable[[RenditionId], str]
-    iframes: Callable[[RenditionId], str]
+    iframes: Callable[[RenditionId], str] | None  # None: no I-frame playlists (encrypted media)
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,8 @@ def build_master(media_set: MediaSet, fmt: SegmentFormat, uris: MasterUris) -> s
                     group_id,
                 )
             )
-        iframes.append(IFrameVariant(uris.iframes(video.id), iframe_bandwidth(video, fmt), video.track.codec_string, resolution))
+        if uris.iframes is not None:
+            iframes.append(IFrameVariant(uris.iframes(video.id), iframe_bandwidth(video, fmt), video.track.codec_string, resolution))
     names = rendition_names([r.track.language for r in media_set.audios])
     name_of = {r.id: names[i] for i, r in enumerate(media_set.audios)}
     audio = [
@@ -177,9 +178,11 @@ def audio_groups(audios: Sequence[Rendition]) -> dict[str, tuple[Rendition, ...]
     }
 
 
-def build_media(rendition: Rendition, fmt: SegmentFormat, segment_uri: Callable[[Segment], str], init_uri: str | None) -> str:
+def build_media(rendition: Rendition, fmt: SegmentFormat, segment_uri: Callable[[Segment], str], init_uri: str | None,
+                key_uri: Callable[[Segment], str | None] | None = None) -> str:
+    """``key_uri``: the AES-128 key URI of each segment (packager/encryption.py); None for clear media."""
     check_format(rendition, fmt)
-    segments = [PlaylistSegment(segment_uri(s), s.duration) for s in rendition.segments]
+    segments = [PlaylistSegment(segment_uri(s), s.duration, key_uri=key_uri(s) if key_uri else None) for s in rendition.segments]
     init = InitSection(init_uri) if fmt.has_init and init_uri else None
     return media_playlist(segments, target_duration=target_duration(rendition.segments), version=fmt.version, init=init)
 

@@ -28,6 +28,7 @@ class PlaylistSegment:
     uri: str
     duration: Fraction
     byterange: tuple[int, int] | None = None  # (length, offset)
+    key_uri: str | None = None  # AES-128 key of this segment (None: clear); EXT-X-KEY is written where it changes
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,16 @@ def media_playlist(
         if init.byterange:
             attrs["BYTERANGE"] = t.Quoted(t.byterange(*init.byterange))
         lines.append(t.tag(t.EXT_X_MAP, attrs))
+    key: str | None = None
     for segment in segments:
+        # after EXT-X-MAP: a key applies to the init sections declared after it (RFC 8216 4.3.2.4), so the
+        # init stays clear and needs no IV attribute (4.3.2.5); segments use the sequence-number IV (5.2)
+        if segment.key_uri != key:
+            if segment.key_uri is None:
+                lines.append(t.tag(t.EXT_X_KEY, {"METHOD": t.Enum("NONE")}))
+            else:
+                lines.append(t.tag(t.EXT_X_KEY, {"METHOD": t.Enum("AES-128"), "URI": t.Quoted(segment.key_uri)}))
+            key = segment.key_uri
         lines.append(f"{t.EXTINF}:{t.decimal(segment.duration, EXTINF_PLACES)},")
         if segment.byterange:
             lines.append(t.value_tag(t.EXT_X_BYTERANGE, t.byterange(*segment.byterange)))

@@ -1,0 +1,89 @@
+"""Content keys without a key database: derived per entry and rotation period from a partner master secret.
+
+    content key = HKDF-SHA256(master secret, info = "vodgate content key|<partner>|<entry>|<period>") -> 16 bytes
+    key id      = HKDF-SHA256(master secret, info = "vodgate key id|<partner>|<entry>|<period>")      -> 8 bytes, hex
+
+The key id (kid) names a key in URLs and logs. It comes from a second, independent derivation, so
+holding a kid (it is in every playlist) tells nothing about the key. Period p covers segments
+``p * N + 1 .. (p + 1) * N`` with ``N = key_rotation_segments``; N = 0 is one key (period 0) per entry.
+
+Pure: no configuration files, no HTTP. The partner's :class:`Protection` is parsed in config/partners.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+NONE = "none"
+AES_128 = "aes-128"
+METHODS = (NONE, AES_128)
+KEY_BYTES = 16  # AES-128
+KID_BYTES = 8  # 16 hex digits: unique enough per entry, short in playlists
+MIN_SECRET_BYTES = 16
+_KEY_INFO = b"vodgate content key"
+_KID_INFO = b"vodgate key id"
+
+
+@dataclass(frozen=True)
+class Protection:
+    """A partner's encryption setting. ``secrets[0]`` derives the keys playlists name; every listed secret's
+    keys are still served (kids are looked up under each), so a player holding a playlist from before a
+    master-secret rotation keeps playing."""
+
+    method: str = NONE
+    secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    rotation_segments: int = 0  # N: a new key every N segments; 0 = one key per entry
+
+    @property
+    def encrypts(self) -> bool:
+        return self.method != NONE
+
+    def tag(self, partner: str, entry: str) -> str:
+        """What the bytes of a protected resource depend on, for cache keys and ETags: the method, the rotation
+        and the first period's kid (it changes with the master secret). Reveals nothing secret."""
+        if not self.encrypts:
+            return "clear"
+        return f"{self.method};n={self.rotation_segments};k={key_id(self.secrets[0], partner, entry, 0)}"
+
+
+def period_of(segment_number: int, rotation_segments: int) -> int:
+    """The rotation period of 1-based segment ``segment_number``."""
+    return 0 if rotation_segments <= 0 else (segment_number - 1) // rotation_segments
+
+
+def period_count(segment_count: int, rotation_segments: int) -> int:
+    return 1 if rotation_segments <= 0 else max(1, -(-segment_count // rotation_segments))
+
+
+def content_key(secret: bytes, partner: str, entry: str, period: int) -> bytes:
+    return _derive(secret, _KEY_INFO, partner, entry, period, KEY_BYTES)
+
+
+@lru_cache(maxsize=4096)
+def key_id(secret: bytes, partner: str, entry: str, period: int) -> str:
+    return _derive(secret, _KID_INFO, partner, entry, period, KID_BYTES).hex()
+
+
+def find_period(protection: Protection, partner: str, entry: str, kid: str, periods: int) -> tuple[bytes, int] | None:
+    """The (master secret, period) whose kid is ``kid``, among the entry's ``periods``; None if it names none."""
+    for secret in protection.secrets:
+        found = _kid_periods(secret, partner, entry, periods).get(kid)
+        if found is not None:
+            return secret, found
+    return None
+
+
+@lru_cache(maxsize=256)
+def _kid_periods(secret: bytes, partner: str, entry: str, periods: int) -> dict[str, int]:
+    # cached: a long entry rotated every segment has thousands of periods, and every key request looks one up
+    return {key_id(secret, partner, entry, p): p for p in range(periods)}
+
+
+def _derive(secret: bytes, purpose: bytes, partner: str, entry: str, period: int, length: int) -> bytes:
+    # "|" cannot occur in partner or entry ids (A-Z a-z 0-9 - _), so the info string is unambiguous
+    info = b"|".join((purpose, partner.encode(), entry.encode(), str(period).encode()))
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(secret)
