@@ -12,6 +12,8 @@ Pure: no configuration files, no HTTP. The partner's :class:`Protection` is pars
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -42,12 +44,26 @@ class Protection:
     def encrypts(self) -> bool:
         return self.method != NONE
 
+    def marker(self, partner: str, entry: str) -> str | None:
+        """8 hex digits naming ``tag`` in segment URLs (edge/urls.segment_uri); None for clear media."""
+        if not self.encrypts:
+            return None
+        return hashlib.blake2s(self.tag(partner, entry).encode(), digest_size=4).hexdigest()
+
     def tag(self, partner: str, entry: str) -> str:
         """What the bytes of a protected resource depend on, for cache keys and ETags: the method, the rotation
         and the first period's kid (it changes with the master secret). Reveals nothing secret."""
         if not self.encrypts:
             return "clear"
         return f"{self.method};n={self.rotation_segments};k={key_id(self.secrets[0], partner, entry, 0)}"
+
+
+def key_scope(entry: str, clip: str | None = None) -> str:
+    """What a key belongs to: the entry, or one clip of it (``ladder/clip-10-20``). A clip's segments are
+    numbered from 1 and cut from anywhere in the entry, so with the entry's keys its segment 1 would be
+    encrypted with the key every preview viewer holds: each clip has keys of its own. Entry ids hold no
+    ``/``, so no clip scope is an entry's."""
+    return entry if clip is None else f"{entry}/{clip}"
 
 
 def period_of(segment_number: int, rotation_segments: int) -> int:
@@ -84,6 +100,6 @@ def _kid_periods(secret: bytes, partner: str, entry: str, periods: int) -> dict[
 
 
 def _derive(secret: bytes, purpose: bytes, partner: str, entry: str, period: int, length: int) -> bytes:
-    # "|" cannot occur in partner or entry ids (A-Z a-z 0-9 - _), so the info string is unambiguous
+    # "|" cannot occur in partner or entry ids (A-Z a-z 0-9 - _) nor in a clip scope, so the info string is unambiguous
     info = b"|".join((purpose, partner.encode(), entry.encode(), str(period).encode()))
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(secret)

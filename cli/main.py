@@ -248,8 +248,43 @@ def _reload_on_sighup(path: Path | None, settings: Settings, app, role: str, con
 
     # a worker: what its supervisor accepted (edge/workers.py WorkerSpec)
     started_with = _file_settings(path, config) if config is not None else None
-    app.state.reloader = Reloader(path, settings, app.state.access, role, started_with)
+    app.state.reloader = Reloader(path, settings, app.state.access, role, started_with,
+                                  on_protection_change=lambda partners: _purge_partners(app, partners))
     app.state.reloader.install()
+
+
+def _purge_partners(app, partners: list[str]) -> None:
+    """After a reload changed these partners' content protection (edge/reload.py): drop their cached objects on this
+    node and, with Redis, on every node of the purge bus, as a task of the running loop (the reload is a loop
+    callback). Without a running loop (a worker applying its siblings' reload before it serves) nothing is cached yet."""
+    import asyncio
+
+    from edge.purge import PurgeRequest
+
+    purger = getattr(app.state, "purger", None)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if purger is None:
+        return
+    tasks = getattr(app.state, "protection_purges", None)  # a reference until done (the loop keeps weak ones)
+    if tasks is None:
+        tasks = app.state.protection_purges = set()
+
+    async def purge() -> None:
+        log = logging.getLogger("vodgate.reload")
+        for partner in partners:
+            try:
+                result = await purger.purge(PurgeRequest(partner=partner))
+            except Exception:  # noqa: BLE001 - logged; the next reload or an admin purge can do it again
+                log.exception("reload: purging partner %s's cached objects failed", partner)
+                continue
+            log.info("reload: purged partner %s after its protection changed: %s", partner, result.to_dict())
+
+    task = loop.create_task(purge(), name="vodgate-protection-purge")
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 def _file_settings(path: Path, document: dict) -> Settings:
@@ -284,6 +319,11 @@ def _config_check(ns: argparse.Namespace) -> int:
     partners = len(access.config.partners)
     print(f"vodgate: {ns.file}: configuration OK: role {role} on {settings.host}:{settings.port}, {serves}, "
           f"{partners} partner(s)")
+    for pid, partner in access.config.partners.items():
+        if partner.protection.encrypts and partner.clear_progressive:
+            print(f"vodgate: warning: partner {pid} encrypts its HLS ({partner.protection.method}) but sets "
+                  f"clear_progressive = true: its progressive MP4 (/mp4/, clips included) is the clear file, served "
+                  f"to every viewer its rules admit (docs/CONTENT_PROTECTION.md)", file=sys.stderr)
     held = _secrets_held(settings)
     if held and ns.file.stat().st_mode & 0o004:  # systemd runs this check at every start and reload: the journal says it
         print(f"vodgate: warning: {ns.file} holds {', '.join(held)} and every user of this machine can read it: "

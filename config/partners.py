@@ -93,6 +93,7 @@ ACCESS_SERVER_KEYS = frozenset({"trusted_proxies", "geoip_database", "token_cloc
 PARTNER_KEYS = frozenset({
     "admin_secret", "token_keys", "token_signing_key", "token_ipv6_prefix", "token_formats",
     "default_profile", "profiles", "entries", "encryption", "key_secrets", "key_rotation_segments",
+    "clear_progressive",
 })
 PROFILE_KEYS = frozenset({"rules", "description"})
 RULE_KEYS = frozenset({"name", "if", "unless", "then"})
@@ -124,6 +125,8 @@ class Partner:
     profiles: Mapping[str, Profile] = field(default_factory=lambda: MappingProxyType({DEFAULT_PROFILE: OPEN_PROFILE}))
     entries: Mapping[str, EntrySettings] = field(default_factory=lambda: MappingProxyType({}))
     protection: Protection = field(default_factory=Protection)  # HLS encryption (docs/CONTENT_PROTECTION.md)
+    # progressive MP4 (the clear file) of a partner that encrypts its HLS: refused unless this says so
+    clear_progressive: bool = False
 
     def profile_for(self, entry: str) -> Profile:
         settings = self.entries.get(entry)
@@ -290,7 +293,12 @@ def _partner(pid: str, raw: Any, where: str, source: str, geoip_configured: bool
             raise ConfigError(f"{source}: {ewhere}: entry id {eid!r} must be 1-64 characters of A-Z a-z 0-9 - _ (as in /e/<entry>/)")
         entries[eid] = _entry(data, ewhere, source, profiles)
     protection = _protection(table, where, source)
-    return Partner(pid, ring, admin_secret, default, MappingProxyType(profiles), MappingProxyType(entries), protection)
+    clear_progressive = table.get("clear_progressive", False)
+    if not isinstance(clear_progressive, bool):
+        raise _error(source, f"{where}.clear_progressive", clear_progressive,
+                     "true or false (true: serve progressive MP4, the clear file, even though the partner encrypts its HLS)")
+    return Partner(pid, ring, admin_secret, default, MappingProxyType(profiles), MappingProxyType(entries), protection,
+                   clear_progressive)
 
 
 def _protection(table: Mapping[str, Any], where: str, source: str) -> Protection:

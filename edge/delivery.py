@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from auth.access import AccessControl
-from auth.content_keys import Protection, content_key, find_period, key_id, period_count, period_of
+from auth.content_keys import Protection, content_key, find_period, key_id, key_scope, period_count, period_of
 from auth.rules import FLAVOR_NOT_ALLOWED, PREVIEW_ONLY
 from origin.catalog import UnknownFlavor, valid_id
 from origin.media import EntryMedia, MediaService
@@ -111,6 +111,10 @@ class Delivery:
         # every answer whose bytes depend on the encryption names it in its ETag and cache key, so a reload that
         # switches a partner's encryption (or its master secret) never serves bytes of the other mode
         ptag = protection.tag(req.partner, req.entry) if protection.encrypts else None
+        if req.resource == "segment" and req.keying != protection.marker(req.partner, req.entry):
+            # a segment URL of other encryption settings (a playlist from before a reload): never these bytes
+            raise NoSuchResource(f"segment {req.number} is not served under encryption marker {req.keying or 'none'} "
+                                 "(the partner's encryption changed): reload the playlist")
         if req.rendition is not None:
             em.entry.flavor(req.rendition.flavor)  # UnknownFlavor (404) for a flavor the entry does not have
             em.check_flavor(req.rendition.flavor)
@@ -165,7 +169,8 @@ class Delivery:
             started = time.perf_counter()
             if protected:
                 secret = protection.secrets[0]
-                aes_key = content_key(secret, req.partner, req.entry, period_of(segment.number, protection.rotation_segments))
+                scope = key_scope(req.entry, req.clip.name if req.clip else None)
+                aes_key = content_key(secret, req.partner, scope, period_of(segment.number, protection.rotation_segments))
                 # the IV is the media sequence number, which is the segment number (playlists start at 1)
                 body = await run_in_threadpool(lambda: encrypt_segment(fmt.mux(batch), aes_key, segment.number))
             else:
@@ -207,16 +212,20 @@ class Delivery:
         if not protection.encrypts:
             raise NoSuchResource(f"partner {req.partner}'s media is not encrypted: it has no keys")
         em = await self.media.entry_media(req.partner, req.entry)
-        periods = period_count(_segment_count(em.media_set), protection.rotation_segments)
-        found = find_period(protection, req.partner, req.entry, req.kid or "", periods)
+        clip = req.clip
+        scope = key_scope(req.entry, clip.name if clip else None)  # a clip's keys are its own, numbered as it is
+        media_set = em.media_set if clip is None else await self.media.clip_set(em, clip.first, clip.last, None)
+        periods = period_count(_segment_count(media_set), protection.rotation_segments)
+        found = find_period(protection, req.partner, scope, req.kid or "", periods)
         if found is None:
-            raise NoSuchResource(f"no key {req.kid} for entry {req.entry}")
+            raise NoSuchResource(f"no key {req.kid} for {'entry ' + req.entry if clip is None else clip.name}")
         secret, period = found
         if grant.preview is not None and period > 0:  # period 0 holds segment 1, which every preview plays
-            clipped = await self.media.preview_set(em, grant.preview)
+            clipped = (await self.media.preview_set(em, grant.preview) if clip is None
+                       else await self.media.clip_set(em, clip.first, clip.last, grant.preview))
             if period * protection.rotation_segments + 1 > _segment_count(clipped):
                 raise Denied(403, PREVIEW_ONLY, f"key {req.kid} is for segments past the {float(grant.preview):g} s preview")
-        key = content_key(secret, req.partner, req.entry, period)
+        key = content_key(secret, req.partner, scope, period)
         return Response(key, media_type=KEY_TYPE, headers={"Cache-Control": KEY_CACHE})
 
     def _protection(self, partner: str) -> Protection:
@@ -293,9 +302,10 @@ def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat,
                     protection: Protection = Protection()) -> str:
     """Only the clipped segment carries a marker; it names the clip end, so the body depends on E alone."""
     marker = urls.clip_marker(end)
+    keying = protection.marker(req.partner, req.entry)
 
     def segment_uri(segment: Segment) -> str:
-        return urls.segment_uri(fmt.name, segment.number, marker if is_clipped(segment) else None)
+        return urls.segment_uri(fmt.name, segment.number, marker if is_clipped(segment) else None, keying)
 
     init_uri = urls.INIT_URI if fmt.has_init else None
     if req.resource == "iframes":
@@ -305,10 +315,11 @@ def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat,
     key_uri = None
     if protection.encrypts:
         secret, every = protection.secrets[0], protection.rotation_segments
+        scope = key_scope(req.entry, req.clip.name if req.clip else None)
 
         def key_uri(segment: Segment) -> str:
-            kid = key_id(secret, req.partner, req.entry, period_of(segment.number, every))
-            return urls.key_uri(req.rendition, kid, in_clip=req.clip is not None)
+            kid = key_id(secret, req.partner, scope, period_of(segment.number, every))
+            return urls.key_uri(req.rendition, kid)
     return build_media(rendition, fmt, segment_uri, init_uri, key_uri)
 
 

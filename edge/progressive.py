@@ -8,11 +8,17 @@ E exists in it, whatever range is asked for. A preview that reaches the end of
 the file is no clip: the file itself is served, under its own ETag. A viewer
 whose flavor limits exclude the file gets 403 ``flavor_not_allowed``, as for
 its HLS segments.
+
+A partner that encrypts its HLS (``encryption != "none"``, docs/CONTENT_PROTECTION.md) gets 403
+``progressive_clear`` for every progressive file, clips included: the file is the clear media, so serving
+it would undo the encryption for anyone with a token. ``clear_progressive = true`` on the partner serves it
+anyway. Origins check it here; edges check it in edge/proxy.py with the same function (and an edge whose
+config lacks the partner's ``encryption`` relays the origin's 403).
 """
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
@@ -29,9 +35,26 @@ from .http import http_date, is_not_modified, requested_range, strong_etag
 from .urls import MediaRequest
 from .viewer import Denied, Grant
 
+if TYPE_CHECKING:
+    from config.partners import Partner
+
+PROGRESSIVE_CLEAR = "progressive_clear"
+
+
+def check_progressive(partner: "Partner | None") -> None:
+    """403 ``progressive_clear`` when ``partner`` encrypts its HLS and has not set ``clear_progressive = true``."""
+    if partner is None or not partner.protection.encrypts or partner.clear_progressive:
+        return
+    raise Denied(403, PROGRESSIVE_CLEAR,
+                 f"partner {partner.id} encrypts its HLS ({partner.protection.method}); progressive MP4 would be the "
+                 "clear file, so it is not served (set clear_progressive = true on the partner to serve it anyway)")
+
 
 async def serve_progressive(request: Request, req: MediaRequest, media: MediaService, cdn: CdnPolicy, grant: Grant,
                             restricted: bool = False) -> Response:
+    access = getattr(request.app.state, "access", None)  # the node's AccessControl (edge/app.py create_app)
+    if access is not None:
+        check_progressive(access.partner(req.partner))  # before any media I/O, 304 included
     entry = await media.catalog.entry(req.partner, req.entry)
     flavor = entry.flavor(req.rendition.flavor)
     stat = await media.stat(flavor)

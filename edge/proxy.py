@@ -82,6 +82,7 @@ from .viewer import EDGE_CHECKED_HEADER, EDGE_GRANT_HEADER, Grant, check_clip, c
 from .request_info import MediaInfo, attach, info_for, media_info
 from config.edge import MB, EdgeConfig
 from .edge_store import STALE, EdgeStore, Stored, freshness, kept_headers
+from .progressive import check_progressive
 from .purge import CachePurger, PurgeBus, PurgeRequest, PurgeResult
 from .readiness import edge_readiness, shield_check_refused, shield_refusal
 from .upstream import UpstreamPool, UpstreamResponse, UpstreamUnavailable
@@ -198,6 +199,8 @@ class EdgeProxy:
             if not self._started:
                 await self.start(bus_wait=0)  # the app runs without lifespan events: start, never stall
             grant = self._grant(request, req)
+            if req.format == "mp4":  # the clear file of an encrypting partner: refused here as on the origin
+                check_progressive(self.access.partner(req.partner))
             if _needs_origin(req, grant):
                 return await self._pass_through(request, req, info, grant)
             if req.format == "mp4":

@@ -14,6 +14,11 @@ Profile changes made through the admin API survive a reload: they are stored apa
 applied again over the new file's profiles in the same step as the swap (``AccessControl.after_reload``), so
 no request sees the file's profiles without them. A stored change the new file makes invalid (its partner
 removed, a country rule with the GeoIP database gone) is skipped with a warning naming it.
+
+A reload that changes a partner's content protection (``encryption``, ``key_rotation_segments`` or the first of
+``key_secrets``: what its segments' bytes depend on) hands the partners to ``on_protection_change`` (cli/main.py
+purges their cached objects on this node and, over Redis, on every node) and warns that CDN caches must be
+purged too: they hold segments of the previous setting under immutable URLs (docs/CONTENT_PROTECTION.md).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import dataclasses
 import logging
 import signal
 from pathlib import Path
+from typing import Callable
 
 from auth.access import AccessControl
 from config.edge import parse_edge_section
@@ -45,8 +51,10 @@ class Reloader:
     """Applies the config file at ``path`` to a running node's access control (see the module docstring)."""
 
     def __init__(self, path: Path, running: Settings, access: AccessControl, role: str,
-                 started_with: Settings | None = None) -> None:
+                 started_with: Settings | None = None,
+                 on_protection_change: Callable[[list[str]], None] | None = None) -> None:
         self.path = path
+        self.on_protection_change = on_protection_change  # partners whose protection a reload changed
         self.running = running  # with the command line's overrides
         self.access = access
         self.role = role
@@ -71,6 +79,7 @@ class Reloader:
 
                 require_edge_secrets(dataclasses.replace(self.running, access=new_access), AccessControl(new_access))
             opened = [p for p in self.access.config.partners if self.access.restricts(p)]
+            before = protection_fingerprints(self.access.config)
             self.access.reload(new_access)  # and, in the same step, the admin API's stored changes over it
         except ConfigError as exc:
             log.error("reload refused, still serving the previous configuration: %s", exc)
@@ -79,6 +88,7 @@ class Reloader:
         if opened:  # meant, or a file cut short: either way the operator must know at once
             log.warning("reload: partner(s) %s no longer have access rules or entry windows in %s: their media is "
                         "now open to every viewer", ", ".join(opened), self.path)
+        self._protection_changed(before, protection_fingerprints(self.access.config))
         fixed = restart_only_changes(self.started_with, settings)
         if role != self.started_role:
             fixed.insert(0, "edge.role")
@@ -88,6 +98,23 @@ class Reloader:
         log.info("reloaded %s: %d partner(s), GeoIP %s", self.path, len(new_access.partners),
                  new_access.geoip_database or "none")
         return True
+
+    def _protection_changed(self, before: dict[str, tuple], after: dict[str, tuple]) -> None:
+        clear = protection_fingerprint(None)
+        changed = sorted(p for p in before.keys() | after.keys() if before.get(p, clear) != after.get(p, clear))
+        if not changed:
+            return
+        bus = " (and, with [redis] url, every node on the purge bus)" if self.on_protection_change is not None else ""
+        log.warning("reload: the content protection of partner(s) %s changed (encryption, key rotation or first key "
+                    "secret): this node%s drops their cached objects; a CDN keeps serving segments of the previous "
+                    "setting until you purge them there too: surrogate key %s (docs/CONTENT_PROTECTION.md), and "
+                    "POST /admin/partners/<partner>/purge on edges not on the Redis purge bus", ", ".join(changed), bus,
+                    ", ".join(f"p-{p}" for p in changed))
+        if self.on_protection_change is not None:
+            try:
+                self.on_protection_change(changed)
+            except Exception:  # the reload itself is done: never undo it for a purge that could not be scheduled
+                log.exception("reload: could not purge the cached objects of partner(s) %s", ", ".join(changed))
 
     def _load(self) -> Settings:
         return accepted_config(self.path)[1]
@@ -130,6 +157,19 @@ def accepted_config(path: Path) -> tuple[dict, Settings]:
         raise ConfigError(f"config file {path} is empty (caught halfway through a rewrite?); a reload "
                           "needs the whole file: write it beside and rename it into place")
     return raw, parse_settings(raw, source=str(path), base_dir=path.parent)
+
+
+def protection_fingerprint(partner) -> tuple:
+    """What a partner's segment bytes depend on: the method, the rotation and the first master secret (compared in
+    memory, never logged). A partner that is absent counts as clear."""
+    protection = partner.protection if partner is not None else None
+    if protection is None or not protection.encrypts:
+        return ("clear",)
+    return (protection.method, protection.rotation_segments, protection.secrets[:1])
+
+
+def protection_fingerprints(config: AccessConfig) -> dict[str, tuple]:
+    return {pid: protection_fingerprint(partner) for pid, partner in config.partners.items()}
 
 
 def restart_only_changes(started_with: Settings, new: Settings) -> list[str]:

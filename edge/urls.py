@@ -9,6 +9,7 @@
     /p/{partner}/e/{entry}/cmaf/...                        the same with init.mp4 and seg-{n}.m4s
     /p/{partner}/e/{entry}/mp4/{flavor}.mp4                progressive download
     /p/{partner}/e/{entry}/keys/{kid}.key                  AES-128 content key (docs/CONTENT_PROTECTION.md)
+    /p/{partner}/e/{entry}/clip-{from}-{to}/keys/{kid}.key  a clip's own content key
 
 Free previews (docs/ACCESS_CONTROL.md) mark what they clip with ``-p{seconds}``:
 ``index-p30.m3u8``, ``iframes-p30.m3u8``, ``seg-5-p30.ts`` (the segment cut at the
@@ -75,6 +76,7 @@ class MediaRequest:
     preview: Fraction | None = None  # seconds, from a -p{seconds} marker
     clip: Clip | None = None  # from a clip-{from}-{to} folder
     kid: str | None = None  # key id of a content key request (format "keys")
+    keying: str | None = None  # an encrypted segment's -k marker: which encryption its bytes are under
 
 
 _SEGMENT_EXT = {"hls": "ts", "cmaf": "m4s"}
@@ -86,10 +88,11 @@ _CLIP = re.compile(rf"(?P<first>{_SECONDS})-(?P<last>{_SECONDS})")
 # [0-9], not \d: \d also matches other scripts' digits ("seg-٢.ts"), a second spelling of every URL
 _RENDITION_FILE = re.compile(rf"(?P<flavor>{_ID})/(?:a(?P<audio>[0-9]{{1,2}})/)?(?P<file>[^/]+)")
 _PREVIEW = r"(?:-p(?P<preview>[0-9]{1,6}(?:\.[0-9]{1,3})?))?"
-_SEGMENT = re.compile(rf"seg-(?P<n>[0-9]+){_PREVIEW}\.(?P<ext>ts|m4s)")
+_KEYING = r"(?:-k(?P<keying>[0-9a-f]{8}))?"  # an encrypted partner's protection marker (protection_marker)
+_SEGMENT = re.compile(rf"seg-(?P<n>[0-9]+){_PREVIEW}{_KEYING}\.(?P<ext>ts|m4s)")
 _PLAYLIST = re.compile(rf"(?P<kind>index|iframes){_PREVIEW}\.m3u8")
 _PROGRESSIVE = re.compile(rf"(?P<flavor>[^/]+?){_PREVIEW}\.mp4")
-_KEY = re.compile(rf"/p/(?P<partner>{_ID})/e/(?P<entry>{_ID})/keys/(?P<kid>[^/]*)")
+_KEY = re.compile(rf"/p/(?P<partner>{_ID})/e/(?P<entry>{_ID})/(?:(?P<clip>clip-[^/]*)/)?keys/(?P<kid>[^/]*)")
 _KID = re.compile(r"(?P<kid>[0-9a-f]{16})\.key")  # auth/content_keys.KID_BYTES as lower-case hex
 
 
@@ -146,8 +149,8 @@ def _parse_media(partner: str, entry: str, fmt: str, rest: str, path: str) -> Me
         return MediaRequest(partner, entry, fmt, playlist["kind"], rendition, preview=_preview(playlist))  # type: ignore[arg-type]
     if name == "init.mp4" and fmt == "cmaf":
         return MediaRequest(partner, entry, fmt, "init", rendition)
-    number, preview = _segment_name(name, fmt)
-    return MediaRequest(partner, entry, fmt, "segment", rendition, number, preview)  # type: ignore[arg-type]
+    number, preview, keying = _segment_name(name, fmt)
+    return MediaRequest(partner, entry, fmt, "segment", rendition, number, preview, keying=keying)  # type: ignore[arg-type]
 
 
 def _key_request(match: re.Match[str]) -> MediaRequest:
@@ -155,10 +158,11 @@ def _key_request(match: re.Match[str]) -> MediaRequest:
     name = _KID.fullmatch(match["kid"])
     if name is None:
         raise NoSuchResource(f"no such key: {match['kid'][:40]!r}")
-    return MediaRequest(match["partner"], match["entry"], "keys", "key", kid=name["kid"])
+    clip = parse_clip(match["clip"].removeprefix("clip-")) if match["clip"] is not None else None
+    return MediaRequest(match["partner"], match["entry"], "keys", "key", clip=clip, kid=name["kid"])
 
 
-def _segment_name(name: str, fmt: str) -> tuple[int, Fraction | None]:
+def _segment_name(name: str, fmt: str) -> tuple[int, Fraction | None, str | None]:
     if name.startswith("seg-"):
         match = _SEGMENT.fullmatch(name)
         if match is None or match["ext"] != _SEGMENT_EXT[fmt]:
@@ -168,7 +172,7 @@ def _segment_name(name: str, fmt: str) -> tuple[int, Fraction | None]:
             raise BadRequest("segment numbers start at 1")
         if len(digits) > MAX_SEGMENT_DIGITS:
             raise NoSuchResource(f"segment {match['n'][:12]}... does not exist")
-        return int(digits), _preview(match)
+        return int(digits), _preview(match), match["keying"]
     raise NoSuchResource(f"no such resource: {name}")
 
 
@@ -250,9 +254,11 @@ def iframes_playlist_uri(rid: RenditionId, preview: Fraction | None = None) -> s
     return f"{rendition_dir(rid)}/{playlist_name('iframes', preview)}"
 
 
-def segment_uri(fmt: Format, number: int, preview: Fraction | None = None) -> str:
-    """Relative to the rendition's media playlist; ``preview`` only for a segment the preview cuts."""
-    return f"seg-{number}{preview_marker(preview)}.{_SEGMENT_EXT[fmt]}"
+def segment_uri(fmt: Format, number: int, preview: Fraction | None = None, keying: str | None = None) -> str:
+    """Relative to the rendition's media playlist; ``preview`` only for a segment the preview cuts; ``keying``
+    (auth/content_keys.Protection.marker) for an encrypted partner's: the bytes of a segment change with the
+    encryption, so its URL does too, and no edge or CDN copy made under other settings is ever named again."""
+    return f"seg-{number}{preview_marker(preview)}{'-k' + keying if keying else ''}.{_SEGMENT_EXT[fmt]}"
 
 
 INIT_URI = "init.mp4"
@@ -262,10 +268,10 @@ def key_path(partner: str, entry: str, kid: str) -> str:
     return f"/p/{partner}/e/{entry}/keys/{kid}.key"
 
 
-def key_uri(rid: RenditionId, kid: str, in_clip: bool = False) -> str:
-    """A content key's URI relative to a media playlist of rendition ``rid`` (in {fmt}/{flavor}[/a{k}]/, one
-    folder deeper inside a clip's ``clip-{from}-{to}/``): keys are the entry's, wherever the playlist is."""
-    up = "../" * (len(rendition_dir(rid).split("/")) + 1 + (1 if in_clip else 0))
+def key_uri(rid: RenditionId, kid: str) -> str:
+    """A content key's URI relative to a media playlist of rendition ``rid`` (in {fmt}/{flavor}[/a{k}]/): the
+    entry's ``keys/``, or inside a clip's folder the clip's own (auth/content_keys.key_scope)."""
+    up = "../" * (len(rendition_dir(rid).split("/")) + 1)
     return f"{up}keys/{kid}.key"
 
 
@@ -293,7 +299,7 @@ def canonical_path(req: MediaRequest) -> str:
         return f"{folder}/{playlist_name(req.resource, req.preview)}"  # type: ignore[arg-type]
     if req.resource == "init":
         return f"{folder}/{INIT_URI}"
-    return f"{folder}/{segment_uri(req.format, req.number, req.preview)}"
+    return f"{folder}/{segment_uri(req.format, req.number, req.preview, req.keying)}"
 
 
 def cache_prefix(partner: str, entry: str | None = None) -> str:

@@ -126,6 +126,11 @@ def absolute(playlist_url: str, uri: str) -> str:
     return httpx.URL(playlist_url).join(uri).__str__()
 
 
+def segment_urls(playlist_url: str, text: str) -> list[str]:
+    """The playlist's segment URLs, absolute and in order (an encrypted partner's carry a -k marker)."""
+    return [absolute(playlist_url, line) for line in text.splitlines() if line and not line.startswith("#")]
+
+
 # --------------------------------------------------------------------------- decode
 
 
@@ -223,15 +228,19 @@ def test_encrypted_segments_decrypt_to_the_clear_ones(origin):
         url = f"{root(srv.base, 'enc', fmt)}/main/index.m3u8?token={tok}"
         text = get(url).text
         keys = {at: get(absolute(url, uri)).content for at, uri in key_uris(text)}
+        listed = segment_urls(url, text)
+        assert all(re.search(rf"/seg-{n}-k[0-9a-f]{{8}}\.{ext}\?", u) for n, u in enumerate(listed, 1)), listed
         for n in range(1, 5):
             key = keys[0 if n <= 2 else 2]
-            encrypted = get(f"{root(srv.base, 'enc', fmt)}/main/seg-{n}.{ext}?token={tok}")
+            encrypted = get(listed[n - 1])
             clear = get(f"{root(srv.base, 'plain', fmt)}/main/seg-{n}.{ext}")
             assert encrypted.status_code == clear.status_code == 200
             assert encrypted.content != clear.content and len(encrypted.content) % 16 == 0
             assert decrypt(encrypted.content, key, n) == clear.content, (fmt, n)
-            head = httpx.head(f"{root(srv.base, 'enc', fmt)}/main/seg-{n}.{ext}?token={tok}")
+            head = httpx.head(listed[n - 1])
             assert int(head.headers["content-length"]) == len(encrypted.content)
+            unmarked = get(f"{root(srv.base, 'enc', fmt)}/main/seg-{n}.{ext}?token={tok}")  # no bytes without the marker
+            assert unmarked.status_code == 404 and unmarked.json()["error"] == "not_found"
         if fmt == "cmaf":  # the init segment is the same clear bytes
             init = get(f"{root(srv.base, 'enc', fmt)}/main/init.mp4?token={tok}").content
             assert init == get(f"{root(srv.base, 'plain', fmt)}/main/init.mp4").content
@@ -257,17 +266,20 @@ def test_a_reload_that_switches_encryption_never_serves_the_other_mode(origin):
     seg, playlist = f"{root(srv.base, 'flip')}/main/seg-2.ts", f"{root(srv.base, 'flip')}/main/index.m3u8"
     clear = get(seg)
     assert clear.status_code == 200 and "#EXT-X-KEY" not in get(playlist).text
+    assert segment_urls(playlist, get(playlist).text)[1] == seg
     assert get(seg).headers["x-cache"] == "HIT"
     try:
         _reload(srv, config, base_text + partners_toml(flip="aes-128"))
         text = get(playlist).text
         keys = key_uris(text)
         assert len(keys) == 1
-        encrypted = get(seg)
+        marked = segment_urls(playlist, text)[1]  # the encrypted bytes have a URL of their own (-k marker)
+        assert marked != seg and get(seg).status_code == 404  # the clear URL no longer names any bytes here
+        encrypted = get(marked)
         assert encrypted.headers["etag"] != clear.headers["etag"]
-        assert get(seg, **{"If-None-Match": clear.headers["etag"]}).status_code == 200  # no 304 across modes
+        assert get(marked, **{"If-None-Match": clear.headers["etag"]}).status_code == 200  # no 304 across modes
         assert decrypt(encrypted.content, get(absolute(playlist, keys[0][1])).content, 2) == clear.content
-        assert get(seg).content == encrypted.content
+        assert get(marked).content == encrypted.content
     finally:
         _reload(srv, config, base_text + partners_toml(flip="none"))
     again = get(seg)
