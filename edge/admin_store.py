@@ -43,13 +43,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
-from urllib.parse import urlsplit
 
 from auth.access import AccessControl
 from auth.rules import Profile
 from config.errors import ConfigError
 from config.partners import profile_from_dict, profile_to_dict
 from origin.catalog import valid_id
+
+from .redis_channel import follow, redacted_url
 
 log = logging.getLogger("vodgate.admin.changes")
 
@@ -300,8 +301,7 @@ class RedisLog:
         return self._redis
 
     def redacted_url(self) -> str:
-        parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+        return redacted_url(self.url)
 
     async def record(self, fields: dict[str, Any]) -> Change:
         self.client()
@@ -496,35 +496,16 @@ class AdminChanges:
 
     async def _follow(self, backend: RedisLog) -> None:
         """Subscribe to the channel; at every (re)subscription re-read the whole state (what was missed)."""
-        backoff = 0.5
-        while True:
-            pubsub = None
-            try:
-                pubsub = backend.client().pubsub()
-                await pubsub.subscribe(backend.channel)
-                async for message in pubsub.listen():
-                    kind = message.get("type")
-                    if kind == "subscribe":
-                        await self._sync()
-                        self._subscribed.set()
-                        backoff = 0.5
-                        log.info("admin changes: following %s at version %d", backend.channel, self.version)
-                    elif kind == "message":
-                        await self._received(message.get("data"))
-                raise ConnectionError("subscription ended")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._subscribed.clear()
-                log.warning("admin changes: Redis at %s: %s; reconnecting in %.1f s", backend.redacted_url(), exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-            finally:
-                if pubsub is not None:
-                    try:
-                        await pubsub.aclose()
-                    except Exception:
-                        pass
+        async def subscribed() -> None:
+            await self._sync()
+            self._subscribed.set()
+            log.info("admin changes: following %s at version %d", backend.channel, self.version)
+
+        def lost(exc: Exception, backoff: float) -> None:
+            self._subscribed.clear()
+            log.warning("admin changes: Redis at %s: %s; reconnecting in %.1f s", backend.redacted_url(), exc, backoff)
+
+        await follow(backend.client, backend.channel, on_subscribed=subscribed, on_message=self._received, on_lost=lost)
 
     async def _received(self, data: Any) -> None:
         try:

@@ -20,6 +20,7 @@ from origin.catalog import valid_id
 
 from . import urls
 from .cache import SegmentCache
+from .redis_channel import follow, redacted_url
 
 log = logging.getLogger("vodgate.edge.purge")
 
@@ -183,39 +184,21 @@ class PurgeBus:
         return max(0, receivers - (self.local_subscribers if self.subscribed else 0))
 
     def _redacted_url(self) -> str:
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+        return redacted_url(self.url)
 
     async def _subscribe_forever(self) -> None:
-        backoff = 0.5
-        while True:
-            pubsub = None
-            try:
-                pubsub = self._client().pubsub()
-                await pubsub.subscribe(self.channel)
-                async for message in pubsub.listen():
-                    kind = message.get("type")
-                    if kind == "subscribe":
-                        self._subscribed.set()
-                        backoff = 0.5
-                        log.info("purge bus: subscribed to %s", self.channel)
-                    elif kind == "message":
-                        self._handle(message.get("data"))
-                raise ConnectionError("subscription ended")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._subscribed.clear()
-                log.warning("purge bus: %s; reconnecting in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-            finally:
-                if pubsub is not None:
-                    try:
-                        await pubsub.aclose()
-                    except Exception:
-                        pass
+        async def subscribed() -> None:
+            self._subscribed.set()
+            log.info("purge bus: subscribed to %s", self.channel)
+
+        async def received(data: Any) -> None:
+            self._handle(data)
+
+        def lost(exc: Exception, backoff: float) -> None:
+            self._subscribed.clear()
+            log.warning("purge bus: %s; reconnecting in %.1f s", exc, backoff)
+
+        await follow(self._client, self.channel, on_subscribed=subscribed, on_message=received, on_lost=lost)
 
     def _handle(self, data: Any) -> None:
         try:

@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from conftest import REPO, ServerProcess, free_port
+from redis_support import RedisServer, require_redis
 from test_auth_geoip import build as build_mmdb  # a real MaxMind-format database
 
 SECRET = "fleet-admin-secret-0123456789"
@@ -108,52 +109,10 @@ def healthz_changes(node: ServerProcess) -> dict:
 # --------------------------------------------------------------------------- Redis
 
 
-class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )
-        import redis
-
-        self.client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-def redis_available() -> str | None:
-    if shutil.which("redis-server") is None:
-        return "redis-server is not installed (apt-get install redis-server)"
-    try:
-        import redis  # noqa: F401
-    except ImportError:
-        return "the redis Python package is not installed (pip install redis)"
-    return None
-
-
 @pytest.fixture()
 def redis_server(tmp_path):
-    reason = redis_available()
-    if reason is not None:
-        if os.environ.get("VODGATE_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"VODGATE_REQUIRE_SERVICES=1 but {reason}")
-        pytest.skip(f"admin fleet tests over Redis skipped: {reason}")
+    """A fresh Redis per test: no change leaks between tests."""
+    require_redis("admin fleet tests over Redis")
     server = RedisServer(tmp_path)
     yield server
     server.stop()

@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from conftest import REPO, ServerProcess
-from test_analytics_sessions import RedisServer, redis_available, require_redis
+from redis_support import RedisServer, redis_available, redis_server, require_redis  # noqa: F401 (fixture)
 
 sys.path.insert(0, str(REPO))
 
@@ -55,16 +55,6 @@ TWICE = "/p/demo/e/h264_baseline"  # one flavor (main); 8 s in two 4 s segments
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 NUMBERS = ("plays", "unique_sessions", "minutes_delivered", "bytes_delivered", "top_entries", "plays_by_country",
            "plays_by_referrer", "plays_by_player", "bytes_by_flavor", "plays_over_time", "events_counted")
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    if redis_available() is not None:
-        yield None
-        return
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
 
 
 @dataclass

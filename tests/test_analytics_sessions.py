@@ -27,6 +27,7 @@ import httpx
 import numpy as np
 import pytest
 
+from redis_support import RedisServer, redis_available, redis_server, require_redis  # noqa: F401 (fixture)
 from conftest import REPO, free_port
 
 sys.path.insert(0, str(REPO))
@@ -69,64 +70,6 @@ EXO = "MyPlayer/2.0 (Linux;Android 14) ExoPlayerLib/2.19.1"
 
 
 # --------------------------------------------------------------------------- Redis
-
-class RedisServer:
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )
-        import redis
-
-        self.client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-def redis_available() -> str | None:
-    """Why Redis tests cannot run here, or None when they can."""
-    if shutil.which("redis-server") is None:
-        return "redis-server is not installed (apt-get install redis-server)"
-    try:
-        import redis  # noqa: F401
-    except ImportError:
-        return "the redis Python package is not installed (pip install redis)"
-    return None
-
-
-def require_redis() -> None:
-    reason = redis_available()
-    if reason is not None:
-        if os.environ.get("VODGATE_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"VODGATE_REQUIRE_SERVICES=1 but {reason}")
-        pytest.skip(f"Redis sink/aggregator tests skipped: {reason}")
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    if redis_available() is not None:
-        yield None
-        return
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
 
 # --------------------------------------------------------------------------- an in-process server
 
@@ -332,7 +275,7 @@ def test_metrics_endpoint_exports_server_counters(scripted):
 
 
 def test_redis_sink_and_aggregator_give_the_same_report(scripted):
-    require_redis()
+    require_redis("Redis sink/aggregator tests")
     from analytics.aggregator import Aggregator
 
     server = scripted["redis"]
@@ -391,7 +334,7 @@ def _expected(tmp_path: Path, events: list[dict]) -> dict:
 
 
 def test_aggregator_killed_mid_stream_and_restarted_does_not_double_count(redis_server, tmp_path):
-    require_redis()
+    require_redis("Redis sink/aggregator tests")
     events = synthetic_events()
     stream, prefix = "crash:events", "crash:agg"
     _load_stream(redis_server, stream, events)
@@ -419,7 +362,7 @@ def test_aggregator_killed_mid_stream_and_restarted_does_not_double_count(redis_
 
 def test_batch_committed_but_not_acknowledged_is_skipped_on_replay(redis_server, tmp_path):
     """The crash window between EXEC and XACK, made deterministic."""
-    require_redis()
+    require_redis("Redis sink/aggregator tests")
     from analytics.aggregator import Aggregator
 
     events = synthetic_events(40)
@@ -438,7 +381,7 @@ def test_batch_committed_but_not_acknowledged_is_skipped_on_replay(redis_server,
 
 
 def test_aggregator_skips_and_reports_malformed_stream_entries(redis_server):
-    require_redis()
+    require_redis("Redis sink/aggregator tests")
     from analytics.aggregator import Aggregator
 
     stream, prefix = "bad:events", "bad:agg"

@@ -24,7 +24,7 @@ import pytest
 
 import media_fixtures as mf
 from conftest import REPO, ServerProcess
-from test_analytics_sessions import RedisServer, redis_available
+from redis_support import redis_server, require_redis  # noqa: F401 (fixture)
 from test_content_protection import EDGE_SECRET, FIXTURE, SECRET, SECRET2, absolute, decrypt, key_uris
 
 PARTNERS = ("flip", "rot", "enc", "open", "plain")
@@ -57,24 +57,6 @@ clear_progressive = true
 # the same partner tables without any encryption setting (an edge needs none, docs/CONTENT_PROTECTION.md)
 BARE_PARTNERS = "\n".join(line for line in partners_toml().splitlines()
                           if not line.startswith(("encryption", "key_", "clear_progressive")))
-
-
-def require_redis() -> None:
-    reason = redis_available()
-    if reason is not None:
-        if os.environ.get("VODGATE_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"VODGATE_REQUIRE_SERVICES=1 but {reason}")
-        pytest.skip(f"purge-on-reload tests skipped: {reason}")
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    if redis_available() is not None:
-        yield None
-        return
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +170,7 @@ def _not_the_old_answer(answer: httpx.Response, old: httpx.Response) -> None:
 
 
 def test_a_reload_switching_encryption_on_purges_the_edges_clear_segment(fleet):
-    require_redis()
+    require_redis("purge-on-reload tests")
     origin, config, edge = fleet
     _, segments, key = _playlist(edge, "flip")
     assert key is None
@@ -212,7 +194,7 @@ def test_a_reload_switching_encryption_on_purges_the_edges_clear_segment(fleet):
 
 
 def test_a_master_secret_rotation_purges_the_edges_segments_under_the_old_key(fleet):
-    require_redis()
+    require_redis("purge-on-reload tests")
     origin, config, edge = fleet
     clear = get(f"{origin.base}/p/plain/e/{FIXTURE}/hls/main/seg-2.ts").content
     _, segments, old_key = _playlist(edge, "rot")
@@ -298,7 +280,7 @@ def test_progressive_mp4_of_an_encrypting_partner_is_refused(nodes, node):
 
 
 def test_an_edge_without_the_encryption_settings_relays_the_origins_refusal(fleet):
-    require_redis()
+    require_redis("purge-on-reload tests")
     origin, _, edge = fleet  # its partner tables hold no encryption: the origin decides, the edge relays
     for url in _mp4_urls(edge.base, "enc"):
         for _ in range(2):  # and never caches it
