@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 NONE = "none"
 AES_128 = "aes-128"
-METHODS = (NONE, AES_128)
+SAMPLE_AES = "sample-aes"  # HLS SAMPLE-AES over MPEG-TS (packager/ts/sample_aes.py); same keys, same IVs
+METHODS = (NONE, AES_128, SAMPLE_AES)
 KEY_BYTES = 16  # AES-128
 KID_BYTES = 8  # 16 hex digits: unique enough per entry, short in playlists
 MIN_SECRET_BYTES = 16

@@ -51,7 +51,7 @@ from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from auth.client_ip import IPNetwork
-from auth.content_keys import AES_128, METHODS, MIN_SECRET_BYTES, Protection
+from auth.content_keys import METHODS, MIN_SECRET_BYTES, Protection
 from auth.rules import (
     MAX_PROFILE_PROGRAM_SIZE,
     NO_REFERRER,
@@ -304,8 +304,6 @@ def _partner(pid: str, raw: Any, where: str, source: str, geoip_configured: bool
 def _protection(table: Mapping[str, Any], where: str, source: str) -> Protection:
     """``encryption``, ``key_secrets`` and ``key_rotation_segments`` (docs/CONTENT_PROTECTION.md)."""
     method = table.get("encryption", "none")
-    if method == "sample-aes":
-        raise ConfigError(f'{source}: {where}.encryption = "sample-aes" is not supported yet; use "aes-128" (whole-segment) or "none"')
     if method not in METHODS:
         raise _error(source, f"{where}.encryption", method, f'one of {", ".join(repr(m) for m in METHODS)}')
     rotation = table.get("key_rotation_segments", 0)
@@ -313,8 +311,8 @@ def _protection(table: Mapping[str, Any], where: str, source: str) -> Protection
         raise _error(source, f"{where}.key_rotation_segments", rotation, "a whole number of segments, e.g. 10 (0 = one key per entry)")
     raw = table.get("key_secrets")
     if raw is None:
-        if method == AES_128:
-            raise ConfigError(f'{source}: {where}.encryption = "aes-128" needs {where}.key_secrets = ["<64 hex digits>"] '
+        if method != "none":
+            raise ConfigError(f'{source}: {where}.encryption = "{method}" needs {where}.key_secrets = ["<64 hex digits>"] '
                               f"(master secrets the content keys are derived from), {KEY_HINT}")
         return Protection(method, (), rotation)
     if not isinstance(raw, list) or not raw:

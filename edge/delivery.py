@@ -29,11 +29,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from auth.access import AccessControl
-from auth.content_keys import Protection, content_key, find_period, key_id, key_scope, period_count, period_of
+from auth.content_keys import SAMPLE_AES, Protection, content_key, find_period, key_id, key_scope, period_count, period_of
 from auth.rules import FLAVOR_NOT_ALLOWED, PREVIEW_ONLY
 from origin.catalog import UnknownFlavor, valid_id
 from origin.media import EntryMedia, MediaService
-from packager.encryption import encrypt_segment, encrypted_size
+from packager.encryption import encrypt_segment, encrypted_size, sequence_iv
 from packager.fmp4 import init_segment
 from packager.formats import FORMATS, SegmentFormat
 from packager.hls.build import (
@@ -44,6 +44,8 @@ from packager.media import Segment
 from packager.media_set import MediaSet, Rendition
 from packager.preview import is_clipped, preview_end
 from packager.segmenter import find_segment
+from packager.ts import mux_segment as ts_mux
+from packager.ts import sample_aes
 
 from . import urls
 from .cache import SegmentCache
@@ -111,6 +113,8 @@ class Delivery:
         # every answer whose bytes depend on the encryption names it in its ETag and cache key, so a reload that
         # switches a partner's encryption (or its master secret) never serves bytes of the other mode
         ptag = protection.tag(req.partner, req.entry) if protection.encrypts else None
+        if protection.method == SAMPLE_AES and fmt.has_init:  # SAMPLE-AES is a TS format; fMP4 would need cbcs
+            raise sample_aes.SampleAesNeedsTs("SAMPLE-AES is delivered over MPEG-TS only: use /hls/ instead of /cmaf/")
         if req.resource == "segment" and req.keying != protection.marker(req.partner, req.entry):
             # a segment URL of other encryption settings (a playlist from before a reload): never these bytes
             raise NoSuchResource(f"segment {req.number} is not served under encryption marker {req.keying or 'none'} "
@@ -131,6 +135,8 @@ class Delivery:
         if rendition.kind == "video" and not _flavor_allowed(rendition, grant):
             raise Denied(403, FLAVOR_NOT_ALLOWED, f"flavor {req.rendition.flavor} is above this viewer's quality limit")
         check_format(rendition, fmt)  # no representation over TS (HEVC, Opus): before any conditional request
+        if protection.method == SAMPLE_AES:
+            sample_aes.check_track(rendition.track)  # H.264 and AAC only: 404 sample_aes_unsupported_codec
         clipped = media_set.rendition(req.rendition)
         if req.clip is not None:
             rendition = clipped  # its track is rebased to the clip's start: segments and init are muxed from it
@@ -159,7 +165,7 @@ class Delivery:
             body, info.cache = await self.cache.get_or_make(key, lambda: run_in_threadpool(init_segment, rendition.track))
             return _ranged(request, body, "video/mp4", {**headers, "X-Cache": info.cache})
         info.media_start, info.media_duration = float(segment.start), float(segment.duration)
-        if request.method == "HEAD":
+        if request.method == "HEAD" and protection.method != SAMPLE_AES:  # SAMPLE-AES sizes need the bytes: GET's
             size = fmt.segment_size(rendition.track, segment)
             size = encrypted_size(size) if protected else size
             return Response(b"", media_type=fmt.content_type, headers={**headers, "Accept-Ranges": "bytes", "Content-Length": str(size)})
@@ -171,14 +177,22 @@ class Delivery:
                 secret = protection.secrets[0]
                 scope = key_scope(req.entry, req.clip.name if req.clip else None)
                 aes_key = content_key(secret, req.partner, scope, period_of(segment.number, protection.rotation_segments))
-                # the IV is the media sequence number, which is the segment number (playlists start at 1)
-                body = await run_in_threadpool(lambda: encrypt_segment(fmt.mux(batch), aes_key, segment.number))
+                # AES-128: the IV is the media sequence number, which is the segment number (playlists start at 1)
+                if protection.method == SAMPLE_AES:  # the samples, not the segment: the same key, the IV of its period
+                    iv = sequence_iv(_period_start(segment.number, protection.rotation_segments))
+                    encryptor = sample_aes.SampleEncryptor(aes_key, iv)
+                    body = await run_in_threadpool(lambda: ts_mux(batch, encryptor=encryptor))
+                else:
+                    body = await run_in_threadpool(lambda: encrypt_segment(fmt.mux(batch), aes_key, segment.number))
             else:
                 body = await run_in_threadpool(fmt.mux, batch)
             info.package_seconds = time.perf_counter() - started
             return body
 
         body, info.cache = await self.cache.get_or_make(key, package)
+        if request.method == "HEAD":
+            headers = {**headers, "Accept-Ranges": "bytes", "Content-Length": str(len(body)), "X-Cache": info.cache}
+            return Response(b"", media_type=fmt.content_type, headers=headers)
         return _ranged(request, body, fmt.content_type, {**headers, "X-Cache": info.cache})
 
     async def _master(self, request, req, fmt, em: EntryMedia, media_set: MediaSet, grant: Grant, end: Fraction | None,
@@ -320,7 +334,18 @@ def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat,
         def key_uri(segment: Segment) -> str:
             kid = key_id(secret, req.partner, scope, period_of(segment.number, every))
             return urls.key_uri(req.rendition, kid)
+    if protection.method == SAMPLE_AES:  # the IV written out, one per key (see _period_start)
+        every = protection.rotation_segments
+        return build_media(rendition, fmt, segment_uri, init_uri, key_uri, "SAMPLE-AES", lambda s: _period_start(s.number, every))
     return build_media(rendition, fmt, segment_uri, init_uri, key_uri)
+
+
+def _period_start(segment_number: int, rotation_segments: int) -> int:
+    """SAMPLE-AES's IV: the media sequence number of the first segment of the key's period, written as the
+    EXT-X-KEY's IV attribute, so one IV goes with each key. Players that decrypt samples after their demuxer
+    (ffmpeg) decrypt a segment's last access units once they read the next segment: with an IV per segment
+    those would fail wherever the IV changes; now only where the key does."""
+    return period_of(segment_number, rotation_segments) * rotation_segments + 1
 
 
 def _ranged(request: Request, body: bytes, media_type: str, headers: dict[str, str]) -> Response:

@@ -12,6 +12,8 @@ edge/ maps each class to an HTTP status in one place (edge/errors.py).
         ├── NeedsFmp4         a rendition HLS delivers in fMP4 only, asked for over MPEG-TS
         │   ├── OpusNeedsFmp4
         │   └── PreRollNeedsFmp4
+        ├── SampleAesNeedsTs  SAMPLE-AES asked for over fMP4
+        ├── SampleAesUnsupported  a codec SAMPLE-AES does not cover here
         └── SegmentNotFound   a segment number outside the media
 """
 
@@ -64,6 +66,18 @@ class PreRollNeedsFmp4(NeedsFmp4):
     ~26.5 h. fMP4 carries any pre-roll (the init segment's edit list): /hls/ refuses it, /cmaf/ offers it."""
 
     code = "pre_roll_needs_cmaf"
+
+
+class SampleAesUnsupported(NotFound):
+    """SAMPLE-AES covers H.264 video and AAC audio over MPEG-TS here; another codec of a SAMPLE-AES partner."""
+
+    code = "sample_aes_unsupported_codec"
+
+
+class SampleAesNeedsTs(NotFound):
+    """SAMPLE-AES is a TS format: fMP4 (/cmaf/) would need 'cbcs', which is not offered yet."""
+
+    code = "sample_aes_needs_ts"
 
 
 class SegmentNotFound(NotFound):

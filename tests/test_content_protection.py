@@ -333,11 +333,11 @@ def _check(tmp_path: Path, partner: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("partner, message", [
-    ('encryption = "sample-aes"\nkey_secrets = ["' + SECRET + '"]', 'partners.demo.encryption = "sample-aes" is not supported yet'),
+    ('encryption = "sample-aes"', 'partners.demo.encryption = "sample-aes" needs partners.demo.key_secrets'),
     ('encryption = "aes-128"', 'partners.demo.encryption = "aes-128" needs partners.demo.key_secrets'),
     ('encryption = "aes-128"\nkey_secrets = ["xyz' + SECRET + '"]', "partners.demo.key_secrets[0] is not an even number of hex digits"),
     ('encryption = "aes-128"\nkey_secrets = ["abcd"]', "partners.demo.key_secrets[0] is 2 bytes; expected at least 16 bytes"),
-    ('encryption = "aes"\nkey_secrets = ["' + SECRET + '"]', "partners.demo.encryption has value 'aes'; expected one of 'none', 'aes-128'"),
+    ('encryption = "aes"\nkey_secrets = ["' + SECRET + '"]', "partners.demo.encryption has value 'aes'; expected one of 'none', 'aes-128', 'sample-aes'"),
     ('encryption = "aes-128"\nkey_secrets = ["' + SECRET + '"]\nkey_rotation_segments = -1', "partners.demo.key_rotation_segments has value -1"),
 ])
 def test_config_check_refuses_bad_encryption_settings(tmp_path, partner, message):

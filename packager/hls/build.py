@@ -179,12 +179,17 @@ def audio_groups(audios: Sequence[Rendition]) -> dict[str, tuple[Rendition, ...]
 
 
 def build_media(rendition: Rendition, fmt: SegmentFormat, segment_uri: Callable[[Segment], str], init_uri: str | None,
-                key_uri: Callable[[Segment], str | None] | None = None) -> str:
-    """``key_uri``: the AES-128 key URI of each segment (packager/encryption.py); None for clear media."""
+                key_uri: Callable[[Segment], str | None] | None = None, key_method: str = "AES-128",
+                key_iv: Callable[[Segment], int] | None = None) -> str:
+    """``key_uri``: the key URI of each segment (packager/encryption.py); None for clear media. ``key_method``:
+    "AES-128" or "SAMPLE-AES" (packager/ts/sample_aes.py); ``key_iv``: each segment's explicit IV, written on
+    the EXT-X-KEY tags (None: the media sequence number, unwritten)."""
     check_format(rendition, fmt)
-    segments = [PlaylistSegment(segment_uri(s), s.duration, key_uri=key_uri(s) if key_uri else None) for s in rendition.segments]
+    segments = [PlaylistSegment(segment_uri(s), s.duration, key_uri=key_uri(s) if key_uri else None,
+                                key_iv=key_iv(s) if key_iv and key_uri else None) for s in rendition.segments]
     init = InitSection(init_uri) if fmt.has_init and init_uri else None
-    return media_playlist(segments, target_duration=target_duration(rendition.segments), version=fmt.version, init=init)
+    return media_playlist(segments, target_duration=target_duration(rendition.segments), version=fmt.version, init=init,
+                          key_method=key_method)
 
 
 def build_iframes(rendition: Rendition, fmt: SegmentFormat, segment_uri: Callable[[Segment], str], init_uri: str | None) -> str:

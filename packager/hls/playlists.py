@@ -19,6 +19,7 @@ from . import tags as t
 VERSION_TS = 3
 VERSION_TS_IFRAMES = 5
 VERSION_FMP4 = 7
+VERSION_KEYFORMAT = 5  # an EXT-X-KEY with KEYFORMAT (our SAMPLE-AES playlists) needs 5 (RFC 8216 section 7)
 
 EXTINF_PLACES = 6  # microseconds: the sum of EXTINF stays within a frame of the real duration
 
@@ -29,6 +30,7 @@ class PlaylistSegment:
     duration: Fraction
     byterange: tuple[int, int] | None = None  # (length, offset)
     key_uri: str | None = None  # AES-128 key of this segment (None: clear); EXT-X-KEY is written where it changes
+    key_iv: int | None = None  # an explicit IV for the EXT-X-KEY (None: the media sequence number, RFC 8216 5.2)
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,13 @@ def media_playlist(
     version: int,
     init: InitSection | None = None,
     iframes_only: bool = False,
+    key_method: str = "AES-128",
 ) -> str:
+    """``key_method``: METHOD of the EXT-X-KEY tags, "AES-128" or "SAMPLE-AES" (written with
+    KEYFORMAT="identity", and EXT-X-VERSION 5 at least)."""
+    sample_aes = key_method == "SAMPLE-AES" and any(s.key_uri for s in segments)
+    if sample_aes:
+        version = max(version, VERSION_KEYFORMAT)
     lines = [t.EXTM3U, t.value_tag(t.EXT_X_VERSION, version)]
     lines.append(t.value_tag(t.EXT_X_TARGETDURATION, target_duration))
     lines.append(t.value_tag(t.EXT_X_MEDIA_SEQUENCE, 1))  # our segment numbers start at 1
@@ -65,7 +73,12 @@ def media_playlist(
             if segment.key_uri is None:
                 lines.append(t.tag(t.EXT_X_KEY, {"METHOD": t.Enum("NONE")}))
             else:
-                lines.append(t.tag(t.EXT_X_KEY, {"METHOD": t.Enum("AES-128"), "URI": t.Quoted(segment.key_uri)}))
+                attrs = {"METHOD": t.Enum(key_method), "URI": t.Quoted(segment.key_uri)}
+                if segment.key_iv is not None:
+                    attrs["IV"] = t.Enum(f"0x{segment.key_iv:032x}")
+                if sample_aes:
+                    attrs["KEYFORMAT"] = t.Quoted("identity")
+                lines.append(t.tag(t.EXT_X_KEY, attrs))
             key = segment.key_uri
         lines.append(f"{t.EXTINF}:{t.decimal(segment.duration, EXTINF_PLACES)},")
         if segment.byterange:

@@ -1,7 +1,7 @@
 """MPEG-TS segments for HLS: one elementary stream (a video track, or an audio
 track served as its own rendition) behind a PAT and PMT.
 
-    mux_segment(batch, continuity_start=None) -> bytes   # default: batch.continuity_start
+    mux_segment(batch, continuity_start=None, encryptor=None) -> bytes  # encryptor: HLS SAMPLE-AES (sample_aes)
     continuity_starts(track, starts, stop=None) -> ndarray  # each segment's first stream counter (continuous)
     keyframe_ranges(track, starts, stop=None) -> lists     # each keyframe's (sample, length, offset) in its segment
     PSI_BYTES                                             # the PAT and PMT that open every segment
@@ -12,7 +12,8 @@ Modules, one concept each: annexb (AVC/HEVC samples -> Annex B access
 units), adts (AAC frames -> ADTS; MP3, AC-3 and E-AC-3 frames pass as they
 are), pes (PES headers), psi (PAT/PMT, CRC32),
 packets (188-byte packets, adaptation field, PCR), timing (90 kHz clock),
-streams (track -> PID/stream type), layout (where every byte goes), muxer.
+streams (track -> PID/stream type), layout (where every byte goes), muxer,
+sample_aes (HLS SAMPLE-AES: slices and ADTS frames encrypted before PES, the PMT's signalling).
 
 Choices, with the reasons in the modules that make them:
 

@@ -22,6 +22,8 @@ from . import psi
 from .layout import PSI_PACKETS, SegmentLayout, compute_layout
 from .packets import HEADER_SIZE, PACKET_SIZE, PAYLOAD_SIZE, adaptation_fields, write_packet_headers
 from .pes import pes_headers
+from .sample_aes import SampleEncryptor, pmt_stream
+from .annexb import START_CODE
 from .streams import ElementaryStream, elementary_stream
 from .timing import PCR_LEAD_90K, timestamps_90k
 
@@ -90,7 +92,7 @@ def continuity_starts(track: Track, segment_starts: np.ndarray, stop: int | None
     return (before & 0x0F).astype(np.uint8)
 
 
-def mux_segment(batch: SampleBatch, continuity_start: int | None = None) -> bytes:
+def mux_segment(batch: SampleBatch, continuity_start: int | None = None, encryptor: SampleEncryptor | None = None) -> bytes:
     """The MPEG-TS segment carrying ``batch``: PAT, PMT, then one PES stream.
 
     ``continuity_start`` is the continuity counter of the segment's first
@@ -105,6 +107,10 @@ def mux_segment(batch: SampleBatch, continuity_start: int | None = None) -> byte
     H.264, HEVC, ADTS-expressible AAC, MP3, AC-3 and E-AC-3; Opus raises
     OpusNeedsFmp4) and MalformedMedia when the batch's
     bytes do not match its sizes or a video sample's NAL units do not parse.
+
+    ``encryptor``: HLS SAMPLE-AES (packager/ts/sample_aes.py): the samples are encrypted before PES
+    packetisation and the PMT signals it. Emulation prevention of the encrypted NAL units can change a
+    video segment's size by a few bytes, so its layout is computed from the encrypted sizes.
     """
     if continuity_start is None:
         continuity_start = batch.continuity_start
@@ -119,10 +125,15 @@ def mux_segment(batch: SampleBatch, continuity_start: int | None = None) -> byte
     if stream.is_video:
         assert stream.annexb is not None
         units, nal_counts = stream.annexb.access_units(view, sizes, keyframes)
+        if encryptor is not None:
+            sizes = sizes + _encrypt_units(units, encryptor)
         layout = compute_layout(stream, sizes, keyframes, nal_counts)
     else:
         layout = compute_layout(stream, sizes, keyframes)
-        frames = memoryview(stream.audio_frames(view, sizes))
+        frames = stream.audio_frames(view, sizes)
+        if encryptor is not None:
+            frames = encryptor.adts_frames(frames, sizes, stream.frame_header_size)
+        frames = memoryview(frames)
         ends = np.cumsum(layout.payload_size).tolist()  # PES k holds frame bytes [ends[k-1], ends[k])
         units = [[frames[a:b]] for a, b in zip([0] + ends[:-1], ends)]
     payload = b"".join(_pes_pieces(stream, layout, pts, dts, keyframes, units))
@@ -132,12 +143,30 @@ def mux_segment(batch: SampleBatch, continuity_start: int | None = None) -> byte
     out = np.empty(layout.size, dtype=np.uint8)
     psi_cc = (batch.sequence_number - 1) & 0x0F
     out[:PACKET_SIZE] = np.frombuffer(psi.psi_packet(psi.PAT_PID, psi.pat_section(), psi_cc), dtype=np.uint8)
-    pmt = psi.pmt_section(stream.stream_type, stream.pid, stream.language, stream.registration)
+    if encryptor is None:
+        pmt = psi.pmt_section(stream.stream_type, stream.pid, stream.language, stream.registration)
+    else:
+        asc = batch.track.audio.audio_specific_config if batch.track.audio is not None else None
+        stream_type, descriptors = pmt_stream(stream.stream_type, asc)
+        pmt = psi.pmt_section(stream_type, stream.pid, stream.language, stream.registration, descriptors)
     out[PACKET_SIZE : 2 * PACKET_SIZE] = np.frombuffer(psi.psi_packet(psi.PMT_PID, pmt, psi_cc), dtype=np.uint8)
     packets = out[2 * PACKET_SIZE :].reshape(-1, PACKET_SIZE)
     write_packet_headers(packets, stream.pid, layout.first_packet, layout.adaptation_size, continuity_start & 0x0F)
     packets[:, HEADER_SIZE:] = np.frombuffer(payload, dtype=np.uint8).reshape(-1, PAYLOAD_SIZE)
     return out.tobytes()
+
+
+def _encrypt_units(units: list[list], encryptor: SampleEncryptor) -> np.ndarray:
+    """Encrypt, in place, every NAL unit of ``units`` (the pieces after a start code; SampleEncryptor.nal_unit
+    leaves all but slices as they are); returns each sample's change in size (emulation prevention)."""
+    growth = np.zeros(len(units), dtype=np.int64)
+    for i, pieces in enumerate(units):
+        for j in range(1, len(pieces)):
+            if pieces[j - 1] is START_CODE:
+                before = len(pieces[j])
+                pieces[j] = encryptor.nal_unit(pieces[j])
+                growth[i] += len(pieces[j]) - before
+    return growth
 
 
 def _pes_pieces(stream: ElementaryStream, layout: SegmentLayout, pts, dts, keyframes, bodies: list[list]) -> list:

@@ -110,10 +110,12 @@ def pat_section() -> bytes:
 
 
 @lru_cache(maxsize=64)
-def pmt_section(stream_type: int, pid: int, language: str | None = None, registration: bytes | None = None) -> bytes:
+def pmt_section(stream_type: int, pid: int, language: str | None = None, registration: bytes | None = None,
+                descriptors: bytes = b"") -> bytes:
     """The PMT of a one-stream program whose PCR travels on the stream's own PID; ``registration`` is the
-    stream's format_identifier, for a user-private stream type."""
-    es_info = b""
+    stream's format_identifier, for a user-private stream type; ``descriptors``: more ES descriptors, whole
+    (SAMPLE-AES signalling, packager/ts/sample_aes.py)."""
+    es_info = descriptors
     if registration is not None:
         es_info += bytes((REGISTRATION_DESCRIPTOR, len(registration))) + registration
     if language and len(language) == 3 and language.isascii() and language != "und":
