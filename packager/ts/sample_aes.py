@@ -51,6 +51,9 @@ PRIVATE_DATA_INDICATOR_DESCRIPTOR = 0x0F  # 13818-1 2.6.28
 REGISTRATION_DESCRIPTOR = 0x05
 AUDIO_SETUP_FORMAT = b"apad"
 AUDIO_SETUP_VERSION = 1
+# the apad descriptor repeats the AudioSpecificConfig in the PMT, which must fit one 188-byte packet (with the
+# language descriptor and the CRC); encoders write 2-5 bytes, a program config element a few more
+MAX_AUDIO_SPECIFIC_CONFIG = 64
 
 _NEEDS_EPB = re.compile(rb"\x00\x00(?=[\x00-\x03])")  # two zeros before a byte that would make a start code
 
@@ -112,6 +115,10 @@ def check_track(track: Track) -> None:
     if track.kind == "video" and track.fourcc in ("avc1", "avc3"):
         return
     if track.kind == "audio" and track.audio is not None and track.audio.codec == "aac":
+        if len(track.audio.audio_specific_config) > MAX_AUDIO_SPECIFIC_CONFIG:
+            raise SampleAesUnsupported(
+                f"this AAC rendition's AudioSpecificConfig is {len(track.audio.audio_specific_config)} bytes; SAMPLE-AES "
+                f"carries it in the PMT, one TS packet, so at most {MAX_AUDIO_SPECIFIC_CONFIG} bytes (encoders write 2-5)")
         return
     codec = track.audio.codec if track.kind == "audio" and track.audio is not None else track.fourcc
     raise SampleAesUnsupported(f"SAMPLE-AES covers H.264 video and AAC audio only; this {track.kind} rendition is {codec}")
