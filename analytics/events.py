@@ -28,6 +28,8 @@ progressive_range   range_start, range_end (bytes actually sent), bytes, media_s
                     media_duration (null when the flavor's sample table is not available),
                     media_new (media time of these bytes the session had not been sent before),
                     entry_duration, ttfb_ms, status
+key_served          kid, clip (the clip folder, or null): a content key a session was given (HLS encryption;
+                    refused ones are denied events)
 denied              reason, status (the access-control decision)
 error               status, code
 ==================  ===========================================================================
@@ -60,6 +62,7 @@ PLAY_REQUESTED = "play_requested"
 SEGMENT_SERVED = "segment_served"
 FLAVOR_SWITCH = "flavor_switch"
 PROGRESSIVE_RANGE = "progressive_range"
+KEY_SERVED = "key_served"
 DENIED = "denied"
 ERROR = "error"
 MILESTONES = (25, 50, 75, 100)
@@ -482,6 +485,12 @@ class EventBuilder:
                 return []
             state.played = True
             return [self._event(PLAY_REQUESTED, obs, info, session, None, ua, ref, ip)]
+        if resource == "key":
+            # a content key handed to the session (docs/CONTENT_PROTECTION.md): its kid, never its bytes
+            event = self._event(KEY_SERVED, obs, info, session, None, ua, ref, ip)
+            event["kid"] = obs.path.rsplit("/", 1)[-1].removesuffix(".key")
+            event["clip"] = next((part for part in obs.path.split("/") if part.startswith("clip-")), None)
+            return [event]
         if resource == "progressive":
             if obs.bytes_sent <= 0:
                 return []

@@ -9,7 +9,7 @@ Exported (names as Prometheus shows them):
 
 =============================================  ===========================================================
 vodgate_http_requests_total{route,status}      every HTTP request; route = master, playlist, iframes,
-                                               segment, init, progressive, health, metrics, admin,
+                                               segment, init, progressive, key, health, metrics, admin,
                                                media_other (under /p/, not parsed), other
 vodgate_http_request_duration_seconds{class}   until the last body byte; class = playlist, segment,
                                                progressive, other
@@ -59,7 +59,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 ROUTE_OF_RESOURCE = {
     "master": "master", "index": "playlist", "iframes": "iframes", "segment": "segment", "init": "init",
-    "progressive": "progressive",
+    "progressive": "progressive", "key": "key",
 }
 CLASS_OF_ROUTE = {
     "master": "playlist", "playlist": "playlist", "iframes": "playlist", "segment": "segment", "init": "segment",

@@ -10,6 +10,7 @@ A library of four partners over the same 8 s fixture (h264_baseline, GOP 2 s, 2 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -160,6 +161,36 @@ def test_a_clip_of_an_encrypted_entry_decodes_like_the_same_clip_in_the_clear(or
     clear = oracle.framemd5(f"{srv.base}/p/plain/e/{FIXTURE}/clip-2-6/{fmt}/master.m3u8", "v:0")
     assert len(ours) == len(clear) > 0
     assert [f.md5 for f in ours] == [f.md5 for f in clear]
+
+
+def test_every_key_a_player_fetches_is_a_play_event_with_its_kid_and_never_its_bytes(library, tmp_path):
+    """ffmpeg plays an encrypted entry with 2 rotated keys: 2 key_served events (the playlist's kids), counted under
+    route="key" in /metrics; a refused key request is a denied event; no event holds key bytes."""
+    events = tmp_path / "events"
+    config = tmp_path / "vodgate.toml"
+    config.write_text(f'[server]\nmedia_root = "{library}"\nsegment_duration = 2\n'
+                      f'[analytics]\nenabled = true\npath = "{events}"\nflush_interval = 0.05\n' + partners_toml())
+    srv = ServerProcess(["--config", str(config), "--workers", "1"], tmp_path / "server.log")
+    try:
+        playlist = f"{root(srv.base, 'enc')}/main/index.m3u8?token={token('enc')}"
+        kids = [uri.rsplit("/", 1)[-1].split(".key")[0] for _, uri in key_uris(get(playlist).text)]
+        keys = [get(absolute(playlist, uri)).content for _, uri in key_uris(get(playlist).text)]
+        oracle.framemd5(f"{root(srv.base, 'enc')}/master.m3u8?token={token('enc')}", "v:0")
+        refused = get(f"{srv.base}/p/enc/e/{FIXTURE}/keys/{kids[0]}.key")  # no token
+        assert refused.status_code == 403
+        metrics = get(f"{srv.base}/metrics").text
+    finally:
+        srv.stop()  # flushes the events
+    lines = [line for f in sorted(events.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    served = [json.loads(line) for line in lines if '"key_served"' in line]
+    ffmpeg_served = [e for e in served if e["ua"] == "ffmpeg"]
+    # ffmpeg fetches each key once per playlist that names it (video and audio renditions share the entry's keys)
+    assert {e["kid"] for e in ffmpeg_served} == set(kids) and len(kids) == 2
+    assert all(e["clip"] is None and e["entry"] == FIXTURE and e["session"] for e in served)
+    assert any(json.loads(line)["kind"] == "denied" and json.loads(line)["reason"] for line in lines)
+    assert 'vodgate_http_requests_total{route="key",status="200"}' in metrics
+    text = "\n".join(lines)
+    assert not any(key.hex() in text for key in keys) and token("enc").split("~")[0] not in text
 
 
 # --------------------------------------------------------------------------- playlists and keys
