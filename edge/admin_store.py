@@ -50,7 +50,7 @@ from config.errors import ConfigError
 from config.partners import profile_from_dict, profile_to_dict
 from origin.catalog import valid_id
 
-from .redis_channel import follow, redacted_url
+from .redis_channel import follow, redacted_url, stop
 
 log = logging.getLogger("vodgate.admin.changes")
 
@@ -395,13 +395,8 @@ class AdminChanges:
             raise ConfigError(f"admin state file: {exc} (fix it, or move it away to start from the file's profiles)") from exc
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await stop(self._task)
+        self._task = None
         if isinstance(self.backend, RedisLog):
             await self.backend.close()
 

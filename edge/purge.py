@@ -20,7 +20,7 @@ from origin.catalog import valid_id
 
 from . import urls
 from .cache import SegmentCache
-from .redis_channel import follow, redacted_url
+from .redis_channel import follow, redacted_url, stop
 
 log = logging.getLogger("vodgate.edge.purge")
 
@@ -161,13 +161,8 @@ class PurgeBus:
         return True
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await stop(self._task)
+        self._task = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None

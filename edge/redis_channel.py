@@ -56,6 +56,17 @@ async def follow(
                     pass
 
 
+async def stop(task: "asyncio.Task | None") -> None:
+    """Cancel a follower task started on :func:`follow` and wait for it (its errors are already logged)."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping: nothing left to report
+        pass
+
+
 def redacted_url(url: str) -> str:
     """A Redis URL without its user and password, for logs and answers."""
     parts = urlsplit(url)
