@@ -104,6 +104,15 @@ def _around(by_day: dict[str, set[str]], before: int, after: int) -> dict[str, s
     return spread
 
 
+def _stored(pipe: Any, keys: dict[str, set[str]]) -> Iterable[tuple[str, Any]]:
+    """(session, stored value) for each session listed under a per-day hash ``key`` that holds one (watched reads)."""
+    for key, sessions in keys.items():
+        unique = sorted(sessions)
+        for session, raw in zip(unique, pipe.hmget(key, unique)):
+            if raw:
+                yield session, raw
+
+
 @dataclass(frozen=True)
 class CountedPlay:
     """The play_requested a session's play was counted from: when, in which hour, which counters (each +1)."""
@@ -204,12 +213,9 @@ class Aggregator:
 
         # Sessions' state so far (progress, play counted, media time delivered): per-day hashes, watched
         # until EXEC, so checking a session and counting it are one transaction with the watermark.
-        days = {c.hour[:8] for c in contributions if c.session is not None}
-        wanted: dict[str, list[str]] = defaultdict(list)
-        for c in contributions:
-            if c.session is not None:
-                wanted[c.hour[:8]].append(c.session)
-        progress_keys = sorted({f"{p}:progress:{d}" for d in days} | {f"{p}:progress:{previous_day(d)}" for d in days})
+        # One HMGET per hash: a day's hash is read once, whether its sessions are that day's or the next's.
+        active = _sessions_by_day(contributions)
+        progress_keys = {f"{p}:progress:{d}": listed for d, listed in _around(active, before=1, after=0).items()}
         playing = _sessions_by_day(c for c in contributions if c.play)
         watching = _sessions_by_day(c for c in contributions if c.window is not None)
         play_keys = {f"{p}:played:{d}": sessions for d, sessions in _around(playing, before=1, after=1).items()}
@@ -218,14 +224,9 @@ class Aggregator:
             pipe.watch(*progress_keys, *play_keys, *media_keys)
         plays = self._first_plays(pipe, play_keys)
         unions = self._delivered(pipe, media_keys)
-        state: dict[str, int] = {}
-        for day, sessions in wanted.items():
-            unique = sorted(set(sessions))
-            today = pipe.hmget(f"{p}:progress:{day}", unique)
-            before = pipe.hmget(f"{p}:progress:{previous_day(day)}", unique)
-            for s, a, b in zip(unique, today, before):
-                known = max(int(a) if a is not None else -1, int(b) if b is not None else -1)
-                state[s] = max(state.get(s, -1), known)
+        state: dict[str, int] = {}  # session -> the most tenths it reached, as stored (today or the day before)
+        for session, raw in _stored(pipe, progress_keys):
+            state[session] = max(state.get(session, -1), int(raw))
 
         deltas: Counter = Counter()
         members: dict[str, set[str]] = defaultdict(set)
@@ -305,28 +306,22 @@ class Aggregator:
     def _first_plays(self, pipe: Any, keys: dict[str, set[str]]) -> dict[str, CountedPlay]:
         """Sessions whose play is counted already: the earliest play stored in any of ``keys``."""
         plays: dict[str, CountedPlay] = {}
-        for key, sessions in keys.items():
-            unique = sorted(sessions)
-            for session, raw in zip(unique, pipe.hmget(key, unique)):
-                if raw:
-                    stored = CountedPlay.from_text(raw)
-                    known = plays.get(session)
-                    if known is None or stored.at < known.at:
-                        plays[session] = stored
+        for session, raw in _stored(pipe, keys):
+            stored = CountedPlay.from_text(raw)
+            known = plays.get(session)
+            if known is None or stored.at < known.at:
+                plays[session] = stored
         return plays
 
     def _delivered(self, pipe: Any, keys: dict[str, set[str]]) -> dict[str, DeliveredTime]:
         """Sessions' segment media time delivered so far: the union of what ``keys`` (their days) hold."""
         unions: dict[str, DeliveredTime] = {}
-        for key, sessions in keys.items():
-            unique = sorted(sessions)
-            for session, raw in zip(unique, pipe.hmget(key, unique)):
-                if raw:
-                    stored = DeliveredTime.from_text(raw)
-                    if session in unions:
-                        unions[session].merge(stored)
-                    else:
-                        unions[session] = stored
+        for session, raw in _stored(pipe, keys):
+            stored = DeliveredTime.from_text(raw)
+            if session in unions:
+                unions[session].merge(stored)
+            else:
+                unions[session] = stored
         return unions
 
     # -- loop

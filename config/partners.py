@@ -319,17 +319,7 @@ def _protection(table: Mapping[str, Any], where: str, source: str) -> Protection
         raise ConfigError(f'{source}: {where}.key_secrets must be a non-empty list of hex secrets, e.g. ["<64 hex digits>"]; {KEY_HINT}')
     secrets = []
     for i, value in enumerate(raw):  # never echo a value: these are master secrets
-        item = f"{where}.key_secrets[{i}]"
-        if not isinstance(value, str):
-            raise ConfigError(f"{source}: {item} is a {type(value).__name__}; expected a hex string, {KEY_HINT}")
-        try:
-            secret = bytes.fromhex(value)
-        except ValueError:
-            raise ConfigError(f"{source}: {item} is not an even number of hex digits (0-9 a-f); {KEY_HINT}") from None
-        if len(secret) < MIN_SECRET_BYTES:
-            raise ConfigError(f"{source}: {item} is {len(secret)} bytes; expected at least {MIN_SECRET_BYTES} bytes "
-                              f"({2 * MIN_SECRET_BYTES} hex digits), {KEY_HINT}")
-        secrets.append(secret)
+        secrets.append(_hex_secret(value, f"{where}.key_secrets[{i}]", source, MIN_SECRET_BYTES))
     return Protection(method, tuple(secrets), rotation)
 
 
@@ -340,16 +330,21 @@ def _token_keys(raw: Any, where: str, source: str) -> dict[str, bytes]:
     for kid, value in raw.items():
         if not KEY_ID.fullmatch(kid):
             raise ConfigError(f"{source}: {where}: key id {kid!r} must be 1-32 characters of A-Z a-z 0-9 _ -")
-        if not isinstance(value, str):
-            raise ConfigError(f"{source}: {where}.{kid} is a {type(value).__name__}; expected a hex string, {KEY_HINT}")
-        try:
-            secret = bytes.fromhex(value)
-        except ValueError:
-            raise ConfigError(f"{source}: {where}.{kid} is not an even number of hex digits (0-9 a-f); {KEY_HINT}") from None
-        if len(secret) < MIN_KEY_BYTES:
-            raise ConfigError(f"{source}: {where}.{kid} is {len(secret)} bytes; expected at least {MIN_KEY_BYTES} bytes ({2 * MIN_KEY_BYTES} hex digits), {KEY_HINT}")
-        keys[kid] = secret
+        keys[kid] = _hex_secret(value, f"{where}.{kid}", source, MIN_KEY_BYTES)
     return keys
+
+
+def _hex_secret(value: Any, item: str, source: str, minimum: int) -> bytes:
+    """A secret written as hex digits, of at least ``minimum`` bytes; the ConfigError names ``item``, never the value."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: {item} is a {type(value).__name__}; expected a hex string, {KEY_HINT}")
+    try:
+        secret = bytes.fromhex(value)
+    except ValueError:
+        raise ConfigError(f"{source}: {item} is not an even number of hex digits (0-9 a-f); {KEY_HINT}") from None
+    if len(secret) < minimum:
+        raise ConfigError(f"{source}: {item} is {len(secret)} bytes; expected at least {minimum} bytes ({2 * minimum} hex digits), {KEY_HINT}")
+    return secret
 
 
 def _entry(raw: Any, where: str, source: str, profiles: Mapping[str, Profile]) -> EntrySettings:

@@ -34,12 +34,8 @@ OPEN = "/p/open/e/clip"  # a partner without rules: its warm segments take the h
 PAID = "/p/paid/e/clip"  # a partner whose entries need a token
 BIG_PADDING = 12 * 1024 * 1024  # Linux lets a socket buffer up to 4 MiB (net.ipv4.tcp_wmem) on each side
 
-CONFIG = """
-[server]
-media_root = "{library}"
-segment_duration = 2
-{server}
-
+# an open partner and a token-gated one (tests/test_attack_edge_ops.py serves the same two); {key} is KEY
+PARTNERS = """
 [partners.open]
 default_profile = "all"
 [partners.open.profiles.all]
@@ -51,6 +47,13 @@ default_profile = "tokens"
 [partners.paid.profiles.tokens]
 rules = [ {{ unless = {{ authenticated = true }}, then = ["block"] }} ]
 """
+
+CONFIG = """
+[server]
+media_root = "{library}"
+segment_duration = 2
+{server}
+""" + PARTNERS
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 UVICORN_ACCESS = re.compile(r'\d+\.\d+\.\d+\.\d+:\d+ - "(GET|HEAD) ')  # uvicorn's line: "127.0.0.1:53412 - "GET ..."

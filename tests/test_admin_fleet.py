@@ -414,3 +414,22 @@ def test_sync_applies_what_a_sibling_process_recorded(tmp_path):
         assert here.stats() == sibling.stats() == {"backend": "file", "version": 2, "applied": 2, "skipped": 0, "subscribed": None}
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("text, said", [("{", "is not JSON"), ('{"hello": 1}', "is not an admin state file")])
+def test_a_state_file_this_module_did_not_write_stops_the_start(tmp_path, text, said):
+    """docs/CONFIGURATION.md, [admin]: an unreadable or foreign state file is a ConfigError at start (the lifespan
+    raises it, so the server does not serve), never a start from the file's profiles that would drop the changes."""
+    import asyncio
+
+    from auth.access import AccessControl
+    from config.errors import ConfigError
+    from config.partners import AccessConfig, Partner
+    from edge.admin_store import AdminChanges, FileLog
+
+    path = tmp_path / "admin.json"
+    path.write_text(text)
+    store = AdminChanges(AccessControl(AccessConfig(partners={"demo": Partner("demo")})), FileLog(path))
+    with pytest.raises(ConfigError, match=f"admin state file: .*{said}.*move it away"):
+        asyncio.run(store.start())
+    assert path.read_text() == text  # left as it was, for the operator to look at

@@ -285,3 +285,25 @@ def test_delivered_time_counts_each_millisecond_once_and_stays_bounded():
     for n in range(MAX_PIECES + 1):  # a client loading one second here and there: state stays bounded
         seeker.add(n * 10_000, n * 10_000 + 1000)
     assert len(seeker.starts) == MAX_PIECES
+
+
+# --------------------------------------------------------------------------- one play per session on a node
+
+def test_a_session_fetching_masters_in_both_formats_then_the_mp4_is_one_play():
+    """docs/ANALYTICS.md, "One play per session": every master after the first, in either format, and the
+    session's progressive responses join the play its first master started."""
+    from analytics.events import EventBuilder, Observation
+    from edge.request_info import MediaInfo
+
+    builder = EventBuilder("n1")
+
+    def kinds(fmt: str, resource: str, session: str = "V", flavor: str | None = None) -> list[str]:
+        info = MediaInfo("demo", "e", fmt, resource, flavor=flavor, client_ip="192.0.2.1")
+        obs = Observation(1_700_000_000.0, "GET", f"/p/demo/e/e/{fmt}/x", f"playSessionId={session}".encode(),
+                          [(b"user-agent", b"Mozilla/5.0 Chrome/120.0")], "192.0.2.1", 200, 1000, 0.001, 0.002, info=info)
+        return [e["kind"] for e in builder.build(obs)]
+
+    assert kinds("hls", "master") == ["play_requested"]
+    assert kinds("hls", "master") == [] and kinds("cmaf", "master") == []  # a retry, a reload, the other format
+    assert kinds("mp4", "progressive", flavor="hi") == ["progressive_range"]  # from byte 0, yet no second play
+    assert kinds("mp4", "progressive", session="W", flavor="hi") == ["play_requested", "progressive_range"]

@@ -25,10 +25,10 @@ import m3u8
 import pytest
 
 from conftest import ServerProcess
+from test_access_log import KEY, PARTNERS as OPEN_AND_PAID  # the same open and token-gated partners
 
 SHIELD = "attack-edge-ops-shield-secret-01"
 SHIELD_HEADER = "X-Vodgate-Shield"
-KEY = "00112233445566778899aabbccddeeff"
 EDGE_SECRET = "attack-edge-ops-edge-secret-0001"
 OPEN = "/p/open/e/clip"
 PAID = "/p/paid/e/clip"
@@ -45,18 +45,7 @@ shield_secrets = ["{shield}"]
 edge_secrets = ["{edge_secret}"]
 {partners}"""
 
-PARTNERS = """
-[partners.open]
-default_profile = "all"
-[partners.open.profiles.all]
-rules = []
-
-[partners.paid]
-token_keys = {{ k1 = "{key}" }}
-default_profile = "tokens"
-[partners.paid.profiles.tokens]
-rules = [ {{ unless = {{ authenticated = true }}, then = ["block"] }} ]
-
+PARTNERS = OPEN_AND_PAID + """
 [partners.prev]
 default_profile = "preview"
 [partners.prev.profiles.preview]

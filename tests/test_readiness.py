@@ -225,32 +225,29 @@ def test_a_bad_ready_when_is_refused_with_its_choices(tmp_path):
         parse_settings({"edge": {"role": "edge", "upstreams": ["http://o:1"], "ready_when": "most"}})
 
 
+def readyz_until(base: str, status: int) -> tuple[httpx.Response, float]:
+    """Poll ``base``'s /readyz until it answers ``status`` (at most 5 s): that answer and the seconds it took."""
+    since = time.monotonic()
+    while True:
+        answer = readyz(base)
+        if answer.status_code == status:
+            return answer, time.monotonic() - since
+        assert time.monotonic() - since < 5, answer.text
+        time.sleep(0.02)
+
+
 def test_readiness_follows_an_origin_down_and_back_up_within_the_probe_interval(nodes):
     """Last: it stops the shielded origin (and starts it again on its port)."""
     edge, shielded = nodes["good"].base, nodes["shielded"]
     assert readyz(edge).status_code == 200
     shielded.proc.terminate()
     shielded.proc.wait(10)
-    stopped = time.monotonic()
-    while True:
-        answer = readyz(edge)
-        if answer.status_code == 503:
-            down_after = time.monotonic() - stopped
-            break
-        assert time.monotonic() - stopped < 5, answer.text
-        time.sleep(0.02)
+    answer, down_after = readyz_until(edge, 503)
     check = checks(answer)[("upstream", shielded.base)]
     assert (check["state"], check["code"]) == ("fail", "unreachable"), check
     assert down_after < INTERVAL + 0.8, down_after  # one probe round, with room for a loaded machine
     restart(shielded, nodes["shielded_args"])
-    restarted = time.monotonic()
-    while True:
-        answer = readyz(edge)
-        if answer.status_code == 200:
-            up_after = time.monotonic() - restarted
-            break
-        assert time.monotonic() - restarted < 5, answer.text
-        time.sleep(0.02)
+    answer, up_after = readyz_until(edge, 200)
     assert up_after < INTERVAL + 0.8, up_after
     print(f"edge /readyz: 503 {down_after:.2f} s after its origin stopped, 200 {up_after:.2f} s after it answered again")
 
