@@ -76,7 +76,9 @@ def period_count(segment_count: int, rotation_segments: int) -> int:
     return 1 if rotation_segments <= 0 else max(1, -(-segment_count // rotation_segments))
 
 
+@lru_cache(maxsize=4096)
 def content_key(secret: bytes, partner: str, entry: str, period: int) -> bytes:
+    # cached: every encrypted segment packaged and every key request derives one (HKDF), mostly the same few
     return _derive(secret, _KEY_INFO, partner, entry, period, KEY_BYTES)
 
 

@@ -165,9 +165,11 @@ class Delivery:
             body, info.cache = await self.cache.get_or_make(key, lambda: run_in_threadpool(init_segment, rendition.track))
             return _ranged(request, body, "video/mp4", {**headers, "X-Cache": info.cache})
         info.media_start, info.media_duration = float(segment.start), float(segment.duration)
-        if request.method == "HEAD" and protection.method != SAMPLE_AES:  # SAMPLE-AES sizes need the bytes: GET's
+        # SAMPLE-AES video sizes need the bytes (emulation prevention of the ciphertext): GET's; its audio is
+        # encrypted in place, the clear size
+        if request.method == "HEAD" and (protection.method != SAMPLE_AES or rendition.kind == "audio"):
             size = fmt.segment_size(rendition.track, segment)
-            size = encrypted_size(size) if protected else size
+            size = encrypted_size(size) if protected and protection.method != SAMPLE_AES else size
             return Response(b"", media_type=fmt.content_type, headers={**headers, "Accept-Ranges": "bytes", "Content-Length": str(size)})
 
         async def package() -> bytes:
@@ -175,8 +177,7 @@ class Delivery:
             started = time.perf_counter()
             if protected:
                 secret = protection.secrets[0]
-                scope = key_scope(req.entry, req.clip.name if req.clip else None)
-                aes_key = content_key(secret, req.partner, scope, period_of(segment.number, protection.rotation_segments))
+                aes_key = content_key(secret, req.partner, _key_scope(req), period_of(segment.number, protection.rotation_segments))
                 # AES-128: the IV is the media sequence number, which is the segment number (playlists start at 1)
                 if protection.method == SAMPLE_AES:  # the samples, not the segment: the same key, the IV of its period
                     iv = sequence_iv(_period_start(segment.number, protection.rotation_segments))
@@ -227,7 +228,7 @@ class Delivery:
             raise NoSuchResource(f"partner {req.partner}'s media is not encrypted: it has no keys")
         em = await self.media.entry_media(req.partner, req.entry)
         clip = req.clip
-        scope = key_scope(req.entry, clip.name if clip else None)  # a clip's keys are its own, numbered as it is
+        scope = _key_scope(req)  # a clip's keys are its own, numbered as it is
         media_set = em.media_set if clip is None else await self.media.clip_set(em, clip.first, clip.last, None)
         periods = period_count(_segment_count(media_set), protection.rotation_segments)
         found = find_period(protection, req.partner, scope, req.kid or "", periods)
@@ -329,7 +330,7 @@ def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat,
     key_uri = None
     if protection.encrypts:
         secret, every = protection.secrets[0], protection.rotation_segments
-        scope = key_scope(req.entry, req.clip.name if req.clip else None)
+        scope = _key_scope(req)
 
         def key_uri(segment: Segment) -> str:
             kid = key_id(secret, req.partner, scope, period_of(segment.number, every))
@@ -338,6 +339,11 @@ def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat,
         every = protection.rotation_segments
         return build_media(rendition, fmt, segment_uri, init_uri, key_uri, "SAMPLE-AES", lambda s: _period_start(s.number, every))
     return build_media(rendition, fmt, segment_uri, init_uri, key_uri)
+
+
+def _key_scope(req: MediaRequest) -> str:
+    """The entry, or the clip of it, that a request's content keys belong to (auth/content_keys.key_scope)."""
+    return key_scope(req.entry, req.clip.name if req.clip else None)
 
 
 def _period_start(segment_number: int, rotation_segments: int) -> int:

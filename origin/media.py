@@ -435,9 +435,14 @@ class MediaService:
         """The entry from ``first`` to ``last`` rebased to 0, ended earlier by a preview of ``preview`` s (cached)."""
         key = ("clip", em.entry.partner, em.entry.id, em.version, first, last, preview)
         sources = em.index_keys
-        playable = [f for f in em.entry.flavors if f.id in em.stats and f.id not in em.broken]  # as entry_media built it
-        indexed = [(f.id, await self.index(f, em.stats[f.id])) for f in playable]
-        return await self.previews.get(key, lambda: asyncio.to_thread(clip_set, indexed, first, last, preview, self.target), sources)  # type: ignore[return-value]
+
+        async def build() -> ClipMediaSet:
+            # the indexes only on a miss: a cached clip needs none of them
+            playable = [f for f in em.entry.flavors if f.id in em.stats and f.id not in em.broken]  # as entry_media built it
+            indexed = [(f.id, await self.index(f, em.stats[f.id])) for f in playable]
+            return await asyncio.to_thread(clip_set, indexed, first, last, preview, self.target)
+
+        return await self.previews.get(key, build, sources)  # type: ignore[return-value]
 
     async def clip_file(self, flavor: Flavor, stat: ObjectStat, first: Fraction, last: Fraction,
                         preview: Fraction | None) -> tuple[VirtualFile, Fraction | None]:

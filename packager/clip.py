@@ -77,10 +77,10 @@ def clip_start(videos: Sequence[Track], seconds: Seconds) -> Fraction:
     if not videos:
         return Fraction(0)
     start = max(as_seconds(seconds), Fraction(0))
+    key_times = [(track, _key_times(track)) for track in videos]
     for _ in range(64):  # each round lowers S to an earlier keyframe; aligned ladders agree at once
         lowered = start
-        for track in videos:
-            keys = _key_times(track)
+        for track, keys in key_times:
             at = int(np.searchsorted(keys, math.floor(lowered * track.timescale), side="right")) - 1
             if at < 0:
                 return Fraction(0)
@@ -181,9 +181,9 @@ def _audio_start(tracks: Sequence[Track], first: Fraction) -> Fraction:
     if not tracks:
         return Fraction(0)
     track = tracks[0]
-    pts = track.pts
-    at = int(np.searchsorted(np.sort(pts), math.floor(first * track.timescale), side="right")) - 1
-    return Fraction(max(0, int(np.sort(pts)[at])), track.timescale) if at >= 0 else Fraction(0)
+    pts = np.sort(track.pts)
+    at = int(np.searchsorted(pts, math.floor(first * track.timescale), side="right")) - 1
+    return Fraction(max(0, int(pts[at])), track.timescale) if at >= 0 else Fraction(0)
 
 
 __all__ = ["ClipMediaSet", "ClipOutOfRange", "clip_file", "clip_set", "clip_start", "rebase_index", "rebase_track"]

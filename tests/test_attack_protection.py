@@ -26,41 +26,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 import media_fixtures as mf
 from auth.content_keys import key_id
 from auth.tokens import sign_native
 from conftest import ServerProcess
+from test_content_protection import (  # the protected partners and the helpers to read what they serve
+    ENC_PREV_PARTNERS, FIXTURE, KEY_LINE, SECRET, TOKEN_KEY, absolute, decrypt, segment_urls,
+)
 
-FIXTURE = "h264_baseline"  # 8 s, GOP 2 s; 2 s segments: 4 segments, keys rotated every 2 (2 periods)
-TOKEN_KEY = "00112233445566778899aabbccddeeff"
-SECRET = "a1" * 32
+# FIXTURE: 8 s, GOP 2 s; 2 s segments: 4 segments, keys rotated every 2 (2 periods)
 EDGE_SECRET = "attack-edge-secret-0123456789"
-KEY_LINE = re.compile(r'#EXT-X-KEY:METHOD=AES-128,URI="([^"]+)"')
-
-PARTNERS = f"""
-[partners.enc]
-token_keys = {{ k1 = "{TOKEN_KEY}" }}
-encryption = "aes-128"
-key_secrets = ["{SECRET}"]
-key_rotation_segments = 2
-default_profile = "tokens"
-
-[partners.enc.profiles.tokens]
-rules = [ {{ unless = {{ authenticated = true }}, then = ["block"] }} ]
-
-[partners.prev]
-token_keys = {{ k1 = "{TOKEN_KEY}" }}
-encryption = "aes-128"
-key_secrets = ["{SECRET}"]
-key_rotation_segments = 2
-default_profile = "members"
-
-[partners.prev.profiles.members]
-rules = [ {{ unless = {{ authenticated = true }}, then = [{{ preview = 3 }}] }} ]
-"""
+PARTNERS = ENC_PREV_PARTNERS
 FLIP_CLEAR = '[partners.flip]\nencryption = "none"\n'
 FLIP_AES = f'[partners.flip]\nencryption = "aes-128"\nkey_secrets = ["{SECRET}"]\n'
 
@@ -73,27 +50,19 @@ def token(partner: str, entry: str = "e1", ttl: int = 600, clip: str | None = No
     return sign_native("k1", bytes.fromhex(key), f"/p/{partner}/e/{entry}", int(time.time()) + ttl, clip=clip)
 
 
-def decrypt(body: bytes, key: bytes, sequence: int) -> bytes:
-    decryptor = Cipher(algorithms.AES(key), modes.CBC(sequence.to_bytes(16, "big"))).decryptor()
-    padded = decryptor.update(body) + decryptor.finalize()
-    unpadder = padding.PKCS7(128).unpadder()
-    return unpadder.update(padded) + unpadder.finalize()
-
-
 def is_ts(body: bytes) -> bool:
     return len(body) > 0 and len(body) % 188 == 0 and all(body[i] == 0x47 for i in range(0, len(body), 188))
 
 
 def first_segment_url(playlist_url: str, text: str) -> str:
     """The first segment URI the playlist lists (an encrypted partner's carry a -k marker), made absolute."""
-    line = next(line for line in text.splitlines() if line and not line.startswith("#"))
-    return str(httpx.URL(playlist_url).join(line))
+    return segment_urls(playlist_url, text)[0]
 
 
 def first_key_url(playlist_url: str, text: str) -> str:
     found = KEY_LINE.search(text)
     assert found, text
-    return str(httpx.URL(playlist_url).join(found[1]))
+    return absolute(playlist_url, found[1])
 
 
 @pytest.fixture(scope="module")

@@ -41,9 +41,9 @@ PARTNERS = ("enc", "prev", "plain", "flip")
 KEY_LINE = re.compile(r'#EXT-X-KEY:METHOD=AES-128,URI="([^"]+)"')
 
 
-def partners_toml(flip: str = "none") -> str:
-    flip_keys = f'key_secrets = ["{SECRET2}"]\n' if flip != "none" else ""
-    return f"""
+# enc (tokens required) and prev (a 3 s preview without a token), both AES-128 rotated every 2 segments;
+# tests/test_attack_protection.py serves the same two
+ENC_PREV_PARTNERS = f"""
 [partners.enc]
 token_keys = {{ k1 = "{TOKEN_KEY}" }}
 encryption = "aes-128"
@@ -63,7 +63,12 @@ default_profile = "members"
 
 [partners.prev.profiles.members]
 rules = [ {{ unless = {{ authenticated = true }}, then = [{{ preview = 3 }}] }} ]
+"""
 
+
+def partners_toml(flip: str = "none") -> str:
+    flip_keys = f'key_secrets = ["{SECRET2}"]\n' if flip != "none" else ""
+    return f"""{ENC_PREV_PARTNERS}
 [partners.flip]
 encryption = "{flip}"
 {flip_keys}"""

@@ -258,6 +258,15 @@ def test_audio_segments_differ_from_the_clear_ones_exactly_where_the_spec_says(o
             assert decryptor.update(enc[23:end]) + decryptor.finalize() == frame[23:end]
 
 
+@pytest.mark.parametrize("rendition", ["main", "main/a1"])
+def test_head_states_the_length_get_sends(origin, rendition):
+    """Audio HEADs are answered from the clear layout (encrypted in place); video's from the muxed bytes."""
+    url = f"{origin.base}/p/srot/e/h264_high_bframes/hls/{rendition}/index.m3u8?token={token('h264_high_bframes', 'srot')}"
+    for segment_url in media_urls(url, get(url).text):
+        head = httpx.head(segment_url, timeout=60)
+        assert head.status_code == 200 and int(head.headers["Content-Length"]) == len(get(segment_url).content)
+
+
 # --------------------------------------------------------------------------- access and refusals
 
 
