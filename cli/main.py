@@ -91,12 +91,9 @@ def _run(ns: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _settings(ns: argparse.Namespace, config: dict | None = None) -> Settings:
-    """Settings from --config (or ``config``, that file's document as a worker's supervisor accepted it) and
-    the command line's overrides."""
-    if config is not None and ns.config:
-        settings = _file_settings(ns.config, config)
-    else:
-        settings = load_settings(ns.config) if ns.config else Settings()
+    """Settings from --config (or ``config``, that file's document as already read: by ``serve`` at start, or as a
+    worker's supervisor accepted it) and the command line's overrides."""
+    settings = load_settings(ns.config, config) if ns.config else Settings()
     overrides = {"host": ns.host, "port": ns.port, "media_root": ns.media}
     if ns.segment_duration is not None:
         overrides["segment_duration"] = segment_duration(ns.segment_duration, "--segment-duration")
@@ -104,12 +101,14 @@ def _settings(ns: argparse.Namespace, config: dict | None = None) -> Settings:
 
 
 def _serve(ns: argparse.Namespace) -> int:
-    settings, role, edge_config = _serving(ns, announce=True)
+    # read once: the settings served, the reload baseline and (with workers) what every worker starts from
+    config = read_toml(ns.config) if ns.config else None
+    settings, role, edge_config = _serving(ns, announce=True, config=config)
     count = settings.workers
     if count == 1:
         import uvicorn
 
-        served, http, _, _ = _build_served(ns, settings, role, edge_config)
+        served, http, _, _ = _build_served(ns, settings, role, edge_config, config=config)
         uvicorn.run(served, **_uvicorn_options(settings, http))
         return 0
     from edge.workers import Supervisor
@@ -121,7 +120,7 @@ def _serve(ns: argparse.Namespace) -> int:
     probe.state.access.close()
     return Supervisor(run_worker, ns.argv, count, settings.host, settings.port,
                       make_analytics=lambda: _node_analytics(settings, probe),
-                      config=read_toml(ns.config) if ns.config else None,
+                      config=config,
                       read_config=lambda: _accepted_config(ns.config)).run()
 
 
@@ -247,7 +246,7 @@ def _reload_on_sighup(path: Path | None, settings: Settings, app, role: str, con
     from edge.reload import Reloader
 
     # a worker: what its supervisor accepted (edge/workers.py WorkerSpec)
-    started_with = _file_settings(path, config) if config is not None else None
+    started_with = load_settings(path, config) if config is not None else None
     app.state.reloader = Reloader(path, settings, app.state.access, role, started_with,
                                   on_protection_change=lambda partners: _purge_partners(app, partners))
     app.state.reloader.install()
@@ -285,13 +284,6 @@ def _purge_partners(app, partners: list[str]) -> None:
     task = loop.create_task(purge(), name="vodgate-protection-purge")
     tasks.add(task)
     task.add_done_callback(tasks.discard)
-
-
-def _file_settings(path: Path, document: dict) -> Settings:
-    """The settings of config file ``path`` as ``document`` (its parsed TOML) says (relative paths from its folder)."""
-    from config.settings import parse_settings
-
-    return parse_settings(document, source=str(path), base_dir=path.parent)
 
 
 def _require_media(settings: Settings) -> None:

@@ -77,7 +77,7 @@ class Settings:
     keep_alive_timeout: float = 5.0
     follow_symlinks: bool = True  # origin/catalog.py, origin/storage.py: links the operator placed are followed
     access_log: str = "text"  # edge/access_log.py: "text", "json" or "off"
-    workers: int = 0  # serving processes (edge/workers.py); 0 = one per CPU (os.cpu_count)
+    workers: int = 0  # serving processes (edge/workers.py); 0 = one per CPU this process may use (workers_for)
     worker: int = 0  # not a TOML key: this process's index among the workers (its disk tier shard)
     cache_memory_mb: int = 256
     cache_disk_path: Path | None = None
@@ -134,8 +134,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
 
 
-def load_settings(path: Path) -> Settings:
-    return parse_settings(read_toml(path), source=str(path), base_dir=path.parent)
+def load_settings(path: Path, document: dict[str, Any] | None = None) -> Settings:
+    """The settings of config file ``path``: read from it, or from ``document`` (its TOML as already read, e.g. by a
+    worker's supervisor); relative paths are from its folder."""
+    return parse_settings(read_toml(path) if document is None else document, source=str(path), base_dir=path.parent)
 
 
 def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path = Path(".")) -> Settings:

@@ -116,9 +116,11 @@ class DiskTier:
         if count > 1 and index == 0:
             orphans.append(self.root)
         for folder in self.root.glob("w*"):
-            number = folder.name[1:]
-            owned_now = count > 1 and int(number) < count if number.isdigit() else True
-            if folder.is_dir() and number.isdigit() and not owned_now and int(number) % count == index:
+            if not (folder.name[1:].isdigit() and folder.is_dir()):
+                continue
+            number = int(folder.name[1:])
+            owned_now = count > 1 and number < count
+            if not owned_now and number % count == index:
                 orphans.append(folder)
         for folder in orphans:
             for path in folder.glob(f"*{self.SUFFIX}"):

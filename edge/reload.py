@@ -34,7 +34,7 @@ from auth.access import AccessControl
 from config.edge import parse_edge_section
 from config.errors import ConfigError
 from config.partners import AccessConfig
-from config.settings import Settings, load_settings, parse_settings, read_toml
+from config.settings import Settings, load_settings, read_toml
 
 log = logging.getLogger("vodgate.reload")
 
@@ -70,8 +70,7 @@ class Reloader:
         """Load the file (or take ``document``, the file as a worker's supervisor accepted it) and apply;
         False (the error logged) when it is refused."""
         try:
-            settings = self._load() if document is None else parse_settings(
-                document, source=str(self.path), base_dir=self.path.parent)
+            settings = self._load() if document is None else load_settings(self.path, document)
             role, _ = parse_edge_section(settings.edge_table, settings.source)
             new_access = settings.access or AccessConfig()
             if self.role == "edge":
@@ -156,7 +155,7 @@ def accepted_config(path: Path) -> tuple[dict, Settings]:
     if not raw:
         raise ConfigError(f"config file {path} is empty (caught halfway through a rewrite?); a reload "
                           "needs the whole file: write it beside and rename it into place")
-    return raw, parse_settings(raw, source=str(path), base_dir=path.parent)
+    return raw, load_settings(path, raw)
 
 
 def protection_fingerprint(partner) -> tuple:

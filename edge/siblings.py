@@ -8,7 +8,7 @@ user's processes reach it) and answers one JSON line per request with one JSON l
     {"op": "admin_sync"}              -> {"changed": bool}   (re-read the admin changes store)
 
     siblings = Siblings(run_dir, index=0, count=2)
-    await siblings.ask_others({"op": "purge", "request": {...}})   # answers of every other live worker
+    await siblings.ask_others({"op": "purge", "request": {...}})   # {index: answer} of every other live worker
     merge_metrics([text_0, text_1])                                 # one scrape for the node
 
 Nothing here is reachable over TCP: a request from the network can never ask a worker to purge or sync.
@@ -48,15 +48,17 @@ class Siblings:
     def others(self) -> list[int]:
         return [i for i in range(self.count) if i != self.index]
 
-    async def ask_others(self, request: dict[str, Any], timeout: float = ASK_TIMEOUT) -> list[dict[str, Any]]:
-        """Every other worker's answer to ``request``; a worker that is down (restarting) is left out, logged."""
-        answers = await asyncio.gather(*(self.ask(i, request, timeout) for i in self.others()), return_exceptions=True)
-        found = []
-        for index, answer in zip(self.others(), answers):
+    async def ask_others(self, request: dict[str, Any], timeout: float = ASK_TIMEOUT) -> dict[int, dict[str, Any]]:
+        """Every other worker's answer to ``request``, by worker index; a worker that is down (restarting) is left
+        out, logged."""
+        others = self.others()
+        answers = await asyncio.gather(*(self.ask(i, request, timeout) for i in others), return_exceptions=True)
+        found = {}
+        for index, answer in zip(others, answers):
             if isinstance(answer, BaseException):
                 log.warning("workers: worker %d did not answer %s: %s", index, request.get("op"), answer)
             else:
-                found.append(answer)
+                found[index] = answer
         return found
 
     async def ask(self, index: int, request: dict[str, Any], timeout: float = ASK_TIMEOUT) -> dict[str, Any]:

@@ -64,10 +64,15 @@ class WorkerSpec:
         return Siblings(self.run_dir, self.index, self.count)
 
 
+def _passive_socket(host: str, port: int) -> tuple[socket.socket, Any]:
+    """An unbound TCP socket for (host, port) and the address to bind it to."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    return socket.socket(family, kind, proto), address
+
+
 def listening_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on (host, port) that the node's other workers may bind too (SO_REUSEPORT)."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
+    sock, address = _passive_socket(host, port)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(address)
@@ -80,8 +85,8 @@ def resolve_port(host: str, port: int) -> int:
     """``port``, or for 0 a free port every worker can then bind (they must all share one)."""
     if port:
         return port
-    family, kind, proto, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    with socket.socket(family, kind, proto) as probe:
+    probe, address = _passive_socket(host, 0)
+    with probe:
         probe.bind(address)
         return probe.getsockname()[1]
 
@@ -302,7 +307,7 @@ def connect_worker(spec: WorkerSpec, app: Any, metrics: Any) -> dict[str, Callab
 
         async def purge_siblings(request: PurgeRequest) -> int:
             answers = await siblings.ask_others({"op": "purge", "request": request.to_dict()})
-            return sum(int(a.get("removed", 0)) for a in answers)
+            return sum(int(a.get("removed", 0)) for a in answers.values())
 
         purger.siblings = purge_siblings
 
@@ -315,17 +320,10 @@ def connect_worker(spec: WorkerSpec, app: Any, metrics: Any) -> dict[str, Callab
 
     if metrics is not None:
         async def node_scrape(own: bytes) -> bytes:
-            answers = await asyncio.gather(*(siblings.ask(i, {"op": "metrics"}) for i in siblings.others()),
-                                           return_exceptions=True)
-            texts, workers = [own.decode()], [spec.index]
-            for index, answer in zip(siblings.others(), answers):
-                if isinstance(answer, BaseException):
-                    log.warning("workers: worker %d left out of this scrape: %s", index, answer)
-                else:
-                    texts.append(answer["text"])
-                    workers.append(index)
-            merged = merge_metrics(texts, workers)
-            return merged + _workers_gauge(spec.count, len(workers))
+            answers = await siblings.ask_others({"op": "metrics"})  # a worker down is left out of this scrape
+            texts = [own.decode(), *(answer["text"] for answer in answers.values())]
+            workers = [spec.index, *answers]
+            return merge_metrics(texts, workers) + _workers_gauge(spec.count, len(workers))
 
         metrics.node_scrape = node_scrape
 

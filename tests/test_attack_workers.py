@@ -127,7 +127,7 @@ def test_finding_a_stray_seg_file_with_a_non_hex_name_stops_a_node_with_workers(
     from edge.cache import DiskTier
 
     (tmp_path / "README.seg").write_text("not a cache file")
-    DiskTier(tmp_path, 10 * 2**20, shard=(0, 2))  # a worker of two: ValueError now
+    DiskTier(tmp_path, 10 * 2**20, shard=(0, 2))  # a worker of two: ValueError before the fix
     assert not (tmp_path / "README.seg").exists()  # dropped, as one process (shard (0, 1)) drops it
 
 
@@ -178,17 +178,22 @@ def test_finding_a_worker_starting_while_a_sibling_evicts_crashes_on_a_vanished_
 
     from edge.cache import DiskTier
 
-    sibling = DiskTier(tmp_path, 2**30, shard=(1, 2))
+    # Each worker now lists only its own folder (w<i>); what deletes there under a starting worker is a sibling's
+    # purge sweep (DiskTier.sweep_prefix). The files are written by the worker's predecessor, so the listing of
+    # its own folder finds them (a sibling's files, in w1, are never listed by worker 0: the race needs w0).
+    predecessor = DiskTier(tmp_path, 2**30, shard=(0, 2))
     for i in range(50):
-        sibling.put(f"/p/demo/e/x/hls/lo/seg-{i}.ts|etag", b"x" * 100)
+        predecessor.put(f"/p/demo/e/x/hls/lo/seg-{i}.ts|etag", b"x" * 100)
     real_glob = Path.glob
+    swept = []
 
-    def listing_then_sibling_evicts(self, pattern):
+    def listing_then_sibling_sweeps(self, pattern):
         found = list(real_glob(self, pattern))
-        mine = [f for f in found if pattern.endswith(".seg") and int(f.name[:8], 16) % 2 == 0]
-        if mine:
-            mine[0].unlink()  # the sibling's eviction lands right after the listing
+        if pattern.endswith(".seg") and found and not swept:
+            found[0].unlink()  # the sibling's sweep lands right after the listing
+            swept.append(found[0])
         return iter(found)
 
-    monkeypatch.setattr(Path, "glob", listing_then_sibling_evicts)
-    DiskTier(tmp_path, 2**30, shard=(0, 2))  # FileNotFoundError now
+    monkeypatch.setattr(Path, "glob", listing_then_sibling_sweeps)
+    replacement = DiskTier(tmp_path, 2**30, shard=(0, 2))  # FileNotFoundError before the fix
+    assert swept and len(replacement._index) == 49  # the race did happen, and the vanished file is not indexed
