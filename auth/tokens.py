@@ -650,6 +650,17 @@ def extract_token(query: Mapping[str, str], cookies: Mapping[str, str]) -> Found
     return None
 
 
+def carries_token(raw_query: bytes) -> bool:
+    """Whether a raw query string holds a token parameter, as the full path would find it (extract_token over
+    the decoded query, empty values left out as there): the hot lane, which decides nothing, must not
+    answer a request whose token could narrow what it grants (a clip claim)."""
+    if not raw_query:
+        return False
+    from urllib.parse import parse_qsl
+
+    return extract_token(dict(parse_qsl(raw_query.decode("latin-1"))), {}) is not None
+
+
 def redact(token: str) -> str:
     """A loggable stand-in: the format, key id, expiry and ACL, and a short fingerprint to correlate
     log lines; never the MAC, the bound IP or the session id."""

@@ -11,8 +11,10 @@ costs more than copying the bytes does. So:
    unrestricted partner, asked for by a *plain* request (GET, no
    conditional/range/Origin/Cookie header). It remembers
    the response headers exactly as the app sent them, by path: a query
-   string (``playSessionId``, a token nobody asks for) does not change a
-   segment of an unrestricted partner, only what play events record.
+   string (``playSessionId``) does not change a segment of an unrestricted
+   partner, only what play events record. A request carrying a token
+   (``?token=``, ``?hdnts=``) always takes the full path
+   (edge/hot_protocol.py): a token may narrow what it grants (a clip claim).
 2. The server's protocol (edge/hot_protocol.py) asks :meth:`HotPaths.answer`
    with the raw request path and headers before building an ASGI request.
    An answer is the remembered headers plus the body taken from the very

@@ -37,6 +37,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from analytics.events import Observation
+from auth.tokens import carries_token
 
 from .hot import HotAnswer, HotPaths
 
@@ -137,6 +138,8 @@ def hot_protocol(
 
         def _answer(self, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
             started = time.perf_counter()
+            if query and carries_token(query):  # a token may pin a clip: only the full path can judge it
+                return False
             found = hot.answer(path, headers)
             if found is None:
                 return False
