@@ -26,6 +26,7 @@ SAMPLE_AES = "sample-aes"  # HLS SAMPLE-AES over MPEG-TS (packager/ts/sample_aes
 METHODS = (NONE, AES_128, SAMPLE_AES)
 KEY_BYTES = 16  # AES-128
 KID_BYTES = 8  # 16 hex digits: unique enough per entry, short in playlists
+CENC_KID_BYTES = 16  # what ISO/IEC 23001-7 key ids are
 MIN_SECRET_BYTES = 16
 _KEY_INFO = b"vodgate content key"
 _KID_INFO = b"vodgate key id"
@@ -85,6 +86,13 @@ def content_key(secret: bytes, partner: str, entry: str, period: int) -> bytes:
 @lru_cache(maxsize=4096)
 def key_id(secret: bytes, partner: str, entry: str, period: int) -> str:
     return _derive(secret, _KID_INFO, partner, entry, period, KID_BYTES).hex()
+
+
+@lru_cache(maxsize=4096)
+def cenc_key_id(secret: bytes, partner: str, entry: str, period: int) -> bytes:
+    """The 16-byte KID of Common Encryption (fMP4 'cbcs': tenc, seig, pssh). HKDF output is a prefix of its
+    longer outputs, so it begins with the 8 bytes of :func:`key_id`: the kid of key URLs is its first half."""
+    return _derive(secret, _KID_INFO, partner, entry, period, CENC_KID_BYTES)
 
 
 def find_period(protection: Protection, partner: str, entry: str, kid: str, periods: int) -> tuple[bytes, int] | None:

@@ -29,12 +29,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from auth.access import AccessControl
-from auth.content_keys import SAMPLE_AES, Protection, content_key, find_period, key_id, key_scope, period_count, period_of
+from auth.content_keys import SAMPLE_AES, Protection, content_key, find_period, key_scope, period_count
 from auth.rules import FLAVOR_NOT_ALLOWED, PREVIEW_ONLY
 from origin.catalog import UnknownFlavor, valid_id
 from origin.media import EntryMedia, MediaService
-from packager.encryption import encrypt_segment, encrypted_size, sequence_iv
-from packager.fmp4 import init_segment
 from packager.formats import FORMATS, SegmentFormat
 from packager.hls.build import (
     MasterUris, audio_refusal, build_iframes, build_master, build_media, check_format, ts_refuses, video_refusal,
@@ -44,8 +42,6 @@ from packager.media import Segment
 from packager.media_set import MediaSet, Rendition
 from packager.preview import is_clipped, preview_end
 from packager.segmenter import find_segment
-from packager.ts import mux_segment as ts_mux
-from packager.ts import sample_aes
 
 from . import urls
 from .cache import SegmentCache
@@ -54,6 +50,7 @@ from .errors import response_for
 from .hot import mark_shareable
 from .http import http_date, is_not_modified, requested_range, strong_etag
 from .progressive import serve_progressive
+from .protection import Keying
 from .request_info import MediaInfo, attach, info_for
 from .urls import BadRequest, MediaRequest, NoSuchResource
 from .viewer import Denied, EdgeTrust, Grant, Variant, check_clip, check_preview_marker, grant_for
@@ -110,14 +107,13 @@ class Delivery:
         em = await self.media.entry_media(req.partner, req.entry)
         info.entry_duration = float(em.media_set.duration)
         protection = self._protection(req.partner)
+        keying = Keying(protection, req.partner, req.entry, _key_scope(req))
         # every answer whose bytes depend on the encryption names it in its ETag and cache key, so a reload that
         # switches a partner's encryption (or its master secret) never serves bytes of the other mode
         ptag = protection.tag(req.partner, req.entry) if protection.encrypts else None
-        if protection.method == SAMPLE_AES and fmt.has_init:  # SAMPLE-AES is a TS format; fMP4 would need cbcs
-            raise sample_aes.SampleAesNeedsTs("SAMPLE-AES is delivered over MPEG-TS only: use /hls/ instead of /cmaf/")
-        if req.resource == "segment" and req.keying != protection.marker(req.partner, req.entry):
-            # a segment URL of other encryption settings (a playlist from before a reload): never these bytes
-            raise NoSuchResource(f"segment {req.number} is not served under encryption marker {req.keying or 'none'} "
+        if req.resource in ("segment", "init") and req.keying != keying.marker:
+            # a segment or init URL of other encryption settings (a playlist from before a reload): never these bytes
+            raise NoSuchResource(f"{req.resource} is not served under encryption marker {req.keying or 'none'} "
                                  "(the partner's encryption changed): reload the playlist")
         if req.rendition is not None:
             em.entry.flavor(req.rendition.flavor)  # UnknownFlavor (404) for a flavor the entry does not have
@@ -135,8 +131,7 @@ class Delivery:
         if rendition.kind == "video" and not _flavor_allowed(rendition, grant):
             raise Denied(403, FLAVOR_NOT_ALLOWED, f"flavor {req.rendition.flavor} is above this viewer's quality limit")
         check_format(rendition, fmt)  # no representation over TS (HEVC, Opus): before any conditional request
-        if protection.method == SAMPLE_AES:
-            sample_aes.check_track(rendition.track)  # H.264 and AAC only: 404 sample_aes_unsupported_codec
+        keying.check_track(rendition.track, fmt)  # SAMPLE-AES: H.264 and AAC only (404 sample_aes_unsupported_codec)
         clipped = media_set.rendition(req.rendition)
         if req.clip is not None:
             rendition = clipped  # its track is rebased to the clip's start: segments and init are muxed from it
@@ -146,7 +141,7 @@ class Delivery:
                 # its byte ranges would cut CBC chains mid-segment: not offered (the master lists none)
                 raise NoSuchResource("I-frame playlists are not offered for encrypted media")
             path = urls.canonical_path(replace(req, preview=urls.clip_marker(end)))
-            render = lambda: _media_playlist(clipped, req, fmt, end, protection)  # noqa: E731
+            render = lambda: _media_playlist(clipped, req, fmt, end, keying)  # noqa: E731
             return await self._playlist(request, path, em, version, grant, render, Variant(end), _location(path, req), ptag)
         if req.resource == "init":
             segment = None
@@ -154,39 +149,24 @@ class Delivery:
         else:  # a segment: refuse what the grant does not cover before anything else, 304 included
             segment = _granted_segment(clipped, req, end)
             path = urls.canonical_path(replace(req, preview=urls.clip_marker(end) if is_clipped(segment) else None))
-        protected = ptag if segment is not None else None  # the init segment stays clear (packager/encryption.py)
-        headers, etag = self._headers(path, em, version, *([protected] if protected else []), location=_location(path, req))
+        headers, etag = self._headers(path, em, version, *([ptag] if ptag else []), location=_location(path, req))
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
             return Response(status_code=304, headers=headers)
         key = f"{path}|{etag}"  # the variant's path, never the raw URL
         if self._shareable(req, grant):
             mark_shareable(request.scope, key)
         if segment is None:
-            body, info.cache = await self.cache.get_or_make(key, lambda: run_in_threadpool(init_segment, rendition.track))
+            body, info.cache = await self.cache.get_or_make(key, lambda: run_in_threadpool(keying.init, rendition.track))
             return _ranged(request, body, "video/mp4", {**headers, "X-Cache": info.cache})
         info.media_start, info.media_duration = float(segment.start), float(segment.duration)
-        # SAMPLE-AES video sizes need the bytes (emulation prevention of the ciphertext): GET's; its audio is
-        # encrypted in place, the clear size
-        if request.method == "HEAD" and (protection.method != SAMPLE_AES or rendition.kind == "audio"):
-            size = fmt.segment_size(rendition.track, segment)
-            size = encrypted_size(size) if protected and protection.method != SAMPLE_AES else size
+        size = keying.known_size(fmt, rendition.track, segment) if request.method == "HEAD" else None
+        if size is not None:  # else HEAD packages the segment: its size depends on the bytes
             return Response(b"", media_type=fmt.content_type, headers={**headers, "Accept-Ranges": "bytes", "Content-Length": str(size)})
 
         async def package() -> bytes:
             batch = await self.media.batch(em.entry, rendition, segment, fmt)
             started = time.perf_counter()
-            if protected:
-                secret = protection.secrets[0]
-                aes_key = content_key(secret, req.partner, _key_scope(req), period_of(segment.number, protection.rotation_segments))
-                # AES-128: the IV is the media sequence number, which is the segment number (playlists start at 1)
-                if protection.method == SAMPLE_AES:  # the samples, not the segment: the same key, the IV of its period
-                    iv = sequence_iv(_period_start(segment.number, protection.rotation_segments))
-                    encryptor = sample_aes.SampleEncryptor(aes_key, iv)
-                    body = await run_in_threadpool(lambda: ts_mux(batch, encryptor=encryptor))
-                else:
-                    body = await run_in_threadpool(lambda: encrypt_segment(fmt.mux(batch), aes_key, segment.number))
-            else:
-                body = await run_in_threadpool(fmt.mux, batch)
+            body = await run_in_threadpool(keying.segment, fmt, batch, segment.number)
             info.package_seconds = time.perf_counter() - started
             return body
 
@@ -313,45 +293,29 @@ def _master_playlist(media_set: MediaSet, fmt: SegmentFormat, end: Fraction | No
     return build_master(media_set, fmt, uris)
 
 
-def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat, end: Fraction | None,
-                    protection: Protection = Protection()) -> str:
+def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat, end: Fraction | None, keying: Keying) -> str:
     """Only the clipped segment carries a marker; it names the clip end, so the body depends on E alone."""
     marker = urls.clip_marker(end)
-    keying = protection.marker(req.partner, req.entry)
 
     def segment_uri(segment: Segment) -> str:
-        return urls.segment_uri(fmt.name, segment.number, marker if is_clipped(segment) else None, keying)
+        return urls.segment_uri(fmt.name, segment.number, marker if is_clipped(segment) else None, keying.marker)
 
-    init_uri = urls.INIT_URI if fmt.has_init else None
+    init_uri = urls.init_uri(keying.marker) if fmt.has_init else None
     if req.resource == "iframes":
         if rendition.kind != "video":
             raise BadRequest("I-frame playlists exist for video renditions only")
         return build_iframes(rendition, fmt, segment_uri, init_uri)
-    key_uri = None
-    if protection.encrypts:
-        secret, every = protection.secrets[0], protection.rotation_segments
-        scope = _key_scope(req)
-
-        def key_uri(segment: Segment) -> str:
-            kid = key_id(secret, req.partner, scope, period_of(segment.number, every))
-            return urls.key_uri(req.rendition, kid)
-    if protection.method == SAMPLE_AES:  # the IV written out, one per key (see _period_start)
-        every = protection.rotation_segments
-        return build_media(rendition, fmt, segment_uri, init_uri, key_uri, "SAMPLE-AES", lambda s: _period_start(s.number, every))
+    if not keying.encrypts:
+        return build_media(rendition, fmt, segment_uri, init_uri)
+    key_uri = lambda segment: urls.key_uri(req.rendition, keying.kid(segment.number))  # noqa: E731
+    if keying.method == SAMPLE_AES:  # the IV written out, one per key (Keying.explicit_iv)
+        return build_media(rendition, fmt, segment_uri, init_uri, key_uri, "SAMPLE-AES", lambda s: keying.explicit_iv(s.number))
     return build_media(rendition, fmt, segment_uri, init_uri, key_uri)
 
 
 def _key_scope(req: MediaRequest) -> str:
     """The entry, or the clip of it, that a request's content keys belong to (auth/content_keys.key_scope)."""
     return key_scope(req.entry, req.clip.name if req.clip else None)
-
-
-def _period_start(segment_number: int, rotation_segments: int) -> int:
-    """SAMPLE-AES's IV: the media sequence number of the first segment of the key's period, written as the
-    EXT-X-KEY's IV attribute, so one IV goes with each key. Players that decrypt samples after their demuxer
-    (ffmpeg) decrypt a segment's last access units once they read the next segment: with an IV per segment
-    those would fail wherever the IV changes; now only where the key does."""
-    return period_of(segment_number, rotation_segments) * rotation_segments + 1
 
 
 def _ranged(request: Request, body: bytes, media_type: str, headers: dict[str, str]) -> Response:

@@ -90,6 +90,7 @@ _RENDITION_FILE = re.compile(rf"(?P<flavor>{_ID})/(?:a(?P<audio>[0-9]{{1,2}})/)?
 _PREVIEW = r"(?:-p(?P<preview>[0-9]{1,6}(?:\.[0-9]{1,3})?))?"
 _KEYING = r"(?:-k(?P<keying>[0-9a-f]{8}))?"  # an encrypted partner's protection marker (protection_marker)
 _SEGMENT = re.compile(rf"seg-(?P<n>[0-9]+){_PREVIEW}{_KEYING}\.(?P<ext>ts|m4s)")
+_INIT = re.compile(rf"init{_KEYING}\.mp4")
 _PLAYLIST = re.compile(rf"(?P<kind>index|iframes){_PREVIEW}\.m3u8")
 _PROGRESSIVE = re.compile(rf"(?P<flavor>[^/]+?){_PREVIEW}\.mp4")
 _KEY = re.compile(rf"/p/(?P<partner>{_ID})/e/(?P<entry>{_ID})/(?:(?P<clip>clip-[^/]*)/)?keys/(?P<kid>[^/]*)")
@@ -147,8 +148,9 @@ def _parse_media(partner: str, entry: str, fmt: str, rest: str, path: str) -> Me
     playlist = _PLAYLIST.fullmatch(name)
     if playlist is not None and not (playlist["kind"] == "iframes" and audio is not None):
         return MediaRequest(partner, entry, fmt, playlist["kind"], rendition, preview=_preview(playlist))  # type: ignore[arg-type]
-    if name == "init.mp4" and fmt == "cmaf":
-        return MediaRequest(partner, entry, fmt, "init", rendition)
+    init = _INIT.fullmatch(name) if fmt == "cmaf" else None
+    if init is not None:
+        return MediaRequest(partner, entry, fmt, "init", rendition, keying=init["keying"])
     number, preview, keying = _segment_name(name, fmt)
     return MediaRequest(partner, entry, fmt, "segment", rendition, number, preview, keying=keying)  # type: ignore[arg-type]
 
@@ -261,7 +263,10 @@ def segment_uri(fmt: Format, number: int, preview: Fraction | None = None, keyin
     return f"seg-{number}{preview_marker(preview)}{'-k' + keying if keying else ''}.{_SEGMENT_EXT[fmt]}"
 
 
-INIT_URI = "init.mp4"
+def init_uri(keying: str | None = None) -> str:
+    """An fMP4 rendition's init segment, relative to its media playlist; ``keying`` as for segment_uri (with
+    SAMPLE-AES the init declares the encryption and the first key id)."""
+    return f"init{'-k' + keying if keying else ''}.mp4"
 
 
 def key_path(partner: str, entry: str, kid: str) -> str:
@@ -298,7 +303,7 @@ def canonical_path(req: MediaRequest) -> str:
     if req.resource in ("index", "iframes"):
         return f"{folder}/{playlist_name(req.resource, req.preview)}"  # type: ignore[arg-type]
     if req.resource == "init":
-        return f"{folder}/{INIT_URI}"
+        return f"{folder}/{init_uri(req.keying)}"
     return f"{folder}/{segment_uri(req.format, req.number, req.preview, req.keying)}"
 
 

@@ -12,7 +12,6 @@ edge/ maps each class to an HTTP status in one place (edge/errors.py).
         ├── NeedsFmp4         a rendition HLS delivers in fMP4 only, asked for over MPEG-TS
         │   ├── OpusNeedsFmp4
         │   └── PreRollNeedsFmp4
-        ├── SampleAesNeedsTs  SAMPLE-AES asked for over fMP4
         ├── SampleAesUnsupported  a codec SAMPLE-AES does not cover here
         └── SegmentNotFound   a segment number outside the media
 """
@@ -69,15 +68,9 @@ class PreRollNeedsFmp4(NeedsFmp4):
 
 
 class SampleAesUnsupported(NotFound):
-    """SAMPLE-AES covers H.264 video and AAC audio over MPEG-TS here; another codec of a SAMPLE-AES partner."""
+    """SAMPLE-AES covers H.264 video and AAC audio here (TS and fMP4/cbcs); another codec of a SAMPLE-AES partner."""
 
     code = "sample_aes_unsupported_codec"
-
-
-class SampleAesNeedsTs(NotFound):
-    """SAMPLE-AES is a TS format: fMP4 (/cmaf/) would need 'cbcs', which is not offered yet."""
-
-    code = "sample_aes_needs_ts"
 
 
 class SegmentNotFound(NotFound):

@@ -277,8 +277,11 @@ def test_encrypted_segments_decrypt_to_the_clear_ones(origin):
             assert int(head.headers["content-length"]) == len(encrypted.content)
             unmarked = get(f"{root(srv.base, 'enc', fmt)}/main/seg-{n}.{ext}?token={tok}")  # no bytes without the marker
             assert unmarked.status_code == 404 and unmarked.json()["error"] == "not_found"
-        if fmt == "cmaf":  # the init segment is the same clear bytes
-            init = get(f"{root(srv.base, 'enc', fmt)}/main/init.mp4?token={tok}").content
+        if fmt == "cmaf":  # the init segment is the same clear bytes, under a marked URL as the segments are
+            map_uri = re.search(r'#EXT-X-MAP:URI="([^"]+)"', text)[1]
+            assert re.fullmatch(r"init-k[0-9a-f]{8}\.mp4\?token=.*", map_uri), map_uri
+            init = get(absolute(url, map_uri)).content
+            assert get(f"{root(srv.base, 'enc', fmt)}/main/init.mp4?token={tok}").status_code == 404
             assert init == get(f"{root(srv.base, 'plain', fmt)}/main/init.mp4").content
 
 

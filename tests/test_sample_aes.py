@@ -279,12 +279,6 @@ def test_no_key_without_a_token(origin):
     assert bare.status_code == 403 and len(bare.content) != 16 and with_token.content not in bare.content
 
 
-@pytest.mark.parametrize("path", ["master.m3u8", "main/index.m3u8", "main/a1/index.m3u8"])
-def test_cmaf_is_refused_for_sample_aes(origin, path):
-    response = get(f"{origin.base}/p/senc/e/h264_baseline/cmaf/{path}?token={token('h264_baseline')}")
-    assert response.status_code == 404 and response.json()["error"] == "sample_aes_needs_ts"
-
-
 def test_an_ac3_rendition_is_refused_for_sample_aes(origin):
     base = f"{origin.base}/p/senc/e/h264_ac3/hls"
     response = get(f"{base}/main/a1/index.m3u8?token={token('h264_ac3')}")

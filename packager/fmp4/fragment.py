@@ -27,7 +27,11 @@ import numpy as np
 from packager.errors import MalformedMedia
 from packager.media import SampleBatch, Track
 
+from .cbcs import CbcsKey
+
+from . import cbcs
 from .boxes import (
+    Box,
     Chunk,
     MediaDataBox,
     MovieFragmentBox,
@@ -77,8 +81,10 @@ def _movie_fragment(
     keyframes: np.ndarray,
     composition_offsets: np.ndarray,
     data_offset: int,
+    protection: tuple[Box, ...] = (),
 ) -> MovieFragmentBox:
-    """The moof: mfhd + traf(tfhd, tfdt, trun). Its shape depends only on ``video`` and the sample count."""
+    """The moof: mfhd + traf(tfhd, tfdt, trun[, protection]). Without ``protection`` (cbcs boxes, which end
+    the traf) its shape depends only on ``video`` and the sample count."""
     return MovieFragmentBox(
         (
             MovieFragmentHeaderBox(sequence_number),
@@ -93,6 +99,7 @@ def _movie_fragment(
                         composition_offsets=composition_offsets,
                         data_offset=data_offset,
                     ),
+                    *protection,
                 )
             ),
         )
@@ -119,19 +126,20 @@ def _moof_size(video: bool, count: int) -> int:
     return len(_movie_fragment(**_zeros_fragment(video, count), data_offset=0))
 
 
-def _segment_chunks(*, data: Chunk, **fragment) -> list[Chunk]:
+def _segment_chunks(*, data: Chunk, protection: tuple[Box, ...] = (), **fragment) -> list[Chunk]:
     """styp + moof + mdat as a flat chunk list; ``data`` is the last chunk, uncopied."""
     media_data = MediaDataBox(data).chunks()  # [mdat header, data]
     # data_offset counts from the moof's first byte to the first sample byte.
-    data_offset = _moof_size(fragment["video"], len(fragment["durations"])) + len(media_data[0])
-    moof = _movie_fragment(**fragment, data_offset=data_offset).chunks()
+    data_offset = _moof_size(fragment["video"], len(fragment["durations"])) + sum(map(len, protection)) + len(media_data[0])
+    moof = _movie_fragment(**fragment, data_offset=data_offset, protection=protection).chunks()
     if sum(map(len, moof)) + len(media_data[0]) != data_offset:  # cheap: ~20 small chunks
         raise AssertionError("moof size depends on sample values: data_offset would be wrong")
     return SEGMENT_TYPE.chunks() + moof + media_data
 
 
-def media_segment(batch: SampleBatch) -> bytes:
-    """The .m4s bytes of one batch: styp, moof (sequence = batch.sequence_number), mdat."""
+def media_segment(batch: SampleBatch, key: CbcsKey | None = None) -> bytes:
+    """The .m4s bytes of one batch: styp, moof (sequence = batch.sequence_number), mdat; with ``key``, the
+    samples encrypted with 'cbcs' and the moof saying how (packager/fmp4/cbcs.py)."""
     track = batch.track
     count = batch.sample_count
     if count == 0:
@@ -160,6 +168,11 @@ def media_segment(batch: SampleBatch) -> bytes:
     # takes off again (tfdt + offset = batch.pts + pre_roll): only the decode clock moves.
     offsets = batch.dts + batch.cts_offsets + track.pre_roll - implied_dts
 
+    protection: tuple[Box, ...] = ()
+    if key is not None:
+        encrypted = cbcs.encrypt_samples(track, data, batch.sizes, key)
+        data = encrypted.data
+        protection = cbcs.fragment_boxes(track, encrypted, key, _moof_size(track.kind == "video", count))
     chunks = _segment_chunks(
         track_id=track.track_id,
         video=track.kind == "video",
@@ -170,6 +183,7 @@ def media_segment(batch: SampleBatch) -> bytes:
         keyframes=batch.keyframes,
         composition_offsets=offsets,
         data=data,
+        protection=protection,
     )
     return b"".join(chunks)  # the one copy of the sample data
 

@@ -19,6 +19,9 @@ import struct
 from packager.errors import MalformedMedia
 from packager.media import Track
 
+from .cbcs import CbcsKey
+
+from . import cbcs
 from .boxes import (
     ChunkOffsetBox,
     DataEntryUrlBox,
@@ -69,13 +72,14 @@ def _check_sample_entry(track: Track) -> bytes:
     return entry
 
 
-def init_boxes(track: Track) -> tuple[FileTypeBox, MovieBox]:
-    """The init segment as boxes (ftyp, moov): :func:`init_segment` serialises them."""
+def init_boxes(track: Track, key: CbcsKey | None = None) -> tuple[FileTypeBox, MovieBox]:
+    """The init segment as boxes (ftyp, moov): :func:`init_segment` serialises them. With ``key`` the track is
+    declared 'cbcs'-encrypted under it (packager/fmp4/cbcs.py): encv/enca + sinf, and a common pssh."""
     if not 1 <= track.track_id < U32_MAX:
         raise MalformedMedia(f"track_ID {track.track_id} out of range")
     if track.timescale <= 0:
         raise MalformedMedia(f"track {track.track_id}: timescale {track.timescale}")
-    entry = _check_sample_entry(track)
+    entry = _check_sample_entry(track) if key is None else cbcs.protected_sample_entry(track, key)
 
     sample_table = SampleTableBox(
         (
@@ -93,6 +97,7 @@ def init_boxes(track: Track) -> tuple[FileTypeBox, MovieBox]:
             MovieHeaderBox(MOVIE_TIMESCALE, next_track_id=track.track_id + 1),
             TrackBox((header, EditBox((edits,)), media) if edits else (header, media)),
             MovieExtendsBox((TrackExtendsBox(track.track_id),)),
+            *((cbcs.ProtectionSystemHeaderBox((key.kid,)),) if key is not None else ()),
         )
     )
     return INIT_FILE_TYPE, movie
@@ -143,6 +148,6 @@ def track_header_and_media(
     return header, media
 
 
-def init_segment(track: Track) -> bytes:
-    """ftyp + moov for ``track`` alone: the bytes behind an HLS EXT-X-MAP URI."""
-    return b"".join(chunk for box in init_boxes(track) for chunk in box.chunks())
+def init_segment(track: Track, key: CbcsKey | None = None) -> bytes:
+    """ftyp + moov for ``track`` alone: the bytes behind an HLS EXT-X-MAP URI (``key``: see init_boxes)."""
+    return b"".join(chunk for box in init_boxes(track, key) for chunk in box.chunks())

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from ..errors import SampleAesNeedsTs, SampleAesUnsupported
+from ..errors import SampleAesUnsupported
 from ..media import Track
 from . import psi
 
-__all__ = ["SampleAesNeedsTs", "SampleAesUnsupported", "SampleEncryptor", "check_track", "pmt_stream"]
+__all__ = ["SampleAesUnsupported", "SampleEncryptor", "check_track", "pmt_stream"]
 
 BLOCK = 16
 NAL_LEADER = 32  # nal_unit_type byte + 31 clear bytes

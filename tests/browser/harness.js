@@ -11,7 +11,7 @@ function bufferedRanges(video) {
 }
 
 window.runPlayback = function (opts) {
-  const { player, url, rate = 4, secondAudio = false, timeoutMs = 20000, stallMs = 3000 } = opts;
+  const { player, url, rate = 4, secondAudio = false, timeoutMs = 20000, stallMs = 3000, clearKeys = null } = opts;
   const video = document.getElementById("video");
   video.muted = true;
   const t0 = performance.now();
@@ -128,6 +128,9 @@ window.runPlayback = function (opts) {
         if (ev.buffering && playing) report.stalls.push({ kind: "shaka-buffering", t: video.currentTime, wall: wall(), buffered: bufferedRanges(video) });
       });
       shakaPlayer.addEventListener("variantchanged", () => note("variant"));
+      // ClearKey keys given up front (key id hex -> key hex): the EME CDM then decrypts whatever key each
+      // fragment names (cbcs key rotation), which shaka's HLS "identity" key handling does not track
+      if (clearKeys) shakaPlayer.configure({ drm: { clearKeys } });
       shakaPlayer.attach(video)
         .then(() => shakaPlayer.load(url))
         .then(() => {
