@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Protocol
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -24,6 +26,9 @@ NONE = "none"
 AES_128 = "aes-128"
 SAMPLE_AES = "sample-aes"  # HLS SAMPLE-AES over MPEG-TS (packager/ts/sample_aes.py); same keys, same IVs
 METHODS = (NONE, AES_128, SAMPLE_AES)
+DERIVED = "derived"  # keys derived from the partner's master secrets (below)
+REDIS = "redis"  # keys imported into Redis by the operator (edge/key_store.py)
+KEY_SOURCES = (DERIVED, REDIS)
 KEY_BYTES = 16  # AES-128
 KID_BYTES = 8  # 16 hex digits: unique enough per entry, short in playlists
 CENC_KID_BYTES = 16  # what ISO/IEC 23001-7 key ids are
@@ -41,23 +46,29 @@ class Protection:
     method: str = NONE
     secrets: tuple[bytes, ...] = field(default=(), repr=False)
     rotation_segments: int = 0  # N: a new key every N segments; 0 = one key per entry
+    source: str = DERIVED  # where keys come from: DERIVED (secrets) or REDIS (imported)
 
     @property
     def encrypts(self) -> bool:
         return self.method != NONE
 
-    def marker(self, partner: str, entry: str) -> str | None:
-        """8 hex digits naming ``tag`` in segment URLs (edge/urls.segment_uri); None for clear media."""
+    @property
+    def imports(self) -> bool:
+        return self.encrypts and self.source == REDIS
+
+    def marker(self, keys: "KeySet") -> str | None:
+        """8 hex digits naming ``tag`` in segment and init URLs (edge/urls.segment_uri); None for clear media."""
         if not self.encrypts:
             return None
-        return hashlib.blake2s(self.tag(partner, entry).encode(), digest_size=4).hexdigest()
+        return hashlib.blake2s(self.tag(keys).encode(), digest_size=4).hexdigest()
 
-    def tag(self, partner: str, entry: str) -> str:
+    def tag(self, keys: "KeySet") -> str:
         """What the bytes of a protected resource depend on, for cache keys and ETags: the method, the rotation
-        and the first period's kid (it changes with the master secret). Reveals nothing secret."""
+        and the entry's key fingerprint (it changes with the master secret, or with imported keys). Reveals
+        nothing secret."""
         if not self.encrypts:
             return "clear"
-        return f"{self.method};n={self.rotation_segments};k={key_id(self.secrets[0], partner, entry, 0)}"
+        return f"{self.method};n={self.rotation_segments};k={keys.fingerprint}"
 
 
 def key_scope(entry: str, clip: str | None = None) -> str:
@@ -114,3 +125,97 @@ def _derive(secret: bytes, purpose: bytes, partner: str, entry: str, period: int
     # "|" cannot occur in partner or entry ids (A-Z a-z 0-9 - _) nor in a clip scope, so the info string is unambiguous
     info = b"|".join((purpose, partner.encode(), entry.encode(), str(period).encode()))
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(secret)
+
+
+# --------------------------------------------------------------------------- the keys of one entry or clip
+
+
+class KeySet(Protocol):
+    """The content keys of one key scope (an entry or a clip), by rotation period."""
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever any key of the entry does (never reveals one): part of URL markers and cache keys."""
+
+    def kid(self, period: int) -> str:
+        """The key id in key URLs: 16 lower-case hex digits."""
+
+    def cenc_kid(self, period: int) -> bytes:
+        """The 16-byte Common Encryption KID (fMP4 cbcs); its first half is :meth:`kid`."""
+
+    def key(self, period: int) -> bytes:
+        """The 16-byte AES key."""
+
+    def lookup(self, kid: str, periods: int) -> tuple[int, bytes] | None:
+        """(period, key) of the key URL kid ``kid`` among the first ``periods``; None if it names none."""
+
+
+@dataclass(frozen=True)
+class DerivedKeys:
+    """Keys derived from the partner's master secrets; kids are looked up under every listed secret."""
+
+    protection: Protection
+    partner: str
+    entry: str
+    scope: str  # key_scope(entry, clip)
+
+    @property
+    def fingerprint(self) -> str:
+        return key_id(self.protection.secrets[0], self.partner, self.entry, 0)
+
+    def kid(self, period: int) -> str:
+        return key_id(self.protection.secrets[0], self.partner, self.scope, period)
+
+    def cenc_kid(self, period: int) -> bytes:
+        return cenc_key_id(self.protection.secrets[0], self.partner, self.scope, period)
+
+    def key(self, period: int) -> bytes:
+        return content_key(self.protection.secrets[0], self.partner, self.scope, period)
+
+    def lookup(self, kid: str, periods: int) -> tuple[int, bytes] | None:
+        found = find_period(self.protection, self.partner, self.scope, kid, periods)
+        if found is None:
+            return None
+        secret, period = found
+        return period, content_key(secret, self.partner, self.scope, period)
+
+
+class MissingPeriodKey(LookupError):
+    """An imported key set lacks a period the media needs (503, edge/errors.py)."""
+
+    code = "content_key_missing"
+
+
+@dataclass(frozen=True)
+class ImportedKeys:
+    """Keys an operator imported (edge/key_store.py): period -> (16-byte KID, 16-byte key)."""
+
+    keys: Mapping[int, tuple[bytes, bytes]] = field(repr=False)
+    where: str = ""  # what the set belongs to, for error messages
+
+    @property
+    def fingerprint(self) -> str:
+        kids = b"".join(self.keys[p][0] for p in sorted(self.keys))
+        return hashlib.blake2s(kids + b"|" + b"".join(self.keys[p][1] for p in sorted(self.keys)), digest_size=8).hexdigest()
+
+    def kid(self, period: int) -> str:
+        return self._of(period)[0][:KID_BYTES].hex()
+
+    def cenc_kid(self, period: int) -> bytes:
+        return self._of(period)[0]
+
+    def key(self, period: int) -> bytes:
+        return self._of(period)[1]
+
+    def lookup(self, kid: str, periods: int) -> tuple[int, bytes] | None:
+        for period in range(periods):
+            found = self.keys.get(period)
+            if found is not None and found[0][:KID_BYTES].hex() == kid:
+                return period, found[1]
+        return None
+
+    def _of(self, period: int) -> tuple[bytes, bytes]:
+        found = self.keys.get(period)
+        if found is None:
+            raise MissingPeriodKey(f"no imported key for rotation period {period} of {self.where}")
+        return found

@@ -51,7 +51,7 @@ from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from auth.client_ip import IPNetwork
-from auth.content_keys import METHODS, MIN_SECRET_BYTES, Protection
+from auth.content_keys import DERIVED, KEY_SOURCES, METHODS, MIN_SECRET_BYTES, REDIS, Protection
 from auth.rules import (
     MAX_PROFILE_PROGRAM_SIZE,
     NO_REFERRER,
@@ -92,7 +92,7 @@ SECTION = "partners"
 ACCESS_SERVER_KEYS = frozenset({"trusted_proxies", "geoip_database", "token_clock_skew"})
 PARTNER_KEYS = frozenset({
     "admin_secret", "token_keys", "token_signing_key", "token_ipv6_prefix", "token_formats",
-    "default_profile", "profiles", "entries", "encryption", "key_secrets", "key_rotation_segments",
+    "default_profile", "profiles", "entries", "encryption", "key_secrets", "key_rotation_segments", "key_source",
     "clear_progressive",
 })
 PROFILE_KEYS = frozenset({"rules", "description"})
@@ -302,14 +302,22 @@ def _partner(pid: str, raw: Any, where: str, source: str, geoip_configured: bool
 
 
 def _protection(table: Mapping[str, Any], where: str, source: str) -> Protection:
-    """``encryption``, ``key_secrets`` and ``key_rotation_segments`` (docs/CONTENT_PROTECTION.md)."""
+    """``encryption``, ``key_source``, ``key_secrets`` and ``key_rotation_segments`` (docs/CONTENT_PROTECTION.md)."""
     method = table.get("encryption", "none")
     if method not in METHODS:
         raise _error(source, f"{where}.encryption", method, f'one of {", ".join(repr(m) for m in METHODS)}')
     rotation = table.get("key_rotation_segments", 0)
     if not _is_int(rotation) or rotation < 0:
         raise _error(source, f"{where}.key_rotation_segments", rotation, "a whole number of segments, e.g. 10 (0 = one key per entry)")
+    key_source = table.get("key_source", DERIVED)
+    if key_source not in KEY_SOURCES:
+        raise _error(source, f"{where}.key_source", key_source, f'one of {", ".join(repr(k) for k in KEY_SOURCES)}')
     raw = table.get("key_secrets")
+    if key_source == REDIS:  # imported keys (edge/key_store.py): there is nothing to derive them from
+        if raw is not None:
+            raise ConfigError(f'{source}: {where}.key_secrets is not used with {where}.key_source = "redis" (the keys are '
+                              "imported into Redis): remove one of them")
+        return Protection(method, (), rotation, REDIS)
     if raw is None:
         if method != "none":
             raise ConfigError(f'{source}: {where}.encryption = "{method}" needs {where}.key_secrets = ["<64 hex digits>"] '

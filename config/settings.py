@@ -95,6 +95,7 @@ class Settings:
     edge_table: dict = field(default_factory=dict, repr=False)  # raw [edge] table: config/edge.py reads it
     redis_url: str | None = field(default=None, repr=False)  # may hold a password
     redis_channel: str = "vodgate:purge"
+    key_ttl: float = 30.0  # seconds imported content keys are kept before Redis is read again (edge/key_store.py)
     storage: Any = field(default=None, repr=False)  # config.storage.StorageConfig; None = the local media_root
     catalog: Any = None  # list[origin.catalog.Entry] from [catalog]; None = list media_root's folders
     analytics: Any = None  # config.analytics.AnalyticsConfig ([analytics]: play events; off by default)
@@ -116,7 +117,7 @@ MAX_HEADER_BYTES = (8 * 1024, 64 * 1024)  # players and CDNs send heads under 2 
 MAX_TIMEOUT = 3600
 CACHE_KEYS = {"memory_mb", "disk_path", "disk_mb", "hot_lane", "enabled"}
 CDN_KEYS = {"shield_header", "shield_secrets", "edge_secrets", "surrogate_header", "s_maxage", "stale_while_revalidate", "stale_if_error"}
-REDIS_KEYS = {"url", "channel"}
+REDIS_KEYS = {"url", "channel", "key_ttl"}
 SECTIONS = {"server", "cache", "cdn", "partners", "edge", "redis", "analytics", "metrics", "storage", "catalog", "admin"}
 
 
@@ -164,7 +165,7 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
     disk_path = _typed(cache, "disk_path", str, "", source, "cache")
     cache_enabled = _typed(cache, "enabled", bool, defaults.cache_enabled, source, "cache")
     media_root = Path(_typed(server, "media_root", str, str(defaults.media_root), source))
-    return Settings(
+    settings = Settings(
         host=_host(_typed(server, "host", str, defaults.host, source), source),
         port=_port(_typed(server, "port", int, defaults.port, source), source),
         media_root=media_root if media_root.is_absolute() else (base_dir / media_root),
@@ -197,6 +198,7 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         edge_table=dict(edge_table),
         redis_url=_redis_url(_typed(redis, "url", str, "", source, "redis"), source) or None,
         redis_channel=_typed(redis, "channel", str, "vodgate:purge", source, "redis"),
+        key_ttl=_key_ttl(redis.get("key_ttl", defaults.key_ttl), source),
         storage=storage,
         catalog=catalog,
         analytics=parse_analytics(raw.get("analytics"), source, base_dir),
@@ -204,6 +206,17 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         admin=parse_admin(raw.get("admin"), source, base_dir),
         source=source,
     )
+    importing = [pid for pid, p in (settings.access.partners.items() if settings.access else ()) if p.protection.imports]
+    if importing and settings.redis_url is None:
+        raise ConfigError(f'{source}: partners {", ".join(importing)} set key_source = "redis" (imported content keys) but '
+                          "there is no [redis] url to read them from")
+    return settings
+
+
+def _key_ttl(value: Any, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
+        raise ConfigError(f"{source}: redis.key_ttl has value {value!r}; expected seconds from 0 to 3600, e.g. 30")
+    return float(value)
 
 
 def _secrets(cdn: dict[str, Any], source: str, key: str = "shield_secrets") -> list[str]:

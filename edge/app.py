@@ -29,6 +29,7 @@ from .readiness import origin_readiness, shield_check_refused, shield_refusal
 from .cdn import CdnPolicy, ShieldMiddleware
 from .cors import CorsMiddleware
 from .delivery import Delivery
+from .key_store import ContentKeys
 from .viewer import EdgeTrust
 from .errors import error_response
 from .hot import HotPaths, HotRecorder
@@ -55,7 +56,8 @@ def create_app(
         surrogate_header=settings.surrogate_header,
     )
     access = AccessControl.from_config(settings.access or AccessConfig())
-    delivery = Delivery(media, cache, cdn, access, trust=EdgeTrust(settings.edge_secrets))
+    keys = ContentKeys(redis_url or settings.redis_url, settings.key_ttl)
+    delivery = Delivery(media, cache, cdn, access, trust=EdgeTrust(settings.edge_secrets), keys=keys)
     hot = HotPaths(cache, access.restricts, settings.shield_header, settings.shield_secrets, ttl=media.stat_ttl,
                    generation=lambda: access.generation) if settings.hot_lane else None
     purger = CachePurger(cache, redis_url or settings.redis_url, channel=settings.redis_channel)
@@ -90,6 +92,7 @@ def create_app(
         finally:
             await admin_changes.close()
             await purger.close()
+            await keys.close()
             access.close()
 
     app = Starlette(

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from auth.access import AccessControl
-from auth.content_keys import SAMPLE_AES, Protection, content_key, find_period, key_scope, period_count
+from auth.content_keys import SAMPLE_AES, Protection, period_count
 from auth.rules import FLAVOR_NOT_ALLOWED, PREVIEW_ONLY
 from origin.catalog import UnknownFlavor, valid_id
 from origin.media import EntryMedia, MediaService
@@ -50,6 +50,7 @@ from .errors import response_for
 from .hot import mark_shareable
 from .http import http_date, is_not_modified, requested_range, strong_etag
 from .progressive import serve_progressive
+from .key_store import ContentKeys
 from .protection import Keying
 from .request_info import MediaInfo, attach, info_for
 from .urls import BadRequest, MediaRequest, NoSuchResource
@@ -69,7 +70,9 @@ class Delivery:
         access: AccessControl,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         trust: EdgeTrust | None = None,
+        keys: ContentKeys | None = None,
     ) -> None:
+        self.keys = keys or ContentKeys(None)  # content keys: derived, or imported from Redis
         self.media = media
         self.cache = cache
         self.cdn = cdn
@@ -107,10 +110,10 @@ class Delivery:
         em = await self.media.entry_media(req.partner, req.entry)
         info.entry_duration = float(em.media_set.duration)
         protection = self._protection(req.partner)
-        keying = Keying(protection, req.partner, req.entry, _key_scope(req))
+        keying = Keying(protection, await self.keys.keys_for(protection, req.partner, req.entry, _clip_name(req)))
         # every answer whose bytes depend on the encryption names it in its ETag and cache key, so a reload that
-        # switches a partner's encryption (or its master secret) never serves bytes of the other mode
-        ptag = protection.tag(req.partner, req.entry) if protection.encrypts else None
+        # switches a partner's encryption (or its master secret, or imported keys) never serves bytes of the other
+        ptag = keying.tag
         if req.resource in ("segment", "init") and req.keying != keying.marker:
             # a segment or init URL of other encryption settings (a playlist from before a reload): never these bytes
             raise NoSuchResource(f"{req.resource} is not served under encryption marker {req.keying or 'none'} "
@@ -208,19 +211,18 @@ class Delivery:
             raise NoSuchResource(f"partner {req.partner}'s media is not encrypted: it has no keys")
         em = await self.media.entry_media(req.partner, req.entry)
         clip = req.clip
-        scope = _key_scope(req)  # a clip's keys are its own, numbered as it is
+        keys = await self.keys.keys_for(protection, req.partner, req.entry, _clip_name(req))  # a clip's are its own
         media_set = em.media_set if clip is None else await self.media.clip_set(em, clip.first, clip.last, None)
         periods = period_count(_segment_count(media_set), protection.rotation_segments)
-        found = find_period(protection, req.partner, scope, req.kid or "", periods)
+        found = keys.lookup(req.kid or "", periods)
         if found is None:
             raise NoSuchResource(f"no key {req.kid} for {'entry ' + req.entry if clip is None else clip.name}")
-        secret, period = found
+        period, key = found
         if grant.preview is not None and period > 0:  # period 0 holds segment 1, which every preview plays
             clipped = (await self.media.preview_set(em, grant.preview) if clip is None
                        else await self.media.clip_set(em, clip.first, clip.last, grant.preview))
             if period * protection.rotation_segments + 1 > _segment_count(clipped):
                 raise Denied(403, PREVIEW_ONLY, f"key {req.kid} is for segments past the {float(grant.preview):g} s preview")
-        key = content_key(secret, req.partner, scope, period)
         return Response(key, media_type=KEY_TYPE, headers={"Cache-Control": KEY_CACHE})
 
     def _protection(self, partner: str) -> Protection:
@@ -313,9 +315,9 @@ def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat,
     return build_media(rendition, fmt, segment_uri, init_uri, key_uri)
 
 
-def _key_scope(req: MediaRequest) -> str:
-    """The entry, or the clip of it, that a request's content keys belong to (auth/content_keys.key_scope)."""
-    return key_scope(req.entry, req.clip.name if req.clip else None)
+def _clip_name(req: MediaRequest) -> str | None:
+    """The clip whose keys a request's are (auth/content_keys.key_scope), None for the entry's."""
+    return req.clip.name if req.clip else None
 
 
 def _ranged(request: Request, body: bytes, media_type: str, headers: dict[str, str]) -> Response:

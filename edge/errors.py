@@ -17,7 +17,10 @@ from origin.storage import StorageError
 from packager.errors import MediaError, NotFound, UnsupportedMedia
 from packager.preview import EmptyPreview
 
+from auth.content_keys import MissingPeriodKey
+
 from .http import RangeNotSatisfiable
+from .key_store import KeyStoreError
 from .urls import BadRequest, NoSuchResource
 from .viewer import Denied
 
@@ -45,6 +48,8 @@ def response_for(exc: Exception) -> JSONResponse:
         return error_response(404, exc.code, str(exc))
     if isinstance(exc, NotFound):
         return error_response(404, exc.code, str(exc))
+    if isinstance(exc, (KeyStoreError, MissingPeriodKey)):  # logged by the key store, once a minute
+        return error_response(503, exc.code, str(exc), {"Retry-After": "5"})
     if isinstance(exc, RangeNotSatisfiable):
         return error_response(416, "range_not_satisfiable", str(exc), {"Content-Range": f"bytes */{exc.length}"})
     if isinstance(exc, FlavorError):

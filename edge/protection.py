@@ -1,7 +1,7 @@
 """A partner's content protection applied to one entry's (or clip's) HLS resources: which key each segment is
 under, what its URLs are marked with, and which cipher makes its bytes (docs/CONTENT_PROTECTION.md).
 
-Keys come from auth/content_keys (derived, never stored); the ciphers are the packager's: whole-segment
+Keys come from a KeySet (auth/content_keys: derived from master secrets, or imported, edge/key_store.py); the ciphers are the packager's: whole-segment
 AES-128 (packager/encryption.py), SAMPLE-AES over TS (packager/ts/sample_aes.py) and 'cbcs' over fMP4
 (packager/fmp4/cbcs.py). Nothing here knows HTTP.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from auth.content_keys import AES_128, SAMPLE_AES, Protection, cenc_key_id, content_key, key_id, period_of
+from auth.content_keys import AES_128, SAMPLE_AES, KeySet, Protection, period_of
 from packager.encryption import encrypt_segment, encrypted_size, sequence_iv
 from packager.fmp4 import init_segment, media_segment
 from packager.fmp4 import cbcs
@@ -22,13 +22,10 @@ from packager.ts import sample_aes
 
 @dataclass(frozen=True)
 class Keying:
-    """``protection`` of ``partner`` for the keys of ``scope`` (auth/content_keys.key_scope: an entry or a clip
-    of ``entry``)."""
+    """``protection`` with the ``keys`` of one entry or clip (edge/key_store.ContentKeys.keys_for)."""
 
     protection: Protection
-    partner: str
-    entry: str
-    scope: str
+    keys: KeySet
 
     @property
     def encrypts(self) -> bool:
@@ -41,16 +38,21 @@ class Keying:
     @property
     def marker(self) -> str | None:
         """The -k marker of segment and init URLs (auth/content_keys.Protection.marker); None when clear."""
-        return self.protection.marker(self.partner, self.entry)
+        return self.protection.marker(self.keys)
 
     def period(self, segment_number: int) -> int:
         return period_of(segment_number, self.protection.rotation_segments)
 
+    @property
+    def tag(self) -> str | None:
+        """What the bytes of protected resources depend on (auth/content_keys.Protection.tag); None when clear."""
+        return self.protection.tag(self.keys) if self.encrypts else None
+
     def kid(self, segment_number: int) -> str:
-        return key_id(self.protection.secrets[0], self.partner, self.scope, self.period(segment_number))
+        return self.keys.kid(self.period(segment_number))
 
     def key(self, segment_number: int) -> bytes:
-        return content_key(self.protection.secrets[0], self.partner, self.scope, self.period(segment_number))
+        return self.keys.key(self.period(segment_number))
 
     def explicit_iv(self, segment_number: int) -> int | None:
         """The EXT-X-KEY IV of SAMPLE-AES (TS and fMP4): the media sequence number of the first segment of the
@@ -91,6 +93,5 @@ class Keying:
         return encrypted_size(size) if self.method == AES_128 else size
 
     def _cbcs_key(self, segment_number: int) -> cbcs.CbcsKey:
-        period = self.period(segment_number)
-        kid = cenc_key_id(self.protection.secrets[0], self.partner, self.scope, period)
+        kid = self.keys.cenc_kid(self.period(segment_number))
         return cbcs.CbcsKey(self.key(segment_number), kid, sequence_iv(self.explicit_iv(segment_number)))  # type: ignore[arg-type]

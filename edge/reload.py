@@ -42,7 +42,7 @@ log = logging.getLogger("vodgate.reload")
 _CDN_FIELDS = {"shield_header", "shield_secrets", "edge_secrets", "surrogate_header", "s_maxage",
                "stale_while_revalidate", "stale_if_error"}
 _KEY_NAMES = {"hot_lane": "cache.hot_lane", "cache_enabled": "cache.enabled", "redis_url": "redis.url",
-              "redis_channel": "redis.channel", "edge_table": "[edge]", "storage": "[storage]", "catalog": "[catalog]",
+              "redis_channel": "redis.channel", "key_ttl": "redis.key_ttl", "edge_table": "[edge]", "storage": "[storage]", "catalog": "[catalog]",
               "analytics": "[analytics]", "metrics": "[metrics]", "admin": "admin.state_file"}
 _NOT_COMPARED = {"access", "source", "worker"}
 
@@ -159,12 +159,12 @@ def accepted_config(path: Path) -> tuple[dict, Settings]:
 
 
 def protection_fingerprint(partner) -> tuple:
-    """What a partner's segment bytes depend on: the method, the rotation and the first master secret (compared in
-    memory, never logged). A partner that is absent counts as clear."""
+    """What a partner's segment bytes depend on: the method, the rotation, the key source and the first master secret
+    (compared in memory, never logged). A partner that is absent counts as clear."""
     protection = partner.protection if partner is not None else None
     if protection is None or not protection.encrypts:
         return ("clear",)
-    return (protection.method, protection.rotation_segments, protection.secrets[:1])
+    return (protection.method, protection.rotation_segments, protection.source, protection.secrets[:1])
 
 
 def protection_fingerprints(config: AccessConfig) -> dict[str, tuple]:
