@@ -8,10 +8,14 @@ What one run measures, on one flavor (by default a generated 1080p, ~5 Mbit/s,
   reads the server does -- ``byte_ranges`` + ``os.pread`` (``LocalStorage``)
   + ``make_batch`` -- and nothing else;
 * **TS**: the same reads plus ``TS.mux``;
-* **fMP4**: the same reads plus ``FMP4.mux``.
+* **fMP4**: the same reads plus ``FMP4.mux``;
+* **content protection**, each against its clear format: **TS AES-128** and
+  **fMP4 AES-128** (the clear mux, then ``encrypt_segment`` over the whole
+  segment), **TS SAMPLE-AES** (``ts.mux_segment`` with a ``SampleEncryptor``)
+  and **fMP4 cbcs** (``fmp4.media_segment`` with a ``CbcsKey``).
 
-The three are run as interleaved passes (floor, TS, fMP4, then the order
-rotated) so that drift on the machine hits all three alike; each figure is
+All modes are run as interleaved passes (floor, TS, fMP4, ..., then the order
+rotated) so that drift on the machine hits them all alike; each figure is
 the median of the passes. "Cold" means every segment is packaged (the bench
 calls the packager directly, never the server's segment cache in edge/cache.py);
 the OS page cache *is* warm -- one untimed warm-up pass reads the whole
@@ -23,7 +27,8 @@ layout-only ``segment_size`` over all segments (what BANDWIDTH costs); and
 building the master playlist (``build_media_set`` + ``build_master``).
 
 Before timing anything it checks that muxing works and that ``segment_size``
-agrees with the muxed length; after timing, that the totals agree for every
+agrees with the muxed length, and that the SAMPLE-AES and cbcs segments are
+well-formed and encrypted; after timing, that the totals agree for every
 segment. Any mismatch aborts the run (exit status 1).
 """
 
@@ -51,6 +56,8 @@ import numpy as np
 from origin.storage import LocalStorage
 from packager.encryption import encrypt_segment
 from packager.errors import PackagerError
+from packager.fmp4 import media_segment
+from packager.fmp4.cbcs import CbcsKey
 from packager.formats import FMP4, TS, SegmentFormat
 from packager.hls.build import MasterUris, build_master
 from packager.media import ByteRange, MediaIndex, SampleBatch, Segment, Track
@@ -58,6 +65,8 @@ from packager.media_set import Rendition, build_media_set
 from packager.mp4.index import drive, index_reader
 from packager.samples import byte_ranges, make_batch
 from packager.segmenter import DEFAULT_TARGET
+from packager.ts import mux_segment
+from packager.ts.sample_aes import SampleEncryptor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO_ROOT / ".fixtures" / "bench"
@@ -74,9 +83,17 @@ ENCODE_SPEED_GUESS = 1.5  # seconds of media per wall second, 1080p ultrafast on
 HOUR_SPEED_GUESS = 40  # the 160x90 1-hour index fixture (measured ~40x)
 
 TARGET_AES_RATIO = 1.3  # AES-128 packaging against clear packaging of the same format (issue 11)
-MODES = ("floor", "ts", "fmp4", "ts-aes", "fmp4-aes")
-MODE_LABEL = {"floor": "floor (read)", "ts": "TS", "fmp4": "fMP4", "ts-aes": "TS AES-128", "fmp4-aes": "fMP4 AES-128"}
+MODES = ("floor", "ts", "fmp4", "ts-aes", "fmp4-aes", "ts-sample-aes", "fmp4-cbcs")
+MODE_LABEL = {"floor": "floor (read)", "ts": "TS", "fmp4": "fMP4", "ts-aes": "TS AES-128", "fmp4-aes": "fMP4 AES-128",
+              "ts-sample-aes": "TS SAMPLE-AES", "fmp4-cbcs": "fMP4 cbcs"}
+# Each encrypted mode and the clear mode it is reported against (same format, same passes). Only AES-128 has a
+# target (TARGET_AES_RATIO); SAMPLE-AES and cbcs are reported as they are.
+CLEAR_MODE = {"ts-aes": "ts", "fmp4-aes": "fmp4", "ts-sample-aes": "ts", "fmp4-cbcs": "fmp4"}
 BENCH_KEY = bytes(range(16))  # any 16 bytes: the cipher's cost does not depend on the key
+BENCH_KID = bytes(range(16, 32))  # cbcs key id: only written into the moof's sgpd, never used to encrypt
+# SAMPLE-AES (TS and cbcs) IV: the sequence number of the first segment under the key, as edge/protection.py's
+# explicit_iv gives it for the first key period; fixed for the whole run, as it is within one key period.
+BENCH_IV = (1).to_bytes(16, "big")
 
 
 # --------------------------------------------------------------------------- input
@@ -206,14 +223,15 @@ class Bench:
         chunks = self.storage.read_sync(self.key, byte_ranges(track, span))
         return make_batch(track, span, chunks, sequence_number=item.segment.number)
 
+    def run_one(self, mode: str, item: Item) -> bytes:
+        """One segment packaged in ``mode`` (not the floor), untimed: what verify() checks."""
+        mux = muxer(mode)
+        assert mux is not None
+        return mux(self.batch(item))
+
     def run_pass(self, mode: str) -> "PassResult":
-        """One timed pass over every segment in ``mode`` (floor, ts or fmp4)."""
-        mux: Callable[[SampleBatch], bytes] | None = {
-            "floor": None, "ts": TS.mux, "fmp4": FMP4.mux,
-            # what an encrypting partner's segment costs: mux, then AES-128-CBC over the whole segment (edge/delivery.py)
-            "ts-aes": lambda b: encrypt_segment(TS.mux(b), BENCH_KEY, b.sequence_number),
-            "fmp4-aes": lambda b: encrypt_segment(FMP4.mux(b), BENCH_KEY, b.sequence_number),
-        }[mode]
+        """One timed pass over every segment in ``mode`` (one of MODES)."""
+        mux = muxer(mode)
         out_bytes = 0
         per_kind = {"video": 0.0, "audio": 0.0}
         clock = time.perf_counter
@@ -227,6 +245,20 @@ class Bench:
                 out_bytes += len(mux(batch))
             per_kind[item.track.kind] += clock() - t0
         return PassResult(mode, clock() - wall0, time.process_time() - cpu0, out_bytes, per_kind)
+
+
+def muxer(mode: str) -> Callable[[SampleBatch], bytes] | None:
+    """What ``mode`` does to a segment's batch after the reads (None: nothing, the floor)."""
+    return {
+        "floor": None, "ts": TS.mux, "fmp4": FMP4.mux,
+        # what an encrypting partner's segment costs: mux, then AES-128-CBC over the whole segment (edge/delivery.py)
+        "ts-aes": lambda b: encrypt_segment(TS.mux(b), BENCH_KEY, b.sequence_number),
+        "fmp4-aes": lambda b: encrypt_segment(FMP4.mux(b), BENCH_KEY, b.sequence_number),
+        # SAMPLE-AES encrypts the samples inside the mux, so one call each; the key objects are built per segment,
+        # as edge/protection.py's Keying.segment does
+        "ts-sample-aes": lambda b: mux_segment(b, encryptor=SampleEncryptor(BENCH_KEY, BENCH_IV)),
+        "fmp4-cbcs": lambda b: media_segment(b, CbcsKey(BENCH_KEY, BENCH_KID, BENCH_IV)),
+    }[mode]
 
 
 @dataclass(frozen=True)
@@ -246,7 +278,8 @@ class BenchError(Exception):
 
 
 def verify(bench: Bench) -> list[str]:
-    """Mux a few segments of each rendition in both formats and check them; raise BenchError if wrong."""
+    """Mux a few segments of each rendition in both formats, clear and SAMPLE-AES/cbcs, and check them; raise
+    BenchError if wrong."""
     notes = []
     for rendition in bench.media_set.videos + bench.media_set.audios:
         segs = rendition.segments
@@ -265,8 +298,58 @@ def verify(bench: Bench) -> list[str]:
                     raise BenchError(f"{where}: not a sequence of 188-byte TS packets")
                 if fmt is FMP4 and out[4:8] != b"styp":
                     raise BenchError(f"{where}: does not start with a styp box")
+                if fmt is TS:
+                    check_sample_aes(f"SAMPLE-AES {where}", rendition.kind, out, bench.run_one("ts-sample-aes", item))
+                else:
+                    check_cbcs(f"cbcs {where}", out, bench.run_one("fmp4-cbcs", item), len(bench.batch(item).data))
         notes.append(f"{rendition.kind} ({len(segs)} segments: checked #{', #'.join(str(segs[i].number) for i in picks)})")
     return notes
+
+
+def check_sample_aes(where: str, kind: str, clear: bytes, out: bytes) -> None:
+    """A SAMPLE-AES TS segment: whole packets, the size the clear one has (audio) or a little more (video: emulation
+    prevention of the ciphertext only adds bytes), a different PMT (stream type, descriptors) and different samples."""
+    packets = np.frombuffer(out, dtype=np.uint8)
+    if not out or len(out) % 188 or (packets[::188] != 0x47).any():
+        raise BenchError(f"{where}: not a sequence of 188-byte TS packets")
+    if len(out) < len(clear) or (kind == "audio" and len(out) != len(clear)):
+        raise BenchError(f"{where}: {len(out)} bytes against {len(clear)} clear")
+    if out[188:376] == clear[188:376]:
+        raise BenchError(f"{where}: the PMT does not signal SAMPLE-AES")
+    if out[376:] == clear[376:]:
+        raise BenchError(f"{where}: the samples are not encrypted")
+
+
+def check_cbcs(where: str, clear: bytes, out: bytes, sample_bytes: int) -> None:
+    """A cbcs fMP4 segment is the clear one with the samples encrypted in place (same mdat size) and the moof's traf
+    grown by exactly its protection boxes (sbgp, sgpd, senc; saiz and saio for video)."""
+    if out[4:8] != b"styp":
+        raise BenchError(f"{where}: does not start with a styp box")
+    if out[-sample_bytes - 4 : -sample_bytes] != b"mdat" or out[-sample_bytes:] == clear[-sample_bytes:]:
+        raise BenchError(f"{where}: the mdat does not end the segment with {sample_bytes} encrypted sample bytes")
+    clear_boxes = _traf_boxes(clear)
+    added = {name: size for name, size in _traf_boxes(out).items() if name not in clear_boxes}
+    if not {"sbgp", "sgpd", "senc"} <= added.keys() or len(out) != len(clear) + sum(added.values()):
+        raise BenchError(f"{where}: {len(out)} bytes against {len(clear)} clear + protection boxes {added}")
+
+
+def _boxes(data: bytes, start: int, end: int) -> dict[str, tuple[int, int]]:
+    """The boxes in data[start:end] by type: (offset, size). No 64-bit sizes: segments are far smaller."""
+    found = {}
+    while start < end:
+        size, name = int.from_bytes(data[start : start + 4], "big"), data[start + 4 : start + 8].decode("latin-1")
+        if size < 8:
+            raise BenchError(f"a box of {size} bytes at {start}")
+        found[name] = (start, size)
+        start += size
+    return found
+
+
+def _traf_boxes(segment: bytes) -> dict[str, int]:
+    """Size of each box in the segment's traf (one track per fragment)."""
+    moof_at, moof_size = _boxes(segment, 0, len(segment))["moof"]
+    traf_at, traf_size = _boxes(segment, moof_at + 8, moof_at + moof_size)["traf"]
+    return {name: size for name, (_, size) in _boxes(segment, traf_at + 8, traf_at + traf_size).items()}
 
 
 # --------------------------------------------------------------------------- measurements
@@ -325,7 +408,7 @@ def measure_master(bench: Bench, fmt: SegmentFormat, reps: int) -> tuple[list[fl
 
 
 def profile_pass(bench: Bench, what: str, limit: int = 25) -> str:
-    """cProfile one pass of ``what`` (ts, fmp4, floor or index) and return the top of the report."""
+    """cProfile one pass of ``what`` (one of MODES, or index) and return the top of the report."""
     profiler = cProfile.Profile()
     if what == "index":
         profiler.enable()
@@ -380,6 +463,8 @@ def build_report(bench: Bench, args: argparse.Namespace, packaging: dict[str, li
             "audio_s": median([r.per_kind["audio"] for r in passes]),
             "media_seconds_per_s": duration / wall,
         }
+    for mode in CLEAR_MODE:
+        modes[mode]["vs_clear"] = protection_ratio(mode, modes)
     index_ms = median(index_times) * 1e3
     scaled_ms = index_ms * 3600 / duration
     hour_ms = hour["parse_ms_median"] if hour else None
@@ -411,6 +496,7 @@ def build_report(bench: Bench, args: argparse.Namespace, packaging: dict[str, li
         },
         "index_1h": hour,
         "segment_size": sizes,
+        "content_protection": {mode: modes[mode]["vs_clear"] for mode in CLEAR_MODE},
         "master": masters,
         "targets": {
             "fmp4_ratio": {"target": TARGET_FMP4_RATIO, "value": modes["fmp4"]["ratio_to_floor"],
@@ -432,6 +518,19 @@ def build_report(bench: Bench, args: argparse.Namespace, packaging: dict[str, li
         "code": _code_state(),
     }
     return report
+
+
+def protection_ratio(mode: str, modes: dict) -> dict:
+    """An encrypted mode against its clear format, from the same interleaved passes (medians of wall and CPU)."""
+    clear = CLEAR_MODE[mode]
+    ratio = modes[mode]["wall_s"] / modes[clear]["wall_s"]
+    return {
+        "label": f"{MODE_LABEL[mode]} vs {MODE_LABEL[clear]}", "clear_mode": clear,
+        "clear_ms": modes[clear]["wall_s"] * 1e3, "encrypted_ms": modes[mode]["wall_s"] * 1e3,
+        "ratio": ratio, "cpu_ratio": modes[mode]["cpu_s"] / modes[clear]["cpu_s"],
+        # the 1.3x target is AES-128's (issue 11); SAMPLE-AES and cbcs have none
+        "target": TARGET_AES_RATIO if mode in ("ts-aes", "fmp4-aes") else None,
+    }
 
 
 def _code_state() -> dict:
@@ -482,6 +581,12 @@ def print_report(r: dict) -> None:
               f"{m['cpu_ratio_to_floor']:5.1f}x   {m['video_s'] * 1e3:8.1f} {m['audio_s'] * 1e3:8.1f}")
     print(f"  (floor = byte_ranges + pread + make_batch; 'out MB/s' of the floor is sample bytes read)")
     print(f"  TS is {p['ts']['ratio_to_floor']:.1f}x the floor, fMP4 is {p['fmp4']['ratio_to_floor']:.1f}x the floor")
+    print()
+    print("Content protection, each against its clear format (same passes)")
+    for c in r["content_protection"].values():
+        target = f"target {c['target']:g}x" if c["target"] is not None else "no target"
+        print(f"  {c['label']:22} {c['clear_ms']:8.1f} ms clear {c['encrypted_ms']:8.1f} ms encrypted "
+              f"{c['ratio']:6.2f}x (cpu {c['cpu_ratio']:.2f}x)  {target}")
     print()
     print(f"Index (moov) parse, fresh each time (index_reader + pread, no cache), median of {ix['reps']}:")
     print(f"  this file   {ix['parse_ms_median']:7.2f} ms (min {ix['parse_ms_min']:.2f}) for {r['duration_s']:.0f} s: "
@@ -537,7 +642,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--segment-duration", type=Fraction, default=DEFAULT_TARGET,
                         help="target segment seconds (default 6)")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
-    parser.add_argument("--profile", choices=("ts", "fmp4", "floor", "index"), action="append", default=[],
+    parser.add_argument("--profile", choices=(*MODES, "index"), action="append", default=[],
                         help="cProfile one pass of this and print where the time goes (repeatable)")
     parser.add_argument("--prepare", action="store_true", help="generate the fixtures, then exit")
     parser.add_argument("--no-generate", action="store_true", help="fail instead of generating a missing fixture")
@@ -603,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(bench.items)} segments)")
     try:
         for note in verify(bench):
-            print(f"  verified TS and fMP4 output, segment_size == len(mux): {note}")
+            print(f"  verified TS and fMP4 output (segment_size == len(mux)), SAMPLE-AES and cbcs: {note}")
     except (BenchError, PackagerError) as exc:
         print(f"vodgate bench: VERIFICATION FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -621,6 +726,14 @@ def main(argv: list[str] | None = None) -> int:
         sizes[name] = {"first_ms": first * 1e3, "median_ms": median(later) * 1e3,
                        "us_per_segment": median(later) / len(bench.items) * 1e6, "total_bytes": total,
                        "matches_mux": True}
+    # Every pass of a mode packaged the same segments: one byte count per mode, encrypted never below clear.
+    for mode in MODES:
+        muxed = {r.out_bytes for r in packaging[mode]}
+        clear = packaging[CLEAR_MODE[mode]][0].out_bytes if mode in CLEAR_MODE else 0
+        if len(muxed) != 1 or min(muxed) < clear:
+            print(f"vodgate bench: VERIFICATION FAILED: {MODE_LABEL[mode]} passes produced {sorted(muxed)} bytes"
+                  + (f" ({CLEAR_MODE[mode]}: {clear})" if clear else ""), file=sys.stderr)
+            return 1
     index_times = measure_index(bench, args.index_reps)
     masters = {name: master_figures(bench, fmt, max(5, args.reps)) for name, fmt in (("TS", TS), ("fMP4", FMP4))}
     hour = None

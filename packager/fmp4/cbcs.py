@@ -89,7 +89,7 @@ class EncryptedSamples:
     """A segment's sample data encrypted, with each sample's subsamples ((clear, protected) pairs; empty for
     whole-sample encryption)."""
 
-    data: bytes
+    data: bytearray  # joined into the segment as it is: no second copy
     subsamples: list[list[tuple[int, int]]]
 
 
@@ -100,41 +100,43 @@ def encrypt_samples(track: Track, data, sizes: np.ndarray, key: CbcsKey) -> Encr
     starts = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)[:-1])).tolist()
     sizes_list = np.asarray(sizes, dtype=np.int64).tolist()
     subsamples: list[list[tuple[int, int]]] = []
+    crypt = _Crypt(key, out)
     if track.kind == "video":
         length_size = track.video.nal_length_size
         for start, size in zip(starts, sizes_list):
-            subsamples.append(_encrypt_video_sample(view, start, size, length_size, key))
+            subsamples.append(_encrypt_video_sample(view, start, size, length_size, crypt))
     else:
-        crypt = _Crypt(key)
         for start, size in zip(starts, sizes_list):
-            crypt.blocks(view, start, size // BLOCK, 1)
+            crypt.blocks(start, size // BLOCK, 1)
             subsamples.append([])
     view.release()
-    return EncryptedSamples(bytes(out), subsamples)
+    return EncryptedSamples(out, subsamples)
 
 
 class _Crypt:
-    """CBC from the constant IV over the 16-byte blocks at ``start``, ``start + stride * 16``, ... (in place)."""
+    """CBC from the constant IV over the 16-byte blocks at ``start``, ``start + stride * 16``, ... of ``buffer``,
+    in place. One Cipher per fragment; an encryptor per protected range (each starts from the IV)."""
 
-    def __init__(self, key: CbcsKey):
+    def __init__(self, key: CbcsKey, buffer: bytearray):
         self._cipher = Cipher(algorithms.AES(key.key), modes.CBC(key.iv))
+        self._bytes = np.frombuffer(buffer, dtype=np.uint8)
+        self._blocks = np.arange(BLOCK, dtype=np.int64)
 
-    def blocks(self, view: memoryview, start: int, count: int, stride: int) -> None:
+    def blocks(self, start: int, count: int, stride: int) -> None:
         if count <= 0:
             return
         encryptor = self._cipher.encryptor()
         if stride == 1:
-            view[start : start + count * BLOCK] = encryptor.update(view[start : start + count * BLOCK])
+            end = start + count * BLOCK
+            self._bytes[start:end] = np.frombuffer(encryptor.update(self._bytes[start:end]), dtype=np.uint8)
             return
         at = start + stride * BLOCK * np.arange(count, dtype=np.int64)
-        index = (at[:, None] + np.arange(BLOCK)).ravel()
-        buffer = np.frombuffer(view, dtype=np.uint8)
-        buffer[index] = np.frombuffer(encryptor.update(buffer[index].tobytes()), dtype=np.uint8)
+        index = (at[:, None] + self._blocks).ravel()
+        self._bytes[index] = np.frombuffer(encryptor.update(self._bytes[index].tobytes()), dtype=np.uint8)
 
 
-def _encrypt_video_sample(view: memoryview, start: int, size: int, length_size: int, key: CbcsKey) -> list[tuple[int, int]]:
+def _encrypt_video_sample(view: memoryview, start: int, size: int, length_size: int, crypt: _Crypt) -> list[tuple[int, int]]:
     """Encrypt one H.264 sample's slices; its subsamples, clear bytes (other NAL units) folded forward."""
-    crypt = _Crypt(key)
     subsamples: list[tuple[int, int]] = []
     clear = 0
     pos, end = start, start + size
@@ -150,7 +152,7 @@ def _encrypt_video_sample(view: memoryview, start: int, size: int, length_size: 
             clear += length_size + length - protected
             subsamples += _clear_runs(clear)
             subsamples[-1] = (subsamples[-1][0], protected)
-            crypt.blocks(view, nal + length - protected, -(-protected // (BLOCK * 10)), 10)
+            crypt.blocks(nal + length - protected, -(-protected // (BLOCK * 10)), 10)
             clear = 0
         else:
             clear += length_size + length
