@@ -56,6 +56,11 @@ class Protection:
     def imports(self) -> bool:
         return self.encrypts and self.source == REDIS
 
+    @property
+    def has_keys(self) -> bool:
+        """Whether keys can be had: master secrets, or imported ones (a profile may switch encryption on)."""
+        return bool(self.secrets) or self.source == REDIS
+
     def marker(self, keys: "KeySet") -> str | None:
         """8 hex digits naming ``tag`` in segment and init URLs (edge/urls.segment_uri); None for clear media."""
         if not self.encrypts:

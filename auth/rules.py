@@ -576,6 +576,7 @@ class Profile:
     name: str
     rules: tuple[Rule, ...] = ()
     description: str = ""
+    encryption: str | None = None  # the HLS encryption of its entries; None: the partner's (docs/CONTENT_PROTECTION.md)
 
     @cached_property
     def uses_country(self) -> bool:

@@ -312,14 +312,17 @@ def _config_check(ns: argparse.Namespace) -> int:
     print(f"vodgate: {ns.file}: configuration OK: role {role} on {settings.host}:{settings.port}, {serves}, "
           f"{partners} partner(s)")
     for pid, partner in access.config.partners.items():
-        if partner.protection.encrypts and partner.clear_progressive:
-            print(f"vodgate: warning: partner {pid} encrypts its HLS ({partner.protection.method}) but sets "
+        # the partner's method and any its profiles set for their entries
+        methods = sorted(({partner.protection.method} | {p.encryption for p in partner.profiles.values() if p.encryption}) - {"none"})
+        if methods and partner.clear_progressive:
+            print(f"vodgate: warning: partner {pid} encrypts its HLS ({', '.join(methods)}) but sets "
                   f"clear_progressive = true: its progressive MP4 (/mp4/, clips included) is the clear file, served "
                   f"to every viewer its rules admit (docs/CONTENT_PROTECTION.md)", file=sys.stderr)
-        if partner.protection.method == "sample-aes" and partner.protection.rotation_segments:
+        if "sample-aes" in methods and partner.protection.rotation_segments:
             print(f"vodgate: warning: partner {pid} rotates SAMPLE-AES keys every {partner.protection.rotation_segments} "
-                  f"segments: ffmpeg decrypts a segment's last frames with the next segment's key, so it shows 1-2 "
-                  f"broken frames at every key change (docs/CONTENT_PROTECTION.md, SAMPLE-AES)", file=sys.stderr)
+                  f"segments: ffmpeg decrypts a TS segment's last frames with the next segment's key, so it shows 1-2 "
+                  f"broken frames at every key change, and takes one key per stream for fMP4 (cbcs), so rotated cbcs "
+                  f"does not play in ffmpeg (docs/CONTENT_PROTECTION.md, SAMPLE-AES)", file=sys.stderr)
     held = _secrets_held(settings)
     if held and ns.file.stat().st_mode & 0o004:  # systemd runs this check at every start and reload: the journal says it
         print(f"vodgate: warning: {ns.file} holds {', '.join(held)} and every user of this machine can read it: "

@@ -95,7 +95,7 @@ PARTNER_KEYS = frozenset({
     "default_profile", "profiles", "entries", "encryption", "key_secrets", "key_rotation_segments", "key_source",
     "clear_progressive",
 })
-PROFILE_KEYS = frozenset({"rules", "description"})
+PROFILE_KEYS = frozenset({"rules", "description", "encryption"})
 RULE_KEYS = frozenset({"name", "if", "unless", "then"})
 CONDITION_KEYS = ("country", "referrer", "ip", "user_agent", "schedule", "authenticated")
 ENTRY_KEYS = frozenset({"profile", "available_from", "available_until"})
@@ -132,6 +132,11 @@ class Partner:
         settings = self.entries.get(entry)
         name = settings.profile if settings is not None and settings.profile else self.default_profile
         return self.profiles[name]
+
+    def protection_for(self, entry: str) -> Protection:
+        """The partner's protection with the method of the entry's profile, where the profile sets one."""
+        method = self.profile_for(entry).encryption
+        return self.protection if method is None or method == self.protection.method else replace(self.protection, method=method)
 
     def entry_window(self, entry: str) -> EntryWindow | None:
         settings = self.entries.get(entry)
@@ -215,8 +220,11 @@ def profile_from_dict(
     source: str = "admin API",
     geoip_configured: bool,
     tokens_configured: bool = True,
+    keys_configured: bool = True,
 ) -> Profile:
-    """One profile from its TOML table or admin-API JSON object (datetimes as ISO 8601 strings)."""
+    """One profile from its TOML table or admin-API JSON object (datetimes as ISO 8601 strings).
+    ``keys_configured``: whether the partner has content keys (key_secrets, or key_source = "redis"), which an
+    ``encryption`` other than "none" needs."""
     where = where or f"profiles.{name}"
     if not valid_id(name):
         raise ConfigError(f"{source}: {where}: profile name {name!r} must be 1-64 characters of A-Z a-z 0-9 - _")
@@ -229,7 +237,13 @@ def profile_from_dict(
         raise _error(source, f"{where}.rules", rules_raw, 'a list of rules: rules = [ { if = {...}, then = ["allow"] } ]')
     ctx = _Ctx(source, geoip_configured, tokens_configured)
     rules = tuple(_rule(r, f"{where}.rules[{i}]", ctx) for i, r in enumerate(rules_raw))
-    return Profile(name, rules, description)
+    encryption = table.get("encryption")
+    if encryption is not None and encryption not in METHODS:
+        raise _error(source, f"{where}.encryption", encryption, f'one of {", ".join(repr(m) for m in METHODS)} (or leave it out: the partner\'s)')
+    if encryption not in (None, "none") and not keys_configured:
+        raise ConfigError(f'{source}: {where}.encryption = "{encryption}" needs content keys on the partner: key_secrets = '
+                          '["<64 hex digits>"], or key_source = "redis" (docs/CONTENT_PROTECTION.md)')
+    return Profile(name, rules, description, encryption)
 
 
 def profile_to_dict(profile: Profile) -> dict[str, Any]:
@@ -237,6 +251,8 @@ def profile_to_dict(profile: Profile) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if profile.description:
         out["description"] = profile.description
+    if profile.encryption is not None:
+        out["encryption"] = profile.encryption
     out["rules"] = [_rule_to_dict(rule) for rule in profile.rules]
     return out
 
@@ -270,6 +286,7 @@ def _partner(pid: str, raw: Any, where: str, source: str, geoip_configured: bool
         raise _error(source, f"{where}.token_formats", formats, f'a non-empty list of {", ".join(repr(f) for f in TOKEN_FORMATS)}')
     ring = KeyRing(MappingProxyType(keys), prefix, frozenset(formats), signing)
 
+    protection = _protection(table, where, source)
     profiles: dict[str, Profile] = {DEFAULT_PROFILE: OPEN_PROFILE}
     raw_profiles = table.get("profiles", {})
     if not isinstance(raw_profiles, Mapping):
@@ -277,7 +294,7 @@ def _partner(pid: str, raw: Any, where: str, source: str, geoip_configured: bool
     for name, data in raw_profiles.items():
         profiles[name] = profile_from_dict(
             name, data, where=f"{where}.profiles.{name}", source=source,
-            geoip_configured=geoip_configured, tokens_configured=bool(keys),
+            geoip_configured=geoip_configured, tokens_configured=bool(keys), keys_configured=protection.has_keys,
         )
     default = table.get("default_profile", DEFAULT_PROFILE)
     if not isinstance(default, str) or default not in profiles:
@@ -292,7 +309,6 @@ def _partner(pid: str, raw: Any, where: str, source: str, geoip_configured: bool
         if not valid_id(eid):
             raise ConfigError(f"{source}: {ewhere}: entry id {eid!r} must be 1-64 characters of A-Z a-z 0-9 - _ (as in /e/<entry>/)")
         entries[eid] = _entry(data, ewhere, source, profiles)
-    protection = _protection(table, where, source)
     clear_progressive = table.get("clear_progressive", False)
     if not isinstance(clear_progressive, bool):
         raise _error(source, f"{where}.clear_progressive", clear_progressive,

@@ -206,7 +206,7 @@ def parse_settings(raw: dict[str, Any], source: str = "config", base_dir: Path =
         admin=parse_admin(raw.get("admin"), source, base_dir),
         source=source,
     )
-    importing = [pid for pid, p in (settings.access.partners.items() if settings.access else ()) if p.protection.imports]
+    importing = [pid for pid, p in (settings.access.partners.items() if settings.access else ()) if p.protection.source == "redis"]
     if importing and settings.redis_url is None:
         raise ConfigError(f'{source}: partners {", ".join(importing)} set key_source = "redis" (imported content keys) but '
                           "there is no [redis] url to read them from")

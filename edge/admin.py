@@ -253,7 +253,7 @@ class Admin:
                 where=where,
                 source="admin API",
                 geoip_configured=self.access.countries is not None,
-                tokens_configured=bool(owner.keys.keys),
+                tokens_configured=bool(owner.keys.keys), keys_configured=owner.protection.has_keys,
             )
         except ConfigError as exc:
             return error_response(400, "bad_profile", str(exc), personal=True)

@@ -548,7 +548,7 @@ class AdminChanges:
             return profile_from_dict(
                 change.name, change.profile, where=f"partners.{change.partner}.profiles.{change.name}",
                 source=f"admin change {change.version}", geoip_configured=self.access.countries is not None,
-                tokens_configured=bool(partner.keys.keys),
+                tokens_configured=bool(partner.keys.keys), keys_configured=partner.protection.has_keys,
             )
         except ConfigError as exc:
             self.skipped += 1

@@ -109,7 +109,7 @@ class Delivery:
     async def _hls(self, request: Request, req: MediaRequest, fmt: SegmentFormat, info: MediaInfo, grant: Grant) -> Response:
         em = await self.media.entry_media(req.partner, req.entry)
         info.entry_duration = float(em.media_set.duration)
-        protection = self._protection(req.partner)
+        protection = self._protection(req.partner, req.entry)
         keying = Keying(protection, await self.keys.keys_for(protection, req.partner, req.entry, _clip_name(req)))
         # every answer whose bytes depend on the encryption names it in its ETag and cache key, so a reload that
         # switches a partner's encryption (or its master secret, or imported keys) never serves bytes of the other
@@ -206,7 +206,7 @@ class Delivery:
         404 for a kid that is not one of this entry's (under any listed master secret); a preview viewer
         gets only the keys of periods that begin inside its preview (403 preview_only). Flavor limits do
         not apply: keys are per entry, and the segments of a flavor above the limit are refused anyway."""
-        protection = self._protection(req.partner)
+        protection = self._protection(req.partner, req.entry)
         if not protection.encrypts:
             raise NoSuchResource(f"partner {req.partner}'s media is not encrypted: it has no keys")
         em = await self.media.entry_media(req.partner, req.entry)
@@ -225,9 +225,9 @@ class Delivery:
                 raise Denied(403, PREVIEW_ONLY, f"key {req.kid} is for segments past the {float(grant.preview):g} s preview")
         return Response(key, media_type=KEY_TYPE, headers={"Cache-Control": KEY_CACHE})
 
-    def _protection(self, partner: str) -> Protection:
+    def _protection(self, partner: str, entry: str) -> Protection:
         found = self.access.partner(partner)
-        return found.protection if found is not None else Protection()
+        return found.protection_for(entry) if found is not None else Protection()
 
     async def _playlist(self, request, path: str, em: EntryMedia, version: str, grant: Grant, render, variant: Variant,
                         location: str | None = None, protection: str | None = None) -> Response:

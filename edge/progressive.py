@@ -41,12 +41,16 @@ if TYPE_CHECKING:
 PROGRESSIVE_CLEAR = "progressive_clear"
 
 
-def check_progressive(partner: "Partner | None") -> None:
-    """403 ``progressive_clear`` when ``partner`` encrypts its HLS and has not set ``clear_progressive = true``."""
-    if partner is None or not partner.protection.encrypts or partner.clear_progressive:
+def check_progressive(partner: "Partner | None", entry: str) -> None:
+    """403 ``progressive_clear`` when ``partner`` encrypts the entry's HLS (its own setting, or the entry's
+    profile's) and has not set ``clear_progressive = true``."""
+    if partner is None or partner.clear_progressive:
+        return
+    protection = partner.protection_for(entry)
+    if not protection.encrypts:
         return
     raise Denied(403, PROGRESSIVE_CLEAR,
-                 f"partner {partner.id} encrypts its HLS ({partner.protection.method}); progressive MP4 would be the "
+                 f"partner {partner.id} encrypts this entry's HLS ({protection.method}); progressive MP4 would be the "
                  "clear file, so it is not served (set clear_progressive = true on the partner to serve it anyway)")
 
 
@@ -54,7 +58,7 @@ async def serve_progressive(request: Request, req: MediaRequest, media: MediaSer
                             restricted: bool = False) -> Response:
     access = getattr(request.app.state, "access", None)  # the node's AccessControl (edge/app.py create_app)
     if access is not None:
-        check_progressive(access.partner(req.partner))  # before any media I/O, 304 included
+        check_progressive(access.partner(req.partner), req.entry)  # before any media I/O, 304 included
     entry = await media.catalog.entry(req.partner, req.entry)
     flavor = entry.flavor(req.rendition.flavor)
     stat = await media.stat(flavor)

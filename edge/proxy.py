@@ -200,7 +200,7 @@ class EdgeProxy:
                 await self.start(bus_wait=0)  # the app runs without lifespan events: start, never stall
             grant = self._grant(request, req)
             if req.format == "mp4":  # the clear file of an encrypting partner: refused here as on the origin
-                check_progressive(self.access.partner(req.partner))
+                check_progressive(self.access.partner(req.partner), req.entry)
             if _needs_origin(req, grant):
                 return await self._pass_through(request, req, info, grant)
             if req.format == "mp4":

@@ -161,10 +161,16 @@ def accepted_config(path: Path) -> tuple[dict, Settings]:
 def protection_fingerprint(partner) -> tuple:
     """What a partner's segment bytes depend on: the method, the rotation, the key source and the first master secret
     (compared in memory, never logged). A partner that is absent counts as clear."""
-    protection = partner.protection if partner is not None else None
-    if protection is None or not protection.encrypts:
+    if partner is None:
         return ("clear",)
-    return (protection.method, protection.rotation_segments, protection.source, protection.secrets[:1])
+    protection = partner.protection
+    # profiles may switch encryption per entry: their methods and which entries use which profile count too
+    methods = tuple(sorted((name, p.encryption) for name, p in partner.profiles.items() if p.encryption is not None))
+    if not methods and not protection.encrypts:
+        return ("clear",)
+    assigned = (partner.default_profile, tuple(sorted((e, s.profile) for e, s in partner.entries.items() if s.profile)))
+    return (protection.method, protection.rotation_segments, protection.source, protection.secrets[:1], methods,
+            assigned if methods else ())
 
 
 def protection_fingerprints(config: AccessConfig) -> dict[str, tuple]:

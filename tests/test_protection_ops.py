@@ -270,7 +270,7 @@ def test_progressive_mp4_of_an_encrypting_partner_is_refused(nodes, node):
             assert answer.status_code == 403, (url, method, answer.status_code)
         body = get(url).json()
         assert body["error"] == "progressive_clear", body
-        assert "encrypts its HLS" in body["detail"] and "clear file" in body["detail"]
+        assert "encrypts this entry's HLS" in body["detail"] and "clear file" in body["detail"]
         assert "immutable" not in get(url).headers.get("cache-control", "")
     for partner in ("open", "plain"):  # clear_progressive = true, and a partner without encryption
         for url in _mp4_urls(srv.base, partner):
