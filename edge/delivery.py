@@ -129,7 +129,7 @@ class Delivery:
             media_set = em.media_set if preview is None else await self.media.preview_set(em, preview)
             end = preview_end(media_set)  # the variant's clip end: N past the media's end is no clip at all
         if req.resource == "master":
-            return await self._master(request, req, fmt, em, media_set, grant, end, protection, ptag)
+            return await self._master(request, req, fmt, em, keying.playable(media_set, fmt), grant, end, protection, ptag)
         rendition = em.media_set.rendition(req.rendition)
         if rendition.kind == "video" and not _flavor_allowed(rendition, grant):
             raise Denied(403, FLAVOR_NOT_ALLOWED, f"flavor {req.rendition.flavor} is above this viewer's quality limit")
@@ -311,7 +311,7 @@ def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat,
         return build_media(rendition, fmt, segment_uri, init_uri)
     key_uri = lambda segment: urls.key_uri(req.rendition, keying.kid(segment.number))  # noqa: E731
     if keying.method == SAMPLE_AES:  # the IV written out, one per key (Keying.explicit_iv)
-        return build_media(rendition, fmt, segment_uri, init_uri, key_uri, "SAMPLE-AES", lambda s: keying.explicit_iv(s.number))
+        return build_media(rendition, fmt, segment_uri, init_uri, key_uri, "SAMPLE-AES", lambda s: keying.explicit_iv(s.number, fmt))
     return build_media(rendition, fmt, segment_uri, init_uri, key_uri)
 
 

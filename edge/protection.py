@@ -8,16 +8,21 @@ AES-128 (packager/encryption.py), SAMPLE-AES over TS (packager/ts/sample_aes.py)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from auth.content_keys import AES_128, SAMPLE_AES, KeySet, Protection, period_of
 from packager.encryption import encrypt_segment, encrypted_size, sequence_iv
 from packager.fmp4 import init_segment, media_segment
 from packager.fmp4 import cbcs
 from packager.formats import SegmentFormat
+from packager.errors import SampleAesUnsupported
 from packager.media import SampleBatch, Segment, Track
+from packager.media_set import MediaSet
 from packager.ts import mux_segment as ts_mux
 from packager.ts import sample_aes
+
+
+CBCS_IV = 1  # the constant IV of every cbcs key (Keying.explicit_iv)
 
 
 @dataclass(frozen=True)
@@ -54,19 +59,45 @@ class Keying:
     def key(self, segment_number: int) -> bytes:
         return self.keys.key(self.period(segment_number))
 
-    def explicit_iv(self, segment_number: int) -> int | None:
-        """The EXT-X-KEY IV of SAMPLE-AES (TS and fMP4): the media sequence number of the first segment of the
-        key's period, one IV per key. Players that decrypt after demuxing (ffmpeg) decrypt a segment's last
-        access units once they read the next segment: with an IV per segment those would fail wherever the IV
-        changes; so only where the key does. AES-128 writes none (the IV is the media sequence number)."""
+    def explicit_iv(self, segment_number: int, fmt: SegmentFormat) -> int | None:
+        """The EXT-X-KEY IV of SAMPLE-AES; AES-128 writes none (the IV is the media sequence number).
+
+        Over TS: the media sequence number of the first segment of the key's period, one IV per key. Players
+        that decrypt after demuxing (ffmpeg) decrypt a segment's last access units once they read the next
+        segment: with an IV per segment those would fail wherever the IV changes; so only where the key does.
+        Over fMP4 (cbcs): 1 for every key. The IV is also in the init's tenc and each fragment's seig, and
+        readers that take it from tenc alone (ffmpeg) then decrypt every period right (an IV is reused only
+        under different keys, which is harmless)."""
         if self.method != SAMPLE_AES:
             return None
+        if fmt.has_init:
+            return CBCS_IV
         return self.period(segment_number) * self.protection.rotation_segments + 1
 
     def check_track(self, track: Track, fmt: SegmentFormat) -> None:
         """SampleAesUnsupported (404) for a codec SAMPLE-AES does not cover here, per format."""
         if self.method == SAMPLE_AES:
             (cbcs.check_track if fmt.has_init else sample_aes.check_track)(track)
+
+    def playable(self, media_set: MediaSet, fmt: SegmentFormat) -> MediaSet:
+        """``media_set`` without the renditions :meth:`check_track` refuses, so a master lists only what plays;
+        SampleAesUnsupported when that leaves no video of an entry that has video (or no audio of audio only)."""
+        if self.method != SAMPLE_AES:
+            return media_set
+        videos = tuple(v for v in media_set.videos if self._covers(v.track, fmt))
+        audios = tuple(a for a in media_set.audios if self._covers(a.track, fmt))
+        if media_set.videos and not videos:
+            self.check_track(media_set.videos[0].track, fmt)
+        if not media_set.videos and media_set.audios and not audios:
+            self.check_track(media_set.audios[0].track, fmt)
+        return replace(media_set, videos=videos, audios=audios)
+
+    def _covers(self, track: Track, fmt: SegmentFormat) -> bool:
+        try:
+            self.check_track(track, fmt)
+        except SampleAesUnsupported:
+            return False
+        return True
 
     def init(self, track: Track) -> bytes:
         """The fMP4 init: clear under AES-128 (RFC 8216 4.3.2.4: the key applies to segments after EXT-X-MAP);
@@ -78,7 +109,7 @@ class Keying:
         if self.method == SAMPLE_AES and fmt.has_init:
             return media_segment(batch, self._cbcs_key(number))
         if self.method == SAMPLE_AES:
-            iv = sequence_iv(self.explicit_iv(number))  # type: ignore[arg-type]
+            iv = sequence_iv(self.explicit_iv(number, fmt))  # type: ignore[arg-type]
             return ts_mux(batch, encryptor=sample_aes.SampleEncryptor(self.key(number), iv))
         if self.method == AES_128:  # the IV is the media sequence number, which is the segment number
             return encrypt_segment(fmt.mux(batch), self.key(number), number)
@@ -94,4 +125,4 @@ class Keying:
 
     def _cbcs_key(self, segment_number: int) -> cbcs.CbcsKey:
         kid = self.keys.cenc_kid(self.period(segment_number))
-        return cbcs.CbcsKey(self.key(segment_number), kid, sequence_iv(self.explicit_iv(segment_number)))  # type: ignore[arg-type]
+        return cbcs.CbcsKey(self.key(segment_number), kid, sequence_iv(CBCS_IV))

@@ -13,6 +13,7 @@ edge/ maps each class to an HTTP status in one place (edge/errors.py).
         │   ├── OpusNeedsFmp4
         │   └── PreRollNeedsFmp4
         ├── SampleAesUnsupported  a codec SAMPLE-AES does not cover here
+        │   └── CbcsTooManySubsamples  a frame of more slices than cbcs describes here
         └── SegmentNotFound   a segment number outside the media
 """
 
@@ -71,6 +72,13 @@ class SampleAesUnsupported(NotFound):
     """SAMPLE-AES covers H.264 video and AAC audio here (TS and fMP4/cbcs); another codec of a SAMPLE-AES partner."""
 
     code = "sample_aes_unsupported_codec"
+
+
+class CbcsTooManySubsamples(SampleAesUnsupported):
+    """A video frame whose slices need more cbcs subsamples than one saiz byte describes (42): refused rather
+    than leaving slices clear."""
+
+    code = "cbcs_too_many_slices"
 
 
 class SegmentNotFound(NotFound):

@@ -291,3 +291,18 @@ def test_head_tells_the_size_get_sends(origin):
         for u in media_urls(url, text)[:3] + [init_url(url, text)]:
             body = get(u).content
             assert int(get(u, "HEAD").headers["content-length"]) == len(body)
+
+
+def test_codecs_cbcs_does_not_cover_are_refused_and_left_out_of_masters(origin):
+    """HEVC and AC-3 renditions answer 404 sample_aes_unsupported_codec over /cmaf/ as over /hls/; masters
+    list only what plays (an HEVC-only entry's master is that 404 itself)."""
+    for entry, rendition in (("hevc", "main"), ("h264_ac3", "main/a1")):
+        for fmt in ("cmaf", "hls"):
+            answer = get(f"{origin.base}/p/cenc/e/{entry}/{fmt}/{rendition}/index.m3u8?token={token(entry)}")
+            assert answer.status_code == 404 and answer.json()["error"] in ("sample_aes_unsupported_codec", "hevc_needs_cmaf")
+    hevc = get(f"{origin.base}/p/cenc/e/hevc/cmaf/master.m3u8?token={token('hevc')}")
+    assert hevc.status_code == 404 and hevc.json()["error"] == "sample_aes_unsupported_codec"
+    for fmt in ("cmaf", "hls"):
+        master = get(f"{origin.base}/p/cenc/e/h264_ac3/{fmt}/master.m3u8?token={token('h264_ac3')}")
+        assert master.status_code == 200 and "ac-3" not in master.text and "a1/index.m3u8" not in master.text, master.text
+        assert "main/index.m3u8" in master.text

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from packager.errors import MalformedMedia, SampleAesUnsupported
+from packager.errors import CbcsTooManySubsamples, MalformedMedia, SampleAesUnsupported
 from packager.media import Track
 
 from .boxes import Box, FullBox, u32
@@ -148,7 +148,7 @@ def _encrypt_video_sample(view: memoryview, start: int, size: int, length_size: 
         if nal + length > end:
             raise MalformedMedia(f"a NAL unit of {length} bytes runs past the end of its {size}-byte sample")
         protected = _protected_bytes(view[nal] & 0x1F if length else 0, length)
-        if protected and len(subsamples) < MAX_SUBSAMPLES - 1:  # past that, a slice stays clear (saiz limit)
+        if protected:
             clear += length_size + length - protected
             subsamples += _clear_runs(clear)
             subsamples[-1] = (subsamples[-1][0], protected)
@@ -159,6 +159,11 @@ def _encrypt_video_sample(view: memoryview, start: int, size: int, length_size: 
         pos = nal + length
     if clear or not subsamples:
         subsamples += _clear_runs(clear)
+    if len(subsamples) > MAX_SUBSAMPLES:  # never leave a slice clear to fit: refuse the segment
+        raise CbcsTooManySubsamples(
+            f"a frame of {len(subsamples)} encryption subsamples (one per slice, and one per 64 KiB of clear bytes "
+            f"between them); cbcs here describes at most {MAX_SUBSAMPLES} per frame (its saiz size is one byte): "
+            "encode with fewer slices per frame")
     return subsamples
 
 
