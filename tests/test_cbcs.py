@@ -12,10 +12,8 @@ rotated every 2 segments), ``plain`` (clear: the differential oracle).
 from __future__ import annotations
 
 import re
-import shutil
 import struct
 import subprocess
-import time
 from urllib.parse import urljoin
 
 import httpx
@@ -24,10 +22,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 import media_fixtures as mf
 import oracle
-from auth.tokens import sign_native
-from conftest import ServerProcess
+from protection_support import encrypting_origin, token_for
 
-TOKEN_KEY = "00112233445566778899aabbccddeeff"
 SECRET = "c5" * 32
 FIXTURES = ("h264_baseline", "h264_high_bframes", "h264_ac3", "hevc")
 KEY_LINE = re.compile(r'#EXT-X-KEY:METHOD=SAMPLE-AES,URI="([^"]+)",IV=0x([0-9a-f]{32}),KEYFORMAT="identity"$')
@@ -36,28 +32,13 @@ COMMON_SYSTEM_ID = bytes.fromhex("1077efecc0b24d02ace33c1e52e2fb4b")
 
 @pytest.fixture(scope="module")
 def origin(tmp_path_factory):
-    library = tmp_path_factory.mktemp("cbcs-library")
-    for partner in ("cenc", "crot", "plain"):
-        for entry in FIXTURES:
-            (library / partner / entry).mkdir(parents=True)
-            shutil.copyfile(mf.fixture_path(entry), library / partner / entry / "main.mp4")
-    folder = tmp_path_factory.mktemp("cbcs-origin")
-    config = folder / "vodgate.toml"
-    text = f'[server]\nmedia_root = "{library}"\nsegment_duration = 2\n'
-    for partner, rotation in (("cenc", 0), ("crot", 2)):
-        text += (
-            f'[partners.{partner}]\ntoken_keys = {{ k1 = "{TOKEN_KEY}" }}\nencryption = "sample-aes"\nkey_secrets = ["{SECRET}"]\n'
-            f'key_rotation_segments = {rotation}\ndefault_profile = "tokens"\n'
-            f'[partners.{partner}.profiles.tokens]\nrules = [ {{ unless = {{ authenticated = true }}, then = ["block"] }} ]\n'
-        )
-    config.write_text(text)
-    srv = ServerProcess(["--config", str(config), "--workers", "1"], folder / "server.log")
+    srv = encrypting_origin(tmp_path_factory, "cbcs", {"cenc": 0, "crot": 2}, FIXTURES, SECRET)
     yield srv
     srv.stop()
 
 
 def token(entry: str, partner: str = "cenc") -> str:
-    return sign_native("k1", bytes.fromhex(TOKEN_KEY), f"/p/{partner}/e/{entry}", int(time.time()) + 600)
+    return token_for(partner, entry)
 
 
 def get(url: str, method: str = "GET") -> httpx.Response:

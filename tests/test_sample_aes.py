@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -23,11 +21,10 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 import media_fixtures as mf
 import oracle
-from auth.tokens import sign_native
-from conftest import REPO, ServerProcess
+from conftest import REPO
+from protection_support import encrypting_origin, token_for
 from packager.ts.sample_aes import SampleEncryptor
 
-TOKEN_KEY = "00112233445566778899aabbccddeeff"
 SECRET = "c3" * 32
 FIXTURES = ("h264_baseline", "h264_high_bframes", "h264_ac3")
 KEY_LINE = re.compile(r'#EXT-X-KEY:METHOD=SAMPLE-AES,URI="([^"]+)",IV=0x([0-9a-f]{32}),KEYFORMAT="identity"$')
@@ -35,28 +32,13 @@ KEY_LINE = re.compile(r'#EXT-X-KEY:METHOD=SAMPLE-AES,URI="([^"]+)",IV=0x([0-9a-f
 
 @pytest.fixture(scope="module")
 def origin(tmp_path_factory):
-    library = tmp_path_factory.mktemp("sample-aes-library")
-    for partner in ("senc", "srot", "plain"):
-        for entry in FIXTURES:
-            (library / partner / entry).mkdir(parents=True)
-            shutil.copyfile(mf.fixture_path(entry), library / partner / entry / "main.mp4")
-    folder = tmp_path_factory.mktemp("sample-aes-origin")
-    config = folder / "vodgate.toml"
-    text = f'[server]\nmedia_root = "{library}"\nsegment_duration = 2\n'
-    for partner, rotation in (("senc", 0), ("srot", 2)):
-        text += (
-            f'[partners.{partner}]\ntoken_keys = {{ k1 = "{TOKEN_KEY}" }}\nencryption = "sample-aes"\nkey_secrets = ["{SECRET}"]\n'
-            f'key_rotation_segments = {rotation}\ndefault_profile = "tokens"\n'
-            f'[partners.{partner}.profiles.tokens]\nrules = [ {{ unless = {{ authenticated = true }}, then = ["block"] }} ]\n'
-        )
-    config.write_text(text)
-    srv = ServerProcess(["--config", str(config), "--workers", "1"], folder / "server.log")
+    srv = encrypting_origin(tmp_path_factory, "sample-aes", {"senc": 0, "srot": 2}, FIXTURES, SECRET)
     yield srv
     srv.stop()
 
 
 def token(entry: str, partner: str = "senc") -> str:
-    return sign_native("k1", bytes.fromhex(TOKEN_KEY), f"/p/{partner}/e/{entry}", int(time.time()) + 600)
+    return token_for(partner, entry)
 
 
 def get(url: str) -> httpx.Response:
