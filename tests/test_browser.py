@@ -406,3 +406,87 @@ def test_chromium_decrypts_rotated_cbcs_keys_named_per_fragment(browser, harness
     report = _run_with_keys(CBCS_CASE, browser, harness_url, cbcs_rotating_server, first_only)
     problems, _ = _problems(CBCS_CASE, report)
     assert problems, "played to the end with the first key alone: the fragments do not switch keys"
+
+
+# --------------------------------------------------------------------------- SAMPLE-AES over MPEG-TS
+
+
+SAMPLE_AES_TS_CASE = Case("hls.js", "/p/demo/e/ladder/hls/master.m3u8", "ladder_hi")
+
+
+@pytest.mark.parametrize("server_fixture, keys", [("cbcs_server", 1), ("cbcs_rotating_server", 2)],
+                         ids=["sample_aes-ts-one_key", "sample_aes-ts-rotating"])
+def test_hlsjs_plays_sample_aes_ts_to_the_end(server_fixture: str, keys: int, request, browser, harness_url) -> None:
+    """The SAMPLE-AES partner's /hls/ segments (Apple's sample encryption of H.264 slices and ADTS AAC frames,
+    PMT stream types 0xDB/0xCF): hls.js 1.7.4 fetches the "identity" key, decrypts the samples in its TS demuxer
+    and the 3-variant ladder plays to the end with every frame: the same checks as the clear cases, with one key
+    per entry and with a new key every 2 segments."""
+    import httpx
+
+    server = request.getfixturevalue(server_fixture)
+    base = server.base + SAMPLE_AES_TS_CASE.path.replace("master.m3u8", "")
+    for rendition in ("hi/", "hi/a1/"):
+        playlist = httpx.get(base + rendition + "index.m3u8", timeout=30).text
+        methods = [line for line in playlist.splitlines() if line.startswith("#EXT-X-KEY:")]
+        assert methods and all("METHOD=SAMPLE-AES," in m and 'KEYFORMAT="identity"' in m and ",IV=0x" in m
+                               for m in methods), playlist
+        assert (len(methods) == 1) if keys == 1 else (len(methods) >= 2), playlist
+        # Apple's signalling in the PMT: private data indicator 'zavc' (stream type 0xDB) / 'aacd' (0xCF)
+        first = next(line for line in playlist.splitlines() if line and not line.startswith("#"))
+        segment = httpx.get(base + rendition + first, timeout=30).content
+        assert (b"aacd" if "a1" in rendition else b"zavc") in segment[:188 * 4], first
+    test_plays_to_the_end_without_errors(SAMPLE_AES_TS_CASE, browser, harness_url, server)
+
+
+SAMPLE_AES_TS_TIMES = [0.02, 0.5, 2.02, 3.98, 4.02, 6.02, 7.98, 8.02, 10.02, 11.9]  # every segment, both sides of each boundary
+
+
+def _capture_frames(browser, harness_url, url: str, times: list[float]) -> dict:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(PLAY_TIMEOUT_MS + 10_000)
+        page.goto(harness_url)
+        return page.evaluate("opts => window.captureFrames(opts)",
+                             {"url": url, "times": times, "timeoutMs": PLAY_TIMEOUT_MS})
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("server_fixture", ["cbcs_server", "cbcs_rotating_server"],
+                         ids=["sample_aes-ts-one_key", "sample_aes-ts-rotating"])
+def test_hlsjs_sample_aes_ts_pictures_match_the_clear_ones(server_fixture: str, request, browser, harness_url,
+                                                           server) -> None:
+    """Decryption is exact, not merely accepted by the decoder: hls.js pinned to the top level of the SAMPLE-AES
+    ladder and of the clear ladder (tests/conftest.py ``server``), paused at 10 times (both sides of every segment
+    and key boundary), shows the same pictures (media times from requestVideoFrameCallback) with the same SHA-256
+    of their RGBA pixels. And a wrong key is seen: played with a key of 0x11 bytes instead (the key route answered
+    by the page), the entry fails with decode errors."""
+    enc = request.getfixturevalue(server_fixture)
+    clear = _capture_frames(browser, harness_url, server.base + SAMPLE_AES_TS_CASE.path, SAMPLE_AES_TS_TIMES)
+    crypt = _capture_frames(browser, harness_url, enc.base + SAMPLE_AES_TS_CASE.path, SAMPLE_AES_TS_TIMES)
+    for r in (clear, crypt):
+        assert not r["errors"] and len(r["frames"]) == len(SAMPLE_AES_TS_TIMES), r["errors"]
+        assert (r["width"], r["height"]) == (clear["width"], clear["height"])
+        assert all(f["mediaTime"] is not None for f in r["frames"]), r["frames"]  # each sought picture was shown
+    assert [f["mediaTime"] for f in clear["frames"]] == [f["mediaTime"] for f in crypt["frames"]]
+    assert len({f["sha256"] for f in clear["frames"]}) == len(SAMPLE_AES_TS_TIMES)  # the seeks did move
+    differ = [(a["t"], max(abs(x - y) for x, y in zip(a["thumb"], b["thumb"])))
+              for a, b in zip(clear["frames"], crypt["frames"]) if a["sha256"] != b["sha256"]]
+    assert not differ, f"pictures differ from the clear ladder's at (time, largest 16x9 block luma difference): {differ}"
+
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(PLAY_TIMEOUT_MS + 10_000)
+        wrong_keys: list[str] = []
+        page.route("**/keys/*.key", lambda route: (wrong_keys.append(route.request.url), route.fulfill(
+            status=200, body=b"\x11" * 16, headers={"Access-Control-Allow-Origin": "*"})))
+        page.goto(harness_url)
+        report = page.evaluate("opts => window.runPlayback(opts)", {
+            "player": "hls.js", "url": enc.base + SAMPLE_AES_TS_CASE.path, "rate": RATE, "timeoutMs": PLAY_TIMEOUT_MS})
+    finally:
+        context.close()
+    problems, _ = _problems(SAMPLE_AES_TS_CASE, report)
+    assert wrong_keys and any(k.startswith("error:") for k, _ in problems), (
+        f"played with a wrong key (asked for {wrong_keys}) without an error: the samples are not encrypted", problems)

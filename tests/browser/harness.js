@@ -143,3 +143,77 @@ window.runPlayback = function (opts) {
     }
   });
 };
+
+// Decoded pictures at given times, for comparing two packagings of the same media (e.g. clear and SAMPLE-AES):
+// hls.js pinned to its highest level loads the whole entry, then for each time seeks there (paused) and draws the
+// picture to a canvas; reports per time the SHA-256 of its RGBA pixels and a 16x9 thumbnail of block-mean luma.
+window.captureFrames = function (opts) {
+  const { url, times, timeoutMs = 20000 } = opts;
+  const video = document.getElementById("video");
+  video.muted = true;
+  const report = { url, frames: [], errors: [], level: null, width: null, height: null };
+  let hls = null;
+  const fail = (e) => report.errors.push(e);
+  const grab = async () => {
+    const w = video.videoWidth, h = video.videoHeight;
+    const canvas = document.createElement("canvas");
+    canvas.width = w; canvas.height = h;
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(video, 0, 0, w, h);
+    const px = ctx.getImageData(0, 0, w, h).data;
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", px));
+    const thumb = new Array(16 * 9).fill(0), count = new Array(16 * 9).fill(0);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const i = (y * w + x) * 4, b = Math.floor((y * 9) / h) * 16 + Math.floor((x * 16) / w);
+        thumb[b] += 0.299 * px[i] + 0.587 * px[i + 1] + 0.114 * px[i + 2];
+        count[b]++;
+      }
+    }
+    report.width = w; report.height = h;
+    return { sha256: Array.from(digest, (v) => v.toString(16).padStart(2, "0")).join(""),
+             thumb: thumb.map((v, i) => Math.round((v / count[i]) * 10) / 10) };
+  };
+  const run = new Promise((resolve) => {
+    hls = new Hls({ debug: false, enableWorker: true, capLevelToPlayerSize: false, maxBufferLength: 600,
+                    maxMaxBufferLength: 600, backBufferLength: Infinity });
+    hls.on(Hls.Events.ERROR, (_, d) => {
+      fail({ type: d.type, details: d.details, fatal: d.fatal, message: d.error ? String(d.error.message || d.error) : null });
+      if (d.fatal) resolve();
+    });
+    hls.on(Hls.Events.MANIFEST_PARSED, (_, d) => {
+      let best = 0;
+      d.levels.forEach((l, i) => { if (l.height > d.levels[best].height) best = i; });
+      report.level = best;
+      hls.currentLevel = best;
+    });
+    let grabbing = false;
+    hls.on(Hls.Events.BUFFER_EOS, async () => {
+      // once every track is buffered to the end (BUFFER_EOS comes per track)
+      if (grabbing || !(video.buffered.length && video.buffered.end(video.buffered.length - 1) >= video.duration - 0.1)) return;
+      grabbing = true;
+      try {
+        for (const t of times) {
+          // 'seeked' can come before the sought picture reaches the compositor (drawImage then draws the
+          // previous one): wait for both, the picture's presentation reported by requestVideoFrameCallback
+          const shown = await new Promise((resolve) => {
+            let seeked = false, meta = null;
+            const check = () => { if (seeked && meta) resolve(meta); };
+            video.requestVideoFrameCallback((_, m) => { meta = m; check(); });
+            video.addEventListener("seeked", () => { seeked = true; check(); }, { once: true });
+            video.currentTime = t;
+            setTimeout(() => resolve(meta), 5000);
+          });
+          report.frames.push(Object.assign({ t: video.currentTime, mediaTime: shown ? shown.mediaTime : null }, await grab()));
+        }
+      } catch (e) {
+        fail({ message: String(e) });
+      }
+      resolve();
+    });
+    hls.loadSource(url);
+    hls.attachMedia(video);
+  });
+  const timer = new Promise((resolve) => setTimeout(() => { fail({ message: "timeout" }); resolve(); }, timeoutMs));
+  return Promise.race([run, timer]).then(() => Promise.resolve(hls && hls.destroy()).catch(() => {}).then(() => report));
+};
