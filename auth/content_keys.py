@@ -16,7 +16,7 @@ import hashlib
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Protocol
 
 from cryptography.hazmat.primitives import hashes
@@ -198,7 +198,7 @@ class ImportedKeys:
     keys: Mapping[int, tuple[bytes, bytes]] = field(repr=False)
     where: str = ""  # what the set belongs to, for error messages
 
-    @property
+    @cached_property  # a digest over every key: once per set (a set is cached for key_ttl, edge/key_store.py)
     def fingerprint(self) -> str:
         kids = b"".join(self.keys[p][0] for p in sorted(self.keys))
         return hashlib.blake2s(kids + b"|" + b"".join(self.keys[p][1] for p in sorted(self.keys)), digest_size=8).hexdigest()

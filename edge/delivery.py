@@ -297,12 +297,12 @@ def _master_playlist(media_set: MediaSet, fmt: SegmentFormat, end: Fraction | No
 
 def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat, end: Fraction | None, keying: Keying) -> str:
     """Only the clipped segment carries a marker; it names the clip end, so the body depends on E alone."""
-    marker = urls.clip_marker(end)
+    marker, keyed = urls.clip_marker(end), keying.marker  # the latter hashes the key set: once a playlist
 
     def segment_uri(segment: Segment) -> str:
-        return urls.segment_uri(fmt.name, segment.number, marker if is_clipped(segment) else None, keying.marker)
+        return urls.segment_uri(fmt.name, segment.number, marker if is_clipped(segment) else None, keyed)
 
-    init_uri = urls.init_uri(keying.marker) if fmt.has_init else None
+    init_uri = urls.init_uri(keyed) if fmt.has_init else None
     if req.resource == "iframes":
         if rendition.kind != "video":
             raise BadRequest("I-frame playlists exist for video renditions only")
