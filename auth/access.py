@@ -50,7 +50,7 @@ class AccessControl:
         # run at the end of reload(), in the same step: the admin API's changes (edge/admin_store.py) are layered
         # over the file's profiles again before any request sees the file's alone
         self.after_reload: list[Callable[[], None]] = []
-        self.generation = 0  # counts reloads: a reload may change what a URL's bytes are (encryption)
+        self.generation = 0  # counts reloads and admin changes: either may change what a URL's bytes are (encryption)
 
     @classmethod
     def from_config(cls, config: AccessConfig) -> "AccessControl":
@@ -134,10 +134,12 @@ class AccessControl:
         """Create or replace a profile (already validated by config.partners.profile_from_dict)."""
         partner = self._require(partner_id)
         self._swap(partner.with_profile(profile))
+        self.generation += 1  # a profile may switch its entries' encryption: what a URL's bytes are (edge/hot.py)
 
     def delete_profile(self, partner_id: str, name: str) -> None:
         """ConfigError while the partner or one of its entries uses the profile."""
         self._swap(self._require(partner_id).without_profile(name))
+        self.generation += 1
 
     def restore_file_profiles(self) -> None:
         """Every partner back to the configuration's profiles, without the admin API's changes (the store of

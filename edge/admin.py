@@ -239,6 +239,7 @@ class Admin:
         except BadBody as bad:
             return bad.response()
         owner = self.access.config_partner(partner)
+        before = self.access.partner(partner).profiles.get(name)  # type: ignore[union-attr]
         where = f"partners.{partner}.profiles.{name}"
         surrogate = lone_surrogate(body, where)
         if surrogate:
@@ -262,8 +263,22 @@ class Admin:
         except StoreError as exc:
             return _unrecorded(exc)
         log.info("admin: partner %s replaced profile %s (version %d)", partner, name, change.version)
+        if (before.encryption if before is not None else None) != profile.encryption:
+            await self._purge_protection_change(partner, name)
         # the version in a header: the body stays {name: profile} (clients compare it), and a profile may be named "version"
         return _json({name: profile_to_dict(profile)}, change)
+
+    async def _purge_protection_change(self, partner: str, profile: str) -> None:
+        """A profile's encryption changed: its entries' URLs change (markers), but an edge that cached an old
+        URL would keep answering it. Drop the partner's cached objects here, in the other workers and on the
+        purge bus, as a reload that changes the encryption does (edge/reload.py)."""
+        try:
+            await self.purger.purge(PurgeRequest(partner=partner))
+        except PurgeError as exc:
+            log.warning("admin: partner %s profile %s changed its encryption, and the purge failed: %s", partner, profile, exc)
+            return
+        log.warning("admin: the encryption of partner %s's profile %s changed: its cached objects were purged here "
+                    "and on the purge bus; purge them at the CDN too (surrogate key p-%s)", partner, profile, partner)
 
     async def delete_profile(self, request: Request) -> Response:
         partner, denied = self._authorize(request)

@@ -37,6 +37,8 @@ OUTAGE_BACKOFF = 2.0  # after a failed Redis call, answer 503 at once for this l
 LOG_EVERY = 60.0
 MAX_ENTRIES = 4096
 _VALUE = re.compile(r"([0-9a-fA-F]{32}):([0-9a-fA-F]{32})")
+_PERIOD = re.compile(r"0|[1-9][0-9]{0,8}")  # one spelling per period: "01" or "²" would be a second one
+MAX_FIELDS = 50_000  # 27 hours of 2 s segments with a key each; more is an import gone wrong
 
 
 class KeyStoreError(Exception):
@@ -66,11 +68,13 @@ def redis_key(partner: str, entry: str) -> str:
 def parse_keys(fields: dict, where: str) -> ImportedKeys:
     """An entry's hash as ImportedKeys; ContentKeyInvalid names the bad field, never a value."""
     keys: dict[int, tuple[bytes, bytes]] = {}
+    if len(fields) > MAX_FIELDS:
+        raise ContentKeyInvalid(f"{where}: {len(fields)} fields; at most {MAX_FIELDS} rotation periods are read")
     for raw_field, raw_value in fields.items():
         name = raw_field.decode(errors="replace") if isinstance(raw_field, bytes) else str(raw_field)
         value = raw_value.decode(errors="replace") if isinstance(raw_value, bytes) else str(raw_value)
         match = _VALUE.fullmatch(value.strip())
-        if not name.isdigit() or len(name) > 9 or match is None:
+        if _PERIOD.fullmatch(name) is None or match is None:
             raise ContentKeyInvalid(f"{where}: field {name[:20]!r} must be a rotation period (0, 1, ...) holding "
                                     '"<KID: 32 hex digits>:<key: 32 hex digits>"')
         keys[int(name)] = bytes.fromhex(match[1]), bytes.fromhex(match[2])
@@ -120,7 +124,7 @@ class ContentKeys:
             return self._failed(KeyStoreError(f"the key store (Redis at {without_credentials(self.url)}) failed: "
                                               f"{type(exc).__name__}"))
         try:
-            return parse_keys(fields, where)
+            return await asyncio.to_thread(parse_keys, fields, where)  # a long hash is not parsed on the event loop
         except KeyStoreError as exc:
             return self._failed(exc)
 
