@@ -78,8 +78,10 @@ NATIVE_VERSION = "vg1"
 MAX_TOKEN_LENGTH = 4096
 KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _NATIVE_CLAIMS = {"exp", "acl", "ip", "sid", "st", "clip"}
-# the clip claim: seconds as clip URLs spell them (edge/urls.py, clip-<from>-<to>)
-_CLIP_CLAIM = re.compile(r"(?P<first>[0-9]{1,7}(?:\.[0-9]{1,3})?)-(?P<last>[0-9]{1,7}(?:\.[0-9]{1,3})?)")
+# a clip "<from>-<to>" in seconds: the clip claim, and clip URLs (edge/urls.py, clip-<from>-<to>) spell it alike
+MAX_CLIP_DIGITS = 7  # whole seconds of a clip bound: 115 days; more is not a time of any media
+_CLIP_SECONDS = rf"[0-9]{{1,{MAX_CLIP_DIGITS}}}(?:\.[0-9]{{1,3}})?"
+_CLIP_CLAIM = re.compile(rf"(?P<first>{_CLIP_SECONDS})-(?P<last>{_CLIP_SECONDS})")
 _AKAMAI_FIELDS = ("ip", "st", "exp", "acl", "id", "data")  # the generator's fixed order
 _HEX_MAC = re.compile(r"[0-9a-fA-F]{64}")
 _PRINTABLE = re.compile(r"[\x21-\x7e]{1,128}")
@@ -226,10 +228,12 @@ def decode_native_claims(segment: str) -> Claims:
 
 
 def clip_claim(text: str) -> tuple[Fraction, Fraction]:
-    """``"10-20.5"`` -> (10, 41/2); TokenError unless it is two times in seconds, from < to."""
+    """``"10-20.5"`` -> (10, 41/2); TokenError unless it is two times in seconds, from < to. The one parser of
+    the clip spelling: clip URLs use it too (edge/urls.parse_clip)."""
     found = _CLIP_CLAIM.fullmatch(text)
     if found is None:
-        raise TokenError('clip is not "<from>-<to>" in seconds with at most 3 decimals, e.g. "10-20.5"')
+        raise TokenError(f'clip is not "<from>-<to>" in seconds (at most {MAX_CLIP_DIGITS} digits and 3 decimals), '
+                         'e.g. "10-20.5"')
     first, last = Fraction(found["first"]), Fraction(found["last"])
     if first >= last:
         raise TokenError("clip ends before it starts: <from> must be less than <to>")

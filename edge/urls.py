@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Literal
 
+from auth.tokens import TokenError, clip_claim
 from origin.catalog import valid_id
 from packager.media_set import RenditionId
 
@@ -82,9 +83,6 @@ class MediaRequest:
 _SEGMENT_EXT = {"hls": "ts", "cmaf": "m4s"}
 _ID = r"[^/]+"
 _ENTRY = re.compile(rf"/p/(?P<partner>{_ID})/e/(?P<entry>{_ID})/(?:(?P<clip>clip-[^/]*)/)?(?P<format>hls|cmaf|mp4)/(?P<rest>.*)")
-MAX_CLIP_DIGITS = 7  # whole seconds of a clip bound: 115 days; more is not a time of any media
-_SECONDS = rf"[0-9]{{1,{MAX_CLIP_DIGITS}}}(?:\.[0-9]{{1,3}})?"
-_CLIP = re.compile(rf"(?P<first>{_SECONDS})-(?P<last>{_SECONDS})")
 # [0-9], not \d: \d also matches other scripts' digits ("seg-٢.ts"), a second spelling of every URL
 _RENDITION_FILE = re.compile(rf"(?P<flavor>{_ID})/(?:a(?P<audio>[0-9]{{1,2}})/)?(?P<file>[^/]+)")
 _PREVIEW = r"(?:-p(?P<preview>[0-9]{1,6}(?:\.[0-9]{1,3})?))?"
@@ -116,15 +114,12 @@ def parse_path(path: str) -> MediaRequest:
 
 def parse_clip(text: str) -> Clip:
     """``10-20.5`` (seconds, at most 3 decimals) -> Clip; BadRequest naming what is wrong (URLs and `token sign --clip`)."""
-    found = _CLIP.fullmatch(text)
-    if found is None:
+    try:
+        first, last = clip_claim(text)
+    except TokenError as exc:
         shown = text[:40].encode("ascii", "backslashreplace").decode()
-        raise BadRequest(f"malformed clip {shown!r}: expected clip-<from>-<to> in seconds (at most {MAX_CLIP_DIGITS} digits "
-                         "and 3 decimals), e.g. clip-10-20.5")
-    clip = Clip(Fraction(found["first"]), Fraction(found["last"]))
-    if clip.first >= clip.last:
-        raise BadRequest(f"clip {text!r} ends before it starts: <from> must be less than <to>")
-    return clip
+        raise BadRequest(f"malformed clip {shown!r}: {exc}; in URLs clip-<from>-<to>, e.g. clip-10-20.5") from None
+    return Clip(first, last)
 
 
 def _parse_media(partner: str, entry: str, fmt: str, rest: str, path: str) -> MediaRequest:

@@ -346,3 +346,24 @@ def test_vodgate_token_sign_clip_option(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cli.main", "token", "sign", "--config", str(config), "--partner", "demo",
                           "--entry", "pv", "--clip", "8-2"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode != 0 and "clip" in bad.stderr
+
+
+@pytest.mark.parametrize("text", ["10-20.5", "0-1", "9999998.5-9999999.999", "clip-a-10", "a-10", "1e3-5", "12345678-99999999",
+                                  "1.2345-3", "20-10", "5-5", "-1-2", "1-", "٢-3"])
+def test_clip_urls_and_clip_claims_accept_exactly_the_same_spellings(text):
+    """One parser (auth/tokens.clip_claim) for the clip claim and clip folders (edge/urls.parse_clip): a token can
+    never pin a clip no URL can name, nor a URL name one no token can pin."""
+    from auth.tokens import TokenError, clip_claim
+    from edge.urls import BadRequest, parse_clip
+
+    try:
+        claim = clip_claim(text)
+    except TokenError:
+        claim = None
+    try:
+        clip = parse_clip(text)
+        url = (clip.first, clip.last)
+    except BadRequest:
+        url = None
+    assert claim == url
+    assert (claim is None) == (text not in ("10-20.5", "0-1", "9999998.5-9999999.999"))
