@@ -112,29 +112,33 @@ def continuity_errors(data: bytes, last: dict[int, int]) -> int:
 # --------------------------------------------------------------------------- FINDING (fails now)
 
 
-@pytest.mark.xfail(strict=True, reason="known limit (docs/CONTENT_PROTECTION.md, SAMPLE-AES): continuity counters "
-                   "come from the clear sizes; a segment that emulation prevention grows by a packet makes the next "
-                   "one repeat a counter. Fixed when counts come from an encrypt-only pass; then this XPASSes and fails")
-def test_finding_emulation_prevention_growth_makes_the_next_segment_repeat_a_continuity_counter():
-    """FINDING (correctness, medium): a SAMPLE-AES video segment can be one (or more) TS packets longer than the
-    clear layout, because the emulation prevention reapplied to ciphertext grows a slice past its PES's
-    adaptation stuffing. continuity_starts() counts clear packets, so the NEXT segment opens the stream PID with
+def test_emulation_prevention_growth_keeps_the_next_segments_continuity_counter():
+    """Was a FINDING (correctness, medium): a SAMPLE-AES video segment can be one (or more) TS packets longer than
+    the clear layout, because the emulation prevention reapplied to ciphertext grows a slice past its PES's
+    adaptation stuffing. continuity_starts() counts clear packets, so the NEXT segment opened the stream PID with
     the counter the grown segment ended with: a repeated counter, which MPEG-2 TS (13818-1 2.4.3.3) defines as a
-    duplicate packet a strict demuxer may drop (the segment's first packet: PES header, PCR, IDR start); ffmpeg
-    flags the access unit in progress AV_PKT_FLAG_CORRUPT (dropped under -fflags +discardcorrupt).
-    docs/CONTENT_PROTECTION.md calls it a "skip" where "no payload is lost". Here the crafted slice makes the first
-    encrypted block's ciphertext 16 zero bytes (7 escape bytes); on real media the chance per encrypted block is
-    about 16 * 2^-22, i.e. a few segments in a thousand at 5 Mbit/s, then times growth/184 for crossing a packet."""
+    duplicate packet a strict demuxer may drop. Here the crafted slice makes the first encrypted block's ciphertext
+    16 zero bytes (7 escape bytes). Now the grown segment spreads one packet's payload over more packets
+    (packets.add_continuity_packets), so its stream packets are as many as the clear layout's modulo 16: its
+    last counter is the one before the next segment's first; and the PES still carries the slice intact (it
+    decrypts, as players read it, to the clear one)."""
     key, iv = bytes(range(16)), (1).to_bytes(16, "big")
     block = bytes(a ^ b for a, b in zip(Cipher(algorithms.AES(key), modes.ECB()).decryptor().update(bytes(16)), iv))
-    unit = bytes([0x65]) + b"\x11" * 31 + block + b"\x22" * (307 - 48)
+    unit = bytes([0x65]) + b"\x11" * 31 + block + b"\x22" * (491 - 48)  # 3 clear packets, a 4th for the growth
     sample = len(unit).to_bytes(4, "big") + unit
     one = np.ones(1, bool)
     batch = SampleBatch(video_track(n=1), sample, np.array([len(sample)]), np.zeros(1, np.int64), np.zeros(1, np.int64),
                         np.full(1, 512, np.int64), one, 1)
-    encrypted = mux_segment(batch, encryptor=SampleEncryptor(key, iv))
-    # continuity_starts() and BANDWIDTH assume this size; the next segment's counter is off by the difference
-    assert len(encrypted) == segment_size(batch.track, batch.sizes, batch.keyframes)
+    clear_packets = segment_size(batch.track, batch.sizes, batch.keyframes) // 188 - 2
+    encrypted = mux_segment(batch, continuity_start=5, encryptor=SampleEncryptor(key, iv))
+    packets = [encrypted[i : i + 188] for i in range(0, len(encrypted), 188)]
+    stream = [p for p in packets if ((p[1] & 0x1F) << 8 | p[2]) == 0x100]
+    assert len(stream) > clear_packets  # it did grow (else this test shows nothing)
+    assert [p[3] & 0x0F for p in stream] == [(5 + i) % 16 for i in range(len(stream))]
+    assert len(stream) % 16 == clear_packets % 16  # the next segment's counter (5 + clear_packets) follows on
+    _, pes = pmt_and_payload(encrypted)
+    (slice_,) = [n for n in nal_units(pes[0]) if n[0] & 0x1F == 5]
+    assert decrypt_nal(slice_, key, iv) == unit
 
 
 def test_finding_a_long_audio_specific_config_makes_every_audio_segment_a_500():
@@ -311,3 +315,26 @@ def test_adts_frames_of_boundary_sizes(raw):
     end = 23 + 16 * blocks
     assert out[:23] == frame[:23] and out[end:] == frame[end:]
     assert Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor().update(out[23:end]) == frame[23:end]
+
+
+@pytest.mark.parametrize("extra", [1, 7, 15])
+def test_continuity_packets_carry_the_same_pes_bytes_for_a_real_decoder(tmp_path, extra):
+    """packets.add_continuity_packets on a real H.264 segment: ffmpeg decodes the spread segment to the same
+    frames as the plain one, and its stream PID's counters run on without a gap (each packet once)."""
+    import oracle
+    from origin import local
+    from packager.ts.packets import add_continuity_packets
+
+    path = mf.fixture_path("h264_baseline")
+    index = local.read_index_sync(path)
+    keys = np.flatnonzero(index.video.keyframes)
+    batch = local.read_batch_sync(path, index.video, int(keys[0]), int(keys[1]), 1)
+    plain = mux_segment(batch)
+    spread = add_continuity_packets(plain, 0x100, extra)
+    assert len(spread) == len(plain) + extra * 188
+    counters = [p[3] & 0x0F for p in (spread[i : i + 188] for i in range(0, len(spread), 188)) if ((p[1] & 0x1F) << 8 | p[2]) == 0x100]
+    assert counters == [(counters[0] + i) % 16 for i in range(len(counters))]
+    (tmp_path / "plain.ts").write_bytes(plain)
+    (tmp_path / "spread.ts").write_bytes(spread)
+    want = [f.md5 for f in oracle.framemd5(tmp_path / "plain.ts", "v:0")]
+    assert want and [f.md5 for f in oracle.framemd5(tmp_path / "spread.ts", "v:0")] == want

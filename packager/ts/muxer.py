@@ -20,7 +20,7 @@ from ..errors import MalformedMedia, PackagerError
 from ..media import SampleBatch, Track
 from . import psi
 from .layout import PSI_PACKETS, SegmentLayout, compute_layout
-from .packets import HEADER_SIZE, PACKET_SIZE, PAYLOAD_SIZE, adaptation_fields, write_packet_headers
+from .packets import HEADER_SIZE, PACKET_SIZE, PAYLOAD_SIZE, adaptation_fields, add_continuity_packets, write_packet_headers
 from .pes import pes_headers
 from .sample_aes import SampleEncryptor, pmt_stream
 from .annexb import START_CODE
@@ -122,12 +122,16 @@ def mux_segment(batch: SampleBatch, continuity_start: int | None = None, encrypt
         raise MalformedMedia(f"batch holds {view.nbytes} bytes but its samples add up to {int(sizes.sum())}")
     pts, dts = timestamps_90k(batch)
 
+    grown = 0  # stream packets SAMPLE-AES's emulation prevention added to the clear layout
     if stream.is_video:
         assert stream.annexb is not None
         units, nal_counts = stream.annexb.access_units(view, sizes, keyframes)
         if encryptor is not None:
+            clear_packets = compute_layout(stream, sizes, keyframes, nal_counts).stream_packets
             sizes = sizes + _encrypt_units(units, encryptor)
         layout = compute_layout(stream, sizes, keyframes, nal_counts)
+        if encryptor is not None:
+            grown = layout.stream_packets - clear_packets
     else:
         layout = compute_layout(stream, sizes, keyframes)
         frames = stream.audio_frames(view, sizes)
@@ -153,6 +157,10 @@ def mux_segment(batch: SampleBatch, continuity_start: int | None = None, encrypt
     packets = out[2 * PACKET_SIZE :].reshape(-1, PACKET_SIZE)
     write_packet_headers(packets, stream.pid, layout.first_packet, layout.adaptation_size, continuity_start & 0x0F)
     packets[:, HEADER_SIZE:] = np.frombuffer(payload, dtype=np.uint8).reshape(-1, PAYLOAD_SIZE)
+    if grown % 16:
+        # continuity_starts() counts the clear layout's packets: the next segment opens where a clear one would
+        # have ended, so this one ends there too, a multiple of 16 packets later (counters are mod 16)
+        return add_continuity_packets(out.tobytes(), stream.pid, 16 - grown % 16)
     return out.tobytes()
 
 

@@ -97,3 +97,39 @@ def write_packet_headers(
         words[:] = value
     else:  # pragma: no cover - big-endian hosts or odd views
         packets[:, :HEADER_SIZE] = value.astype("<u4").view(np.uint8).reshape(n, HEADER_SIZE)
+
+
+def add_continuity_packets(segment: bytes, pid: int, extra: int) -> bytes:
+    """``segment`` with ``extra`` (1-15) more packets on ``pid``, carrying the same payload bytes, so its
+    continuity counters end ``extra`` further on.
+
+    The last plain continuation packet of ``pid`` (no adaptation field, 184 payload bytes) is spread over
+    ``extra + 1`` packets: ``extra`` with one payload byte behind a 183-byte stuffing adaptation field, and one
+    with the remaining ``184 - extra`` bytes behind an ``extra``-byte field. Demuxers see the same PES bytes
+    (13818-1 allows stuffing in any packet's adaptation field); the counters of later packets of ``pid`` move
+    on by ``extra``. ValueError when ``pid`` has no such packet.
+    """
+    if not 1 <= extra <= 15:
+        raise ValueError(f"extra packets {extra} outside 1..15")
+    packets = np.frombuffer(segment, dtype=np.uint8).reshape(-1, PACKET_SIZE)
+    pids = ((packets[:, 1].astype(np.int64) & 0x1F) << 8) | packets[:, 2]
+    plain = (pids == pid) & ((packets[:, 1] & 0x40) == 0) & (((packets[:, 3] >> 4) & 0b11) == AFC_PAYLOAD_ONLY)
+    candidates = np.flatnonzero(plain)
+    if candidates.size == 0:
+        raise ValueError(f"PID 0x{pid:04X} has no plain continuation packet to spread")
+    at = int(candidates[-1])
+    header, data, counter = packets[at, :3], packets[at, HEADER_SIZE:], int(packets[at, 3]) & 0x0F
+    spread = np.empty((extra + 1, PACKET_SIZE), dtype=np.uint8)
+    spread[:, :3] = header
+    spread[:, 3] = ((AFC_ADAPTATION_AND_PAYLOAD << 4) | ((counter + np.arange(extra + 1)) & 0x0F)).astype(np.uint8)
+    spread[:extra, 4] = 182  # adaptation_field_length: flags + 181 stuffing bytes
+    spread[:extra, 5] = 0  # no flags
+    spread[:extra, 6:187] = 0xFF
+    spread[:extra, 187] = data[:extra]
+    last = spread[extra]
+    last[4 : 4 + extra] = np.frombuffer(adaptation_field(extra), dtype=np.uint8)
+    last[4 + extra :] = data[extra:]
+    after = packets[at + 1 :].copy()
+    later = np.flatnonzero(pids[at + 1 :] == pid)
+    after[later, 3] = (after[later, 3] & 0xF0) | ((after[later, 3] & 0x0F) + extra) & 0x0F
+    return b"".join((packets[:at].tobytes(), spread.tobytes(), after.tobytes()))
