@@ -477,7 +477,7 @@ class EventBuilder:
                         state.flavor = flavor
                 self._progress(out, event, state, start + duration, info.entry_duration)
             return out
-        if resource == "master":
+        if resource in ("master", "mpd"):  # an HLS master or a DASH MPD starts a play
             # Players fetch the master again within one play (retries, reloads, AVPlayer after a stall or a
             # network change): a play is a session, not a fetch (docs/ANALYTICS.md, "Play sessions").
             state = self.tracker.get((info.partner, info.entry, session))

@@ -33,7 +33,8 @@ from auth.content_keys import SAMPLE_AES, Protection, period_count
 from auth.rules import FLAVOR_NOT_ALLOWED, PREVIEW_ONLY
 from origin.catalog import UnknownFlavor, valid_id
 from origin.media import EntryMedia, MediaService
-from packager.formats import FORMATS, SegmentFormat
+from packager.dash import DashUris, build_mpd, with_viewer_query
+from packager.formats import FMP4, FORMATS, SegmentFormat
 from packager.hls.build import (
     MasterUris, audio_refusal, build_iframes, build_master, build_media, check_format, ts_refuses, video_refusal,
 )
@@ -57,6 +58,11 @@ from .urls import BadRequest, MediaRequest, NoSuchResource
 from .viewer import Denied, EdgeTrust, Grant, Variant, check_clip, check_preview_marker, grant_for
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+MPD_TYPE = "application/dash+xml"
+
+
+class DashEncrypted(NoSuchResource):
+    code = "dash_encrypted"
 KEY_TYPE = "application/octet-stream"
 KEY_CACHE = "no-store, private"  # a key is the viewer's grant in 16 bytes: no shared or stored copy, ever
 
@@ -96,7 +102,7 @@ class Delivery:
                 return await self._key(req, grant)
             if req.format == "mp4":
                 return await serve_progressive(request, req, self.media, self.cdn, grant, self.access.restricts(req.partner))
-            return await self._hls(request, req, FORMATS[req.format], info, grant)
+            return await self._hls(request, req, FMP4 if req.format == "dash" else FORMATS[req.format], info, grant)
         except Denied as denied:
             if info is not None:
                 info.denied = denied.code
@@ -130,6 +136,11 @@ class Delivery:
             end = preview_end(media_set)  # the variant's clip end: N past the media's end is no clip at all
         if req.resource == "master":
             return await self._master(request, req, fmt, em, keying.playable(media_set, fmt), grant, end, protection, ptag)
+        if req.resource == "mpd":
+            if keying.encrypts:  # AES-128 is HLS's own; cbcs would need DASH ContentProtection and a license route
+                raise DashEncrypted(f"partner {req.partner} encrypts this entry's media ({keying.method}): DASH is offered for "
+                                    "clear media only; play its HLS")
+            return await self._mpd(request, req, em, media_set, grant, end)
         rendition = em.media_set.rendition(req.rendition)
         if rendition.kind == "video" and not _flavor_allowed(rendition, grant):
             raise Denied(403, FLAVOR_NOT_ALLOWED, f"flavor {req.rendition.flavor} is above this viewer's quality limit")
@@ -179,8 +190,8 @@ class Delivery:
             return Response(b"", media_type=fmt.content_type, headers=headers)
         return _ranged(request, body, fmt.content_type, {**headers, "X-Cache": info.cache})
 
-    async def _master(self, request, req, fmt, em: EntryMedia, media_set: MediaSet, grant: Grant, end: Fraction | None,
-                      protection: Protection, ptag: str | None) -> Response:
+    def _shown(self, request: Request, media_set: MediaSet, grant: Grant) -> list[str]:
+        """The flavors a master (or MPD) lists: those ``?flavors=`` asks for, within the viewer's limits."""
         requested = _flavor_subset(request)
         shown = [
             v.id.flavor
@@ -191,6 +202,11 @@ class Delivery:
             if requested is not None and not any(v.id.flavor in requested for v in media_set.videos):
                 raise UnknownFlavor(f"flavors= names none of this entry's flavors ({', '.join(v.id.flavor for v in media_set.videos)})")
             raise Denied(403, FLAVOR_NOT_ALLOWED, "no flavor of this entry is within this viewer's quality limit")
+        return shown
+
+    async def _master(self, request, req, fmt, em: EntryMedia, media_set: MediaSet, grant: Grant, end: Fraction | None,
+                      protection: Protection, ptag: str | None) -> Response:
+        shown = self._shown(request, media_set, grant)
         if media_set.videos and all(ts_refuses(v.track, fmt) for v in media_set.videos if v.id.flavor in shown):
             raise video_refusal([v for v in media_set.videos if v.id.flavor in shown])
         if not media_set.videos and media_set.audios and all(ts_refuses(a.track, fmt) for a in media_set.audios):
@@ -199,6 +215,17 @@ class Delivery:
         render = lambda: _master_playlist(visible, fmt, end, with_iframes=not protection.encrypts)  # noqa: E731
         return await self._playlist(request, urls.canonical_path(req), em, em.version, grant, render, Variant(end, frozenset(shown)),
                                     protection=ptag)
+
+    async def _mpd(self, request, req, em: EntryMedia, media_set: MediaSet, grant: Grant, end: Fraction | None) -> Response:
+        """The DASH MPD (packager/dash) over the /cmaf/ files: the same flavors, grant and variant as the master."""
+        shown = self._shown(request, media_set, grant)
+        visible = _only_videos(media_set, frozenset(shown))
+        marker = urls.clip_marker(end)
+        uris = DashUris(folder=lambda rid: f"../cmaf/{urls.rendition_dir(rid)}", init=urls.init_uri(),
+                        segment=lambda s: urls.segment_uri("cmaf", s.number, marker if is_clipped(s) else None))
+        render = lambda: build_mpd(visible, uris)  # noqa: E731
+        return await self._playlist(request, urls.canonical_path(req), em, em.version, grant, render, Variant(end, frozenset(shown)),
+                                    mpd=True)
 
     async def _key(self, req: MediaRequest, grant: Grant) -> Response:
         """A content key: 16 bytes for a viewer the entry's media is granted to (the same decision, already made).
@@ -230,9 +257,10 @@ class Delivery:
         return found.protection_for(entry) if found is not None else Protection()
 
     async def _playlist(self, request, path: str, em: EntryMedia, version: str, grant: Grant, render, variant: Variant,
-                        location: str | None = None, protection: str | None = None) -> Response:
-        """A playlist of ``variant``: cached token-free under it; the viewer's query is added per response.
-        ``protection``: the encryption tag its body depends on (auth/content_keys.Protection.tag), None when clear."""
+                        location: str | None = None, protection: str | None = None, mpd: bool = False) -> Response:
+        """A playlist of ``variant`` (an HLS playlist, or with ``mpd`` a DASH MPD): cached token-free under it; the
+        viewer's query is added per response. ``protection``: the encryption tag its body depends on
+        (auth/content_keys.Protection.tag), None when clear."""
         extra = (protection,) if protection else ()
         headers, etag = self._headers(path, em, version, variant.tag, *extra, grant.query, location=location)
         if grant.personal:
@@ -241,6 +269,8 @@ class Delivery:
             return Response(status_code=304, headers=headers)
         key = f"{path}|{strong_etag(version, variant.tag, *extra, str(self.media.target))}"
         body, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(lambda: render().encode()))
+        if mpd:  # every URL ends in a slot for the query: filled, or emptied, for each response
+            return Response(with_viewer_query(body.decode(), grant.query), media_type=MPD_TYPE, headers={**headers, "X-Cache": status})
         text = with_query(body.decode(), grant.query) if grant.query else body
         return Response(text, media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
 

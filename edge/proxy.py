@@ -488,7 +488,9 @@ def _needs_origin(req: MediaRequest, grant: Grant) -> bool:
     is how tall), so those requests go to the origin as the viewer, uncached, except ``-p{N}``
     URLs, whose bytes depend on the URL alone and so are shared like any other object.
     """
-    if req.resource == "key":  # a content key is never stored at the edge: the origin answers it, uncached
+    if req.resource in ("key", "mpd"):
+        # a content key is never stored at the edge; a DASH MPD carries the viewer's token in every URL, which the
+        # edge does not know how to put there (HLS playlists it personalises): the origin answers both, uncached
         return True
     return grant.limits is not None or (grant.preview is not None and req.preview is None)
 

@@ -8,7 +8,8 @@
     /p/{partner}/e/{entry}/hls/{flavor}/a{k}/seg-{n}.ts
     /p/{partner}/e/{entry}/cmaf/...                        the same with init.mp4 and seg-{n}.m4s
     /p/{partner}/e/{entry}/mp4/{flavor}.mp4                progressive download
-    /p/{partner}/e/{entry}/keys/{kid}.key                  AES-128 content key (docs/CONTENT_PROTECTION.md)
+    /p/{partner}/e/{entry}/dash/manifest.mpd               DASH MPD over the /cmaf/ init and segments
+    /p/{partner}/e/{entry}/keys/{kid}.key                  content key (docs/CONTENT_PROTECTION.md)
     /p/{partner}/e/{entry}/clip-{from}-{to}/keys/{kid}.key  a clip's own content key
 
 Free previews (docs/ACCESS_CONTROL.md) mark what they clip with ``-p{seconds}``:
@@ -36,8 +37,8 @@ from auth.tokens import TokenError, clip_claim
 from origin.catalog import valid_id
 from packager.media_set import RenditionId
 
-Format = Literal["hls", "cmaf", "mp4", "keys"]
-Resource = Literal["master", "index", "iframes", "segment", "init", "progressive", "key"]
+Format = Literal["hls", "cmaf", "mp4", "dash", "keys"]
+Resource = Literal["master", "index", "iframes", "segment", "init", "progressive", "key", "mpd"]
 
 MAX_SEGMENT_DIGITS = 9  # beyond a 30-year playlist of 1 s segments: treat as not found, not a crash
 
@@ -82,7 +83,7 @@ class MediaRequest:
 
 _SEGMENT_EXT = {"hls": "ts", "cmaf": "m4s"}
 _ID = r"[^/]+"
-_ENTRY = re.compile(rf"/p/(?P<partner>{_ID})/e/(?P<entry>{_ID})/(?:(?P<clip>clip-[^/]*)/)?(?P<format>hls|cmaf|mp4)/(?P<rest>.*)")
+_ENTRY = re.compile(rf"/p/(?P<partner>{_ID})/e/(?P<entry>{_ID})/(?:(?P<clip>clip-[^/]*)/)?(?P<format>hls|cmaf|mp4|dash)/(?P<rest>.*)")
 # [0-9], not \d: \d also matches other scripts' digits ("seg-٢.ts"), a second spelling of every URL
 _RENDITION_FILE = re.compile(rf"(?P<flavor>{_ID})/(?:a(?P<audio>[0-9]{{1,2}})/)?(?P<file>[^/]+)")
 _PREVIEW = r"(?:-p(?P<preview>[0-9]{1,6}(?:\.[0-9]{1,3})?))?"
@@ -123,6 +124,10 @@ def parse_clip(text: str) -> Clip:
 
 
 def _parse_media(partner: str, entry: str, fmt: str, rest: str, path: str) -> MediaRequest:
+    if fmt == "dash":  # one MPD; its media are the /cmaf/ files (packager/dash)
+        if rest != MPD_NAME:
+            raise NoSuchResource(f"no such resource: {path} (DASH has {MPD_NAME} only; its segments are under /cmaf/)")
+        return MediaRequest(partner, entry, "dash", "mpd")
     if fmt == "mp4":
         found = _PROGRESSIVE.fullmatch(rest)
         if found is None:
@@ -258,6 +263,9 @@ def segment_uri(fmt: Format, number: int, preview: Fraction | None = None, keyin
     return f"seg-{number}{preview_marker(preview)}{'-k' + keying if keying else ''}.{_SEGMENT_EXT[fmt]}"
 
 
+MPD_NAME = "manifest.mpd"
+
+
 def init_uri(keying: str | None = None) -> str:
     """An fMP4 rendition's init segment, relative to its media playlist; ``keying`` as for segment_uri (with
     SAMPLE-AES the init declares the encryption and the first key id)."""
@@ -294,6 +302,8 @@ def canonical_path(req: MediaRequest) -> str:
         return progressive_path(req.partner, req.entry, req.rendition.flavor, req.preview)
     if req.resource == "master":
         return f"{base}/master.m3u8"
+    if req.resource == "mpd":
+        return f"{base}/{MPD_NAME}"
     folder = f"{base}/{rendition_dir(req.rendition)}"
     if req.resource in ("index", "iframes"):
         return f"{folder}/{playlist_name(req.resource, req.preview)}"  # type: ignore[arg-type]

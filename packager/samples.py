@@ -30,6 +30,19 @@ def byte_ranges(track: Track, span: SampleSpan) -> list[ByteRange]:
     ]
 
 
+def batch_times(track: Track, span: SampleSpan) -> tuple[np.ndarray, np.ndarray]:
+    """(presentation-shifted decode times, durations) of the samples of ``span``, as a SampleBatch carries them."""
+    dts = track.dts[span.first : span.stop] + track.presentation_shift
+    durations = track.durations[span.first : span.stop]
+    if span.first == 0 and track.late_start and span.stop > 0:
+        # The track's first sample presents from 0 and is held over the delay (Track.late_start);
+        # its longer duration keeps every later decode time where it was.
+        durations = durations.copy()
+        dts[0] -= track.late_start
+        durations[0] += track.late_start
+    return dts, durations
+
+
 def make_batch(track: Track, span: SampleSpan, chunks: Sequence[bytes], sequence_number: int = 1) -> SampleBatch:
     """Assemble the bytes read for :func:`byte_ranges` into a SampleBatch."""
     data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -39,14 +52,7 @@ def make_batch(track: Track, span: SampleSpan, chunks: Sequence[bytes], sequence
             f"track {track.track_id}: read {len(data)} bytes for samples {span.first}-{span.stop} "
             f"but the index says {int(sizes.sum())} (file changed or truncated?)"
         )
-    dts = track.dts[span.first : span.stop] + track.presentation_shift
-    durations = track.durations[span.first : span.stop]
-    if span.first == 0 and track.late_start and span.stop > 0:
-        # The track's first sample presents from 0 and is held over the delay (Track.late_start);
-        # its longer duration keeps every later decode time where it was.
-        durations = durations.copy()
-        dts[0] -= track.late_start
-        durations[0] += track.late_start
+    dts, durations = batch_times(track, span)
     return SampleBatch(
         track=track,
         data=data,

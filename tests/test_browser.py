@@ -175,6 +175,8 @@ CASES = [
         (Case("hls.js", "/p/demo/e/ladder/cmaf/master.m3u8", "ladder_hi"), None),
         (Case("shaka", "/p/demo/e/ladder/cmaf/master.m3u8", "ladder_hi"), None),
         (Case("shaka", "/p/demo/e/ladder/hls/master.m3u8", "ladder_hi"), None),
+        (Case("shaka", "/p/demo/e/ladder/dash/manifest.mpd", "ladder_hi"), None),
+        (Case("shaka", "/p/demo/e/two_languages/dash/manifest.mpd", "two_languages", second_audio=True), None),
         (Case("hls.js", "/p/demo/e/two_languages/hls/master.m3u8", "two_languages", second_audio=True,
               **SINGLE_VARIANT_HLSJS), _xfail(HLSJS_NO_PROGRESS, strict=False)),
         (Case("hls.js", "/p/demo/e/two_languages/cmaf/master.m3u8", "two_languages", second_audio=True,

@@ -26,6 +26,7 @@ import numpy as np
 
 from packager.errors import MalformedMedia
 from packager.media import SampleBatch, Track
+from packager.samples import batch_times
 
 from .cbcs import CbcsKey
 
@@ -62,6 +63,17 @@ def decode_base(track: Track) -> int:
     if track.sample_count == 0:
         return 0
     return int(track.cts_offsets[0]) + track.pre_roll
+
+
+def fragment_timeline(track: Track, spans) -> list[tuple[int, int]]:
+    """(tfdt, duration) of the fragment :func:`media_segment` writes for each of ``spans``, in the track's
+    timescale, without reading a sample: what a DASH SegmentTimeline lists (packager/dash)."""
+    base = decode_base(track)
+    out = []
+    for span in spans:
+        dts, durations = batch_times(track, span)
+        out.append((int(dts[0]) + base, int(durations.sum())))
+    return out
 
 
 def _as_bytes_view(data: bytes | bytearray | memoryview) -> Chunk:
