@@ -374,6 +374,7 @@ def _print_urls(settings: Settings) -> None:
         print(f"  {partner}/{entry}:")
         print(f"    HLS (TS)   {base}{urls.master_path(partner, entry, 'hls')}")
         print(f"    HLS (fMP4) {base}{urls.master_path(partner, entry, 'cmaf')}")
+        print(f"    DASH       {base}{urls.mpd_path(partner, entry)}")
         for flavor in sorted(entry_dir.glob("*.mp4"))[:1]:
             print(f"    MP4        {base}{urls.progressive_path(partner, entry, flavor.stem)}")
     if len(entries) > 20:

@@ -206,6 +206,10 @@ def master_path(partner: str, entry: str, fmt: Format) -> str:
     return f"{entry_path(partner, entry, fmt)}/master.m3u8"
 
 
+def mpd_path(partner: str, entry: str) -> str:
+    return f"{entry_path(partner, entry, 'dash')}/{MPD_NAME}"
+
+
 def progressive_path(partner: str, entry: str, flavor: str, preview: Fraction | None = None) -> str:
     return f"{entry_path(partner, entry, 'mp4')}/{flavor}{preview_marker(preview)}.mp4"
 
@@ -303,7 +307,7 @@ def canonical_path(req: MediaRequest) -> str:
     if req.resource == "master":
         return f"{base}/master.m3u8"
     if req.resource == "mpd":
-        return f"{base}/{MPD_NAME}"
+        return mpd_path(req.partner, req.entry)
     folder = f"{base}/{rendition_dir(req.rendition)}"
     if req.resource in ("index", "iframes"):
         return f"{folder}/{playlist_name(req.resource, req.preview)}"  # type: ignore[arg-type]

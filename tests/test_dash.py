@@ -190,3 +190,11 @@ def test_an_edge_forwards_mpds_uncached_to_each_viewer(origin, tmp_path):
         assert oracle.video_hashes(url) == oracle.video_hashes(mf.fixture_path("h264_baseline"))
     finally:
         edge.stop()
+
+
+def test_the_dash_url_vodgate_serve_prints_plays(server):
+    """`vodgate serve --media DIR` (what `make serve` runs) prints a DASH URL per entry; the ladder's decodes."""
+    printed = [line.split()[-1] for line in server.log_path.read_text(errors="replace").splitlines()
+               if line.strip().startswith("DASH ") and "/p/demo/e/ladder/" in line]
+    assert printed == [f"{server.base}/p/demo/e/ladder/dash/manifest.mpd"]
+    assert oracle.video_hashes(printed[0]) == oracle.video_hashes(mf.fixture_path("ladder_hi"))
