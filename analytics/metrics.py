@@ -59,11 +59,11 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 ROUTE_OF_RESOURCE = {
     "master": "master", "index": "playlist", "iframes": "iframes", "segment": "segment", "init": "init",
-    "progressive": "progressive", "key": "key", "mpd": "mpd",
+    "progressive": "progressive", "key": "key", "mpd": "mpd", "thumbnail": "thumbnail",
 }
 CLASS_OF_ROUTE = {
     "master": "playlist", "playlist": "playlist", "iframes": "playlist", "segment": "segment", "init": "segment",
-    "progressive": "progressive", "mpd": "playlist",
+    "progressive": "progressive", "mpd": "playlist", "thumbnail": "thumbnail",
 }
 FOLD_EVERY = 256  # requests recorded between two folds into the series
 MAX_SERIES = 1000  # label values come from a few fixed sets; a cap keeps a bug from growing memory

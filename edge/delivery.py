@@ -35,6 +35,8 @@ from origin.catalog import UnknownFlavor, valid_id
 from origin.media import EntryMedia, MediaService
 from packager.dash import DashUris, build_mpd, with_viewer_query
 from packager.formats import FMP4, FORMATS, SegmentFormat
+from packager.thumbnail import keyframe_at
+from packager.ts import mux_segment as ts_mux
 from packager.hls.build import (
     MasterUris, audio_refusal, build_iframes, build_master, build_media, check_format, ts_refuses, video_refusal,
 )
@@ -53,12 +55,14 @@ from .http import http_date, is_not_modified, requested_range, strong_etag
 from .progressive import serve_progressive
 from .key_store import ContentKeys
 from .protection import Keying
+from .thumbnails import Thumbnailer
 from .request_info import MediaInfo, attach, info_for
 from .urls import BadRequest, MediaRequest, NoSuchResource
 from .viewer import Denied, EdgeTrust, Grant, Variant, check_clip, check_preview_marker, grant_for
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 MPD_TYPE = "application/dash+xml"
+JPEG_TYPE = "image/jpeg"
 
 
 class DashEncrypted(NoSuchResource):
@@ -77,8 +81,10 @@ class Delivery:
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         trust: EdgeTrust | None = None,
         keys: ContentKeys | None = None,
+        thumbnailer: Thumbnailer | None = None,
     ) -> None:
         self.keys = keys or ContentKeys(None)  # content keys: derived, or imported from Redis
+        self.thumbnailer = thumbnailer or Thumbnailer()
         self.media = media
         self.cache = cache
         self.cdn = cdn
@@ -100,6 +106,8 @@ class Delivery:
             check_clip(req.clip, grant)
             if req.resource == "key":
                 return await self._key(req, grant)
+            if req.format == "thumb":
+                return await self._thumbnail(request, req, info, grant)
             if req.format == "mp4":
                 return await serve_progressive(request, req, self.media, self.cdn, grant, self.access.restricts(req.partner))
             return await self._hls(request, req, FMP4 if req.format == "dash" else FORMATS[req.format], info, grant)
@@ -226,6 +234,36 @@ class Delivery:
         render = lambda: build_mpd(visible, uris)  # noqa: E731
         return await self._playlist(request, urls.canonical_path(req), em, em.version, grant, render, Variant(end, frozenset(shown)),
                                     mpd=True)
+
+    async def _thumbnail(self, request: Request, req: MediaRequest, info: MediaInfo, grant: Grant) -> Response:
+        """A JPEG of the flavor's keyframe presented at or before ``req.number`` ms (edge/thumbnails.py): the flavor
+        and preview limits of the grant apply (no thumbnail at or past the end of a preview)."""
+        if req.clip is not None:
+            raise NoSuchResource("thumbnails are per entry: ask for thumb/ outside a clip folder")
+        em = await self.media.entry_media(req.partner, req.entry)
+        em.entry.flavor(req.rendition.flavor)  # UnknownFlavor (404)
+        em.check_flavor(req.rendition.flavor)
+        rendition = em.media_set.rendition(req.rendition)
+        if rendition.kind == "video" and not _flavor_allowed(rendition, grant):
+            raise Denied(403, FLAVOR_NOT_ALLOWED, f"flavor {req.rendition.flavor} is above this viewer's quality limit")
+        seconds = Fraction(req.number, 1000)  # type: ignore[arg-type]
+        if grant.preview is not None and seconds >= grant.preview:
+            raise Denied(403, PREVIEW_ONLY, f"no thumbnail at {float(seconds):g} s: past the {float(grant.preview):g} s preview")
+        span = keyframe_at(rendition.track, seconds)  # 404 no_video for an audio-only flavor
+        path = urls.canonical_path(req)
+        headers, etag = self._headers(path, em, em.flavor_version(req.rendition.flavor))
+        if is_not_modified(request.headers, etag, headers["Last-Modified"]):
+            return Response(status_code=304, headers=headers)
+        if self._shareable(req, grant):
+            mark_shareable(request.scope, f"{path}|{etag}")
+
+        async def make() -> bytes:
+            keyframe = Segment(1, span, Fraction(0), Fraction(0))
+            batch = await self.media.batch(em.entry, rendition, keyframe)
+            return await self.thumbnailer.jpeg(await run_in_threadpool(ts_mux, batch), req.width)
+
+        body, info.cache = await self.cache.get_or_make(f"{path}|{etag}", make)
+        return Response(body, media_type=JPEG_TYPE, headers={**headers, "X-Cache": info.cache})
 
     async def _key(self, req: MediaRequest, grant: Grant) -> Response:
         """A content key: 16 bytes for a viewer the entry's media is granted to (the same decision, already made).

@@ -21,6 +21,7 @@ from auth.content_keys import MissingPeriodKey
 
 from .http import RangeNotSatisfiable
 from .key_store import KeyStoreError
+from .thumbnails import ThumbnailUnavailable
 from .urls import BadRequest, NoSuchResource
 from .viewer import Denied
 
@@ -48,6 +49,8 @@ def response_for(exc: Exception) -> JSONResponse:
         return error_response(404, exc.code, str(exc))
     if isinstance(exc, NotFound):
         return error_response(404, exc.code, str(exc))
+    if isinstance(exc, ThumbnailUnavailable):  # logged by the thumbnailer
+        return error_response(503, exc.code, str(exc))
     if isinstance(exc, (KeyStoreError, MissingPeriodKey)):  # logged by the key store, once a minute
         return error_response(503, exc.code, str(exc), {"Retry-After": "5"})
     if isinstance(exc, RangeNotSatisfiable):

@@ -37,8 +37,8 @@ from auth.tokens import TokenError, clip_claim
 from origin.catalog import valid_id
 from packager.media_set import RenditionId
 
-Format = Literal["hls", "cmaf", "mp4", "dash", "keys"]
-Resource = Literal["master", "index", "iframes", "segment", "init", "progressive", "key", "mpd"]
+Format = Literal["hls", "cmaf", "mp4", "dash", "thumb", "keys"]
+Resource = Literal["master", "index", "iframes", "segment", "init", "progressive", "key", "mpd", "thumbnail"]
 
 MAX_SEGMENT_DIGITS = 9  # beyond a 30-year playlist of 1 s segments: treat as not found, not a crash
 
@@ -79,17 +79,21 @@ class MediaRequest:
     clip: Clip | None = None  # from a clip-{from}-{to} folder
     kid: str | None = None  # key id of a content key request (format "keys")
     keying: str | None = None  # an encrypted segment's -k marker: which encryption its bytes are under
+    width: int | None = None  # a thumbnail's width in pixels (None: the flavor's own)
 
 
 _SEGMENT_EXT = {"hls": "ts", "cmaf": "m4s"}
 _ID = r"[^/]+"
-_ENTRY = re.compile(rf"/p/(?P<partner>{_ID})/e/(?P<entry>{_ID})/(?:(?P<clip>clip-[^/]*)/)?(?P<format>hls|cmaf|mp4|dash)/(?P<rest>.*)")
+_ENTRY = re.compile(rf"/p/(?P<partner>{_ID})/e/(?P<entry>{_ID})/(?:(?P<clip>clip-[^/]*)/)?(?P<format>hls|cmaf|mp4|dash|thumb)/(?P<rest>.*)")
 # [0-9], not \d: \d also matches other scripts' digits ("seg-٢.ts"), a second spelling of every URL
 _RENDITION_FILE = re.compile(rf"(?P<flavor>{_ID})/(?:a(?P<audio>[0-9]{{1,2}})/)?(?P<file>[^/]+)")
 _PREVIEW = r"(?:-p(?P<preview>[0-9]{1,6}(?:\.[0-9]{1,3})?))?"
 _KEYING = r"(?:-k(?P<keying>[0-9a-f]{8}))?"  # an encrypted partner's protection marker (protection_marker)
 _SEGMENT = re.compile(rf"seg-(?P<n>[0-9]+){_PREVIEW}{_KEYING}\.(?P<ext>ts|m4s)")
 _INIT = re.compile(rf"init{_KEYING}\.mp4")
+# thumb/<flavor>/<ms>.jpg: milliseconds as written (no leading zeros: one spelling), at most 9 digits (27 h)
+_THUMBNAIL = re.compile(r"(?P<flavor>[^/]+)/(?P<ms>0|[1-9][0-9]{0,8})(?:-w(?P<width>[1-9][0-9]{1,3}))?\.jpg")
+MIN_THUMBNAIL_WIDTH, MAX_THUMBNAIL_WIDTH = 16, 3840
 _PLAYLIST = re.compile(rf"(?P<kind>index|iframes){_PREVIEW}\.m3u8")
 _PROGRESSIVE = re.compile(rf"(?P<flavor>[^/]+?){_PREVIEW}\.mp4")
 _KEY = re.compile(rf"/p/(?P<partner>{_ID})/e/(?P<entry>{_ID})/(?:(?P<clip>clip-[^/]*)/)?keys/(?P<kid>[^/]*)")
@@ -124,6 +128,8 @@ def parse_clip(text: str) -> Clip:
 
 
 def _parse_media(partner: str, entry: str, fmt: str, rest: str, path: str) -> MediaRequest:
+    if fmt == "thumb":
+        return _thumbnail_request(partner, entry, rest, path)
     if fmt == "dash":  # one MPD; its media are the /cmaf/ files (packager/dash)
         if rest != MPD_NAME:
             raise NoSuchResource(f"no such resource: {path} (DASH has {MPD_NAME} only; its segments are under /cmaf/)")
@@ -153,6 +159,21 @@ def _parse_media(partner: str, entry: str, fmt: str, rest: str, path: str) -> Me
         return MediaRequest(partner, entry, fmt, "init", rendition, keying=init["keying"])
     number, preview, keying = _segment_name(name, fmt)
     return MediaRequest(partner, entry, fmt, "segment", rendition, number, preview, keying=keying)  # type: ignore[arg-type]
+
+
+def _thumbnail_request(partner: str, entry: str, rest: str, path: str) -> MediaRequest:
+    found = _THUMBNAIL.fullmatch(rest)
+    if found is None:
+        raise NoSuchResource(f"no such resource: {path} (thumbnails are thumb/<flavor>/<ms>.jpg or <ms>-w<width>.jpg)")
+    _check_ids(flavor=found["flavor"])
+    width = int(found["width"]) if found["width"] else None
+    if width is not None and not MIN_THUMBNAIL_WIDTH <= width <= MAX_THUMBNAIL_WIDTH:
+        raise BadRequest(f"thumbnail width {width} outside {MIN_THUMBNAIL_WIDTH}-{MAX_THUMBNAIL_WIDTH} pixels")
+    return MediaRequest(partner, entry, "thumb", "thumbnail", RenditionId(found["flavor"]), number=int(found["ms"]), width=width)
+
+
+def thumbnail_path(partner: str, entry: str, flavor: str, ms: int, width: int | None = None) -> str:
+    return f"{entry_path(partner, entry, 'thumb')}/{flavor}/{ms}{f'-w{width}' if width else ''}.jpg"
 
 
 def _key_request(match: re.Match[str]) -> MediaRequest:
@@ -308,6 +329,8 @@ def canonical_path(req: MediaRequest) -> str:
         return f"{base}/master.m3u8"
     if req.resource == "mpd":
         return mpd_path(req.partner, req.entry)
+    if req.resource == "thumbnail":
+        return thumbnail_path(req.partner, req.entry, req.rendition.flavor, req.number, req.width)  # type: ignore[arg-type,union-attr]
     folder = f"{base}/{rendition_dir(req.rendition)}"
     if req.resource in ("index", "iframes"):
         return f"{folder}/{playlist_name(req.resource, req.preview)}"  # type: ignore[arg-type]

@@ -1,0 +1,69 @@
+"""Thumbnails: one keyframe decoded by ffmpeg into a JPEG, a bounded number of ffmpeg processes at a time.
+
+The keyframe (packager/thumbnail.keyframe_at) is muxed alone into an MPEG-TS segment (packager/ts), which
+ffmpeg decodes from a pipe: no temporary file, no seek in the source. ffmpeg is the imageio-ffmpeg wheel's
+(the ``demo`` extra `make serve` installs) or one on PATH; without either, thumbnails answer
+``503 thumbnails_unavailable`` and everything else is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+
+log = logging.getLogger("vodgate.thumbnails")
+
+JPEG_QUALITY = 3  # ffmpeg -q:v (2 best .. 31): small files that still look like the frame
+DECODE_TIMEOUT = 15.0  # seconds; a keyframe decodes in tens of milliseconds
+
+
+class ThumbnailUnavailable(Exception):
+    """No ffmpeg to decode with, or it failed: 503."""
+
+    code = "thumbnails_unavailable"
+
+
+def find_ffmpeg() -> str | None:
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # noqa: BLE001 - not installed, or its binary missing: look on PATH
+        return shutil.which("ffmpeg")
+
+
+class Thumbnailer:
+    """At most ``workers`` ffmpeg processes at once (default: half the CPUs); the rest wait their turn."""
+
+    def __init__(self, workers: int | None = None, ffmpeg: str | None = None) -> None:
+        self.ffmpeg = ffmpeg if ffmpeg is not None else find_ffmpeg()
+        self.workers = workers or max(1, (os.cpu_count() or 2) // 2)
+        self._slots = asyncio.Semaphore(self.workers)
+
+    async def jpeg(self, segment: bytes, width: int | None) -> bytes:
+        """The first picture of ``segment`` (MPEG-TS) as a JPEG, ``width`` pixels wide (height in proportion)."""
+        if self.ffmpeg is None:
+            raise ThumbnailUnavailable("thumbnails need ffmpeg: install the imageio-ffmpeg package (pip install 'vodgate[demo]')")
+        args = [self.ffmpeg, "-v", "error", "-f", "mpegts", "-i", "pipe:0", "-frames:v", "1"]
+        if width:
+            args += ["-vf", f"scale={width}:-2"]
+        args += ["-q:v", str(JPEG_QUALITY), "-f", "mjpeg", "pipe:1"]
+        async with self._slots:
+            try:
+                process = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                                               stderr=asyncio.subprocess.PIPE)
+            except OSError as exc:  # the binary went away, or cannot run here
+                log.warning("thumbnail: cannot run %s: %s", self.ffmpeg, exc)
+                raise ThumbnailUnavailable(f"ffmpeg cannot run here ({type(exc).__name__})") from None
+            try:
+                out, err = await asyncio.wait_for(process.communicate(segment), DECODE_TIMEOUT)
+            except asyncio.TimeoutError:
+                process.kill()
+                await process.wait()
+                raise ThumbnailUnavailable(f"ffmpeg took over {DECODE_TIMEOUT:g} s to decode one keyframe") from None
+        if process.returncode != 0 or not out.startswith(b"\xff\xd8"):
+            log.warning("thumbnail: ffmpeg exited %s: %s", process.returncode, err.decode(errors="replace")[-300:].strip())
+            raise ThumbnailUnavailable(f"ffmpeg could not decode the keyframe (exit code {process.returncode})")
+        return out
