@@ -35,7 +35,7 @@ from origin.catalog import UnknownFlavor, valid_id
 from origin.media import EntryMedia, MediaService
 from packager.dash import DashUris, build_mpd, with_viewer_query
 from packager.formats import FMP4, FORMATS, SegmentFormat
-from packager.thumbnail import keyframe_at
+from packager.thumbnail import SPRITE_COLUMNS, TILE_WIDTH, keyframe_at, sprite_plan, sprite_vtt, tile_height
 from packager.ts import mux_segment as ts_mux
 from packager.hls.build import (
     MasterUris, audio_refusal, build_iframes, build_master, build_media, check_format, ts_refuses, video_refusal,
@@ -63,6 +63,7 @@ from .viewer import Denied, EdgeTrust, Grant, Variant, check_clip, check_preview
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 MPD_TYPE = "application/dash+xml"
 JPEG_TYPE = "image/jpeg"
+VTT_TYPE = "text/vtt"
 
 
 class DashEncrypted(NoSuchResource):
@@ -106,6 +107,8 @@ class Delivery:
             check_clip(req.clip, grant)
             if req.resource == "key":
                 return await self._key(req, grant)
+            if req.resource in ("sprite", "thumbs"):
+                return await self._sprite(request, req, info, grant)
             if req.format == "thumb":
                 return await self._thumbnail(request, req, info, grant)
             if req.format == "mp4":
@@ -250,18 +253,53 @@ class Delivery:
         if grant.preview is not None and seconds >= grant.preview:
             raise Denied(403, PREVIEW_ONLY, f"no thumbnail at {float(seconds):g} s: past the {float(grant.preview):g} s preview")
         span = keyframe_at(rendition.track, seconds)  # 404 no_video for an audio-only flavor
+        return await self._image(request, req, info, grant, em, lambda: self._one_keyframe(em, rendition, span, req.width))
+
+    async def _one_keyframe(self, em: EntryMedia, rendition: Rendition, span, width: int | None) -> bytes:
+        batch = await self.media.batch(em.entry, rendition, Segment(1, span, Fraction(0), Fraction(0)))
+        return await self.thumbnailer.jpeg(await run_in_threadpool(ts_mux, batch), width)
+
+    async def _sprite(self, request: Request, req: MediaRequest, info: MediaInfo, grant: Grant) -> Response:
+        """A scrubbing sprite sheet of the flavor's keyframes, or its WebVTT thumbnail track (packager/thumbnail.py).
+        A preview viewer gets neither (403 preview_only): its tiles would show what lies past the preview."""
+        if req.clip is not None:
+            raise NoSuchResource("thumbnails are per entry: ask for thumb/ outside a clip folder")
+        if grant.preview is not None:
+            raise Denied(403, PREVIEW_ONLY, "scrubbing sprites show the whole media; a preview viewer gets single thumbnails")
+        em = await self.media.entry_media(req.partner, req.entry)
+        em.entry.flavor(req.rendition.flavor)
+        em.check_flavor(req.rendition.flavor)
+        rendition = em.media_set.rendition(req.rendition)
+        if rendition.kind == "video" and not _flavor_allowed(rendition, grant):
+            raise Denied(403, FLAVOR_NOT_ALLOWED, f"flavor {req.rendition.flavor} is above this viewer's quality limit")
+        plan = sprite_plan(rendition.track, em.media_set.duration)  # 404 no_video for an audio-only flavor
+        if req.resource == "thumbs":
+            # the viewer's token (URL-encoded: no newline, no "-->") goes into each cue's sprite URL, as into playlists
+            text = sprite_vtt(plan, tile_height(rendition.track), "sprite.jpg" + (f"?{grant.query}" if grant.query else ""))
+            headers, etag = self._headers(urls.canonical_path(req), em, em.flavor_version(req.rendition.flavor), grant.query)
+            if grant.personal:
+                headers["Cache-Control"] = PERSONAL_PLAYLIST_CACHE
+            if is_not_modified(request.headers, etag, headers["Last-Modified"]):
+                return Response(status_code=304, headers=headers)
+            return Response(text, media_type=VTT_TYPE, headers=headers)
+
+        async def tiles() -> bytes:
+            pieces = []
+            for span, _, _ in plan:
+                batch = await self.media.batch(em.entry, rendition, Segment(1, span, Fraction(0), Fraction(0)))
+                pieces.append(await run_in_threadpool(ts_mux, batch))
+            return await self.thumbnailer.sprite(b"".join(pieces), TILE_WIDTH, SPRITE_COLUMNS, len(plan))
+
+        return await self._image(request, req, info, grant, em, tiles)
+
+    async def _image(self, request: Request, req: MediaRequest, info: MediaInfo, grant: Grant, em: EntryMedia, make) -> Response:
+        """A JPEG made by ``make`` once per flavor version (cached like a segment), with the media's headers."""
         path = urls.canonical_path(req)
-        headers, etag = self._headers(path, em, em.flavor_version(req.rendition.flavor))
+        headers, etag = self._headers(path, em, em.flavor_version(req.rendition.flavor))  # type: ignore[union-attr]
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
             return Response(status_code=304, headers=headers)
         if self._shareable(req, grant):
             mark_shareable(request.scope, f"{path}|{etag}")
-
-        async def make() -> bytes:
-            keyframe = Segment(1, span, Fraction(0), Fraction(0))
-            batch = await self.media.batch(em.entry, rendition, keyframe)
-            return await self.thumbnailer.jpeg(await run_in_threadpool(ts_mux, batch), req.width)
-
         body, info.cache = await self.cache.get_or_make(f"{path}|{etag}", make)
         return Response(body, media_type=JPEG_TYPE, headers={**headers, "X-Cache": info.cache})
 

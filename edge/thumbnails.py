@@ -44,12 +44,21 @@ class Thumbnailer:
 
     async def jpeg(self, segment: bytes, width: int | None) -> bytes:
         """The first picture of ``segment`` (MPEG-TS) as a JPEG, ``width`` pixels wide (height in proportion)."""
+        return await self._run(segment, [f"scale={width}:-2"] if width else [])
+
+    async def sprite(self, keyframes: bytes, width: int, columns: int, count: int) -> bytes:
+        """The pictures of ``keyframes`` (MPEG-TS, one keyframe after another) ``width`` wide, tiled ``columns`` to a
+        row in one JPEG (a last row short of tiles is black where tiles are missing)."""
+        rows = -(-count // columns)
+        return await self._run(keyframes, [f"scale={width}:-2", f"tile={columns}x{rows}"])
+
+    async def _run(self, segment: bytes, filters: list[str]) -> bytes:
         if self.ffmpeg is None:
             raise ThumbnailUnavailable("thumbnails need ffmpeg: install the imageio-ffmpeg package (pip install 'vodgate[demo]')")
-        args = [self.ffmpeg, "-v", "error", "-f", "mpegts", "-i", "pipe:0", "-frames:v", "1"]
-        if width:
-            args += ["-vf", f"scale={width}:-2"]
-        args += ["-q:v", str(JPEG_QUALITY), "-f", "mjpeg", "pipe:1"]
+        args = [self.ffmpeg, "-v", "error", "-f", "mpegts", "-i", "pipe:0"]
+        if filters:
+            args += ["-vf", ",".join(filters)]
+        args += ["-frames:v", "1", "-q:v", str(JPEG_QUALITY), "-f", "mjpeg", "pipe:1"]
         async with self._slots:
             try:
                 process = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,

@@ -38,7 +38,7 @@ from origin.catalog import valid_id
 from packager.media_set import RenditionId
 
 Format = Literal["hls", "cmaf", "mp4", "dash", "thumb", "keys"]
-Resource = Literal["master", "index", "iframes", "segment", "init", "progressive", "key", "mpd", "thumbnail"]
+Resource = Literal["master", "index", "iframes", "segment", "init", "progressive", "key", "mpd", "thumbnail", "sprite", "thumbs"]
 
 MAX_SEGMENT_DIGITS = 9  # beyond a 30-year playlist of 1 s segments: treat as not found, not a crash
 
@@ -94,6 +94,8 @@ _INIT = re.compile(rf"init{_KEYING}\.mp4")
 # thumb/<flavor>/<ms>.jpg: milliseconds as written (no leading zeros: one spelling), at most 9 digits (27 h)
 _THUMBNAIL = re.compile(r"(?P<flavor>[^/]+)/(?P<ms>0|[1-9][0-9]{0,8})(?:-w(?P<width>[1-9][0-9]{1,3}))?\.jpg")
 MIN_THUMBNAIL_WIDTH, MAX_THUMBNAIL_WIDTH = 16, 3840
+SPRITE_FILES = {"sprite.jpg": "sprite", "thumbs.vtt": "thumbs"}  # a scrubbing sprite sheet and its WebVTT track
+_SPRITE = re.compile(r"(?P<flavor>[^/]+)/(?P<file>sprite\.jpg|thumbs\.vtt)")
 _PLAYLIST = re.compile(rf"(?P<kind>index|iframes){_PREVIEW}\.m3u8")
 _PROGRESSIVE = re.compile(rf"(?P<flavor>[^/]+?){_PREVIEW}\.mp4")
 _KEY = re.compile(rf"/p/(?P<partner>{_ID})/e/(?P<entry>{_ID})/(?:(?P<clip>clip-[^/]*)/)?keys/(?P<kid>[^/]*)")
@@ -162,6 +164,10 @@ def _parse_media(partner: str, entry: str, fmt: str, rest: str, path: str) -> Me
 
 
 def _thumbnail_request(partner: str, entry: str, rest: str, path: str) -> MediaRequest:
+    sheet = _SPRITE.fullmatch(rest)
+    if sheet is not None:
+        _check_ids(flavor=sheet["flavor"])
+        return MediaRequest(partner, entry, "thumb", SPRITE_FILES[sheet["file"]], RenditionId(sheet["flavor"]))  # type: ignore[arg-type]
     found = _THUMBNAIL.fullmatch(rest)
     if found is None:
         raise NoSuchResource(f"no such resource: {path} (thumbnails are thumb/<flavor>/<ms>.jpg or <ms>-w<width>.jpg)")
@@ -329,6 +335,9 @@ def canonical_path(req: MediaRequest) -> str:
         return f"{base}/master.m3u8"
     if req.resource == "mpd":
         return mpd_path(req.partner, req.entry)
+    if req.resource in ("sprite", "thumbs"):
+        file = next(name for name, resource in SPRITE_FILES.items() if resource == req.resource)
+        return f"{entry_path(req.partner, req.entry, 'thumb')}/{req.rendition.flavor}/{file}"  # type: ignore[union-attr]
     if req.resource == "thumbnail":
         return thumbnail_path(req.partner, req.entry, req.rendition.flavor, req.number, req.width)  # type: ignore[arg-type,union-attr]
     folder = f"{base}/{rendition_dir(req.rendition)}"

@@ -27,3 +27,43 @@ def keyframe_at(track: Track, seconds: Fraction) -> SampleSpan:
     at = int(before[np.argmax(times[before])]) if before.size else int(np.argmin(times))
     first = int(keys[at])
     return SampleSpan(first, first + 1)
+
+
+MAX_TILES = 100  # a sprite sheet of at most this many thumbnails (10 per row)
+SPRITE_COLUMNS = 10
+TILE_WIDTH = 160
+
+
+def tile_height(track: Track, width: int = TILE_WIDTH) -> int:
+    """The height ffmpeg's ``scale=width:-2`` gives the track's pictures: in proportion, rounded to even."""
+    info = track.video
+    if info is None or not info.width:
+        raise NoKeyframe(f"track {track.track_id} has no picture size")
+    return max(2, round(width * info.height / (info.width * 2)) * 2)
+
+
+def sprite_plan(track: Track, duration: Fraction) -> list[tuple[SampleSpan, Fraction, Fraction]]:
+    """The keyframes a scrubbing sprite shows, each with the time span its tile stands for: every keyframe, or
+    every k-th so that at most MAX_TILES remain; a tile lasts until the next one (the last until ``duration``)."""
+    keys = np.flatnonzero(track.keyframes)
+    if track.kind != "video" or keys.size == 0:
+        raise NoKeyframe(f"track {track.track_id} has no video keyframe to make a sprite of")
+    order = keys[np.argsort(track.pts[keys], kind="stable")]
+    chosen = order[:: -(-order.size // MAX_TILES)]
+    starts = [max(Fraction(0), Fraction(int(track.pts[k]), track.timescale)) for k in chosen]
+    ends = starts[1:] + [max(duration, starts[-1])]
+    return [(SampleSpan(int(k), int(k) + 1), a, b) for k, a, b in zip(chosen, starts, ends) if b > a or b == duration]
+
+
+def sprite_vtt(plan: list[tuple[SampleSpan, Fraction, Fraction]], height: int, sprite_uri: str) -> str:
+    """A WebVTT thumbnail track: one cue per tile, its text the sprite URI with the tile's ``#xywh`` fragment."""
+    lines = ["WEBVTT", ""]
+    for i, (_, start, end) in enumerate(plan):
+        x, y = (i % SPRITE_COLUMNS) * TILE_WIDTH, (i // SPRITE_COLUMNS) * height
+        lines += [f"{_vtt_time(start)} --> {_vtt_time(end)}", f"{sprite_uri}#xywh={x},{y},{TILE_WIDTH},{height}", ""]
+    return "\n".join(lines)
+
+
+def _vtt_time(seconds: Fraction) -> str:
+    ms = math.floor(seconds * 1000)
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"

@@ -149,3 +149,48 @@ def test_an_edge_serves_the_same_thumbnails_under_the_same_rules(origin, tmp_pat
         assert refused.status_code == 403 and refused.json()["error"] == "flavor_not_allowed"
     finally:
         edge.stop()
+
+
+# --------------------------------------------------------------------------- scrubbing sprite + WebVTT track
+
+
+def reference_sprite(fixture: str, shown: list[int], rows: int) -> bytes:
+    """ffmpeg's own sprite of the source's frames at these presentation indexes: scaled to 160 wide, 10 a row."""
+    select = "+".join(f"eq(n\\,{n})" for n in shown)
+    out = subprocess.run([mf.ffmpeg_exe(), "-v", "error", "-i", str(mf.fixture_path(fixture)),
+                          "-vf", f"select={select},scale=160:-2,tile=10x{rows}", "-frames:v", "1", "-q:v", "3",
+                          "-f", "mjpeg", "pipe:1"], capture_output=True, check=True).stdout
+    return out
+
+
+def cues(text: str) -> list[tuple[str, str, str]]:
+    assert text.startswith("WEBVTT\n")
+    return [tuple(block.split("\n")[0].split(" --> ")) + (block.split("\n")[1],) for block in text.strip().split("\n\n")[1:]]
+
+
+def test_the_sprite_is_ffmpegs_tiling_of_the_keyframes_the_vtt_names(origin):
+    """thumbs.vtt: one cue per keyframe, back to back from 0 to the end, each naming its tile of sprite.jpg; the
+    sprite is byte for byte what ffmpeg makes of those source frames (scale=160:-2, tile=10xN)."""
+    text = thumb(origin, "open", "bframes", "main", "thumbs.vtt")
+    assert text.status_code == 200 and text.headers["content-type"].startswith("text/vtt")
+    listed = cues(text.text)
+    video = local.read_index_sync(mf.fixture_path("h264_high_bframes")).video
+    keys = sorted(np.flatnonzero(video.keyframes), key=lambda k: video.pts[k])
+    assert len(listed) == len(keys) and listed[0][0] == "00:00:00.000"
+    assert all(a[1] == b[0] for a, b in zip(listed, listed[1:]))  # back to back
+    height = round(160 * video.video.height / (video.video.width * 2)) * 2
+    for i, (_, _, target) in enumerate(listed):
+        assert target == f"sprite.jpg#xywh={i % 10 * 160},{i // 10 * height},160,{height}"
+    shown = [int((video.pts < video.pts[k]).sum()) for k in keys]
+    sprite = thumb(origin, "open", "bframes", "main", "sprite.jpg")
+    assert sprite.status_code == 200 and sprite.content == reference_sprite("h264_high_bframes", shown, -(-len(keys) // 10))
+
+
+def test_the_vtt_carries_the_token_and_a_preview_viewer_gets_no_sprite(origin):
+    tok = sign_native("k1", bytes.fromhex(TOKEN_KEY), "/p/prev/e/ladder", int(time.time()) + 600)
+    text = thumb(origin, "prev", "ladder", "hi", f"thumbs.vtt?token={tok}").text
+    assert all(target.startswith(f"sprite.jpg?token={tok}#xywh=") for _, _, target in cues(text))
+    assert thumb(origin, "prev", "ladder", "hi", f"sprite.jpg?token={tok}").status_code == 200
+    for name in ("thumbs.vtt", "sprite.jpg"):
+        refused = thumb(origin, "prev", "ladder", "hi", name)
+        assert refused.status_code == 403 and refused.json()["error"] == "preview_only"
