@@ -22,7 +22,7 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from fractions import Fraction
-from typing import Callable
+from typing import Callable, Sequence
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -40,6 +40,7 @@ from packager.ts import mux_segment as ts_mux
 from packager.hls.build import (
     MasterUris, audio_refusal, build_iframes, build_master, build_media, check_format, ts_refuses, video_refusal,
 )
+from packager.hls.playlists import SubtitleRendition
 from packager.hls.uris import with_query
 from packager.media import Segment
 from packager.media_set import MediaSet, Rendition
@@ -55,6 +56,10 @@ from .http import http_date, is_not_modified, requested_range, strong_etag
 from .progressive import serve_progressive
 from .key_store import ContentKeys
 from .protection import Keying
+from .subtitles import listed_tracks as subtitle_tracks
+from .subtitles import reference as subtitle_reference
+from .subtitles import segment_text as subtitle_segment
+from .subtitles import track_playlist as subtitle_playlist
 from .thumbnails import Thumbnailer
 from .request_info import MediaInfo, attach, info_for
 from .urls import BadRequest, MediaRequest, NoSuchResource
@@ -147,6 +152,8 @@ class Delivery:
             end = preview_end(media_set)  # the variant's clip end: N past the media's end is no clip at all
         if req.resource == "master":
             return await self._master(request, req, fmt, em, keying.playable(media_set, fmt), grant, end, protection, ptag)
+        if req.resource in ("subs_index", "subs_segment"):
+            return await self._subtitles(request, req, fmt, em, media_set, grant, end, info)
         if req.resource == "mpd":
             if keying.encrypts:  # AES-128 is HLS's own; cbcs would need DASH ContentProtection and a license route
                 raise DashEncrypted(f"partner {req.partner} encrypts this entry's media ({keying.method}): DASH is offered for "
@@ -223,9 +230,30 @@ class Delivery:
         if not media_set.videos and media_set.audios and all(ts_refuses(a.track, fmt) for a in media_set.audios):
             raise audio_refusal(media_set.audios)
         visible = _only_videos(media_set, frozenset(shown))
-        render = lambda: _master_playlist(visible, fmt, end, with_iframes=not protection.encrypts)  # noqa: E731
+        subtitles, versions = await subtitle_tracks(self.media, em.entry, urls.clip_marker(end))
+        render = lambda: _master_playlist(visible, fmt, end, not protection.encrypts, subtitles)  # noqa: E731
         return await self._playlist(request, urls.canonical_path(req), em, em.version, grant, render, Variant(end, frozenset(shown)),
-                                    protection=ptag)
+                                    protection=ptag, extra=(f"subs={versions}",) if versions else ())
+
+    async def _subtitles(self, request: Request, req: MediaRequest, fmt: SegmentFormat, em: EntryMedia, media_set: MediaSet,
+                         grant: Grant, end: Fraction | None, info: MediaInfo) -> Response:
+        """A subtitle track's media playlist or WebVTT segment (edge/subtitles.py), on the media set's segment grid:
+        previews and clips cut it as they cut the media."""
+        sub = em.entry.subtitle(req.subtitle)  # type: ignore[arg-type]  (404 unknown_subtitles)
+        cues, version = await self.media.subtitles(sub)  # MalformedSubtitles: 500 malformed_subtitles
+        if req.resource == "subs_index":
+            path = urls.canonical_path(replace(req, preview=urls.clip_marker(end)))
+            render = lambda: subtitle_playlist(media_set, fmt, end)  # noqa: E731
+            return await self._playlist(request, path, em, em.version, grant, render, Variant(end), _location(path, req),
+                                        extra=(f"sub={version}",))
+        segment = _granted_segment(subtitle_reference(media_set), req, end)
+        path = urls.canonical_path(replace(req, preview=urls.clip_marker(end) if is_clipped(segment) else None))
+        headers, etag = self._headers(path, em, em.version, version, location=_location(path, req))
+        if is_not_modified(request.headers, etag, headers["Last-Modified"]):
+            return Response(status_code=304, headers=headers)
+        shift = getattr(media_set, "start", Fraction(0))  # a clip's start: cue times follow the clip's clock
+        text = subtitle_segment(cues, segment, media_set, fmt, end, shift)
+        return Response(text, media_type=VTT_TYPE, headers={**headers, "X-Cache": "MISS"})
 
     async def _mpd(self, request, req, em: EntryMedia, media_set: MediaSet, grant: Grant, end: Fraction | None) -> Response:
         """The DASH MPD (packager/dash) over the /cmaf/ files: the same flavors, grant and variant as the master."""
@@ -333,11 +361,12 @@ class Delivery:
         return found.protection_for(entry) if found is not None else Protection()
 
     async def _playlist(self, request, path: str, em: EntryMedia, version: str, grant: Grant, render, variant: Variant,
-                        location: str | None = None, protection: str | None = None, mpd: bool = False) -> Response:
+                        location: str | None = None, protection: str | None = None, mpd: bool = False,
+                        extra: tuple[str, ...] = ()) -> Response:
         """A playlist of ``variant`` (an HLS playlist, or with ``mpd`` a DASH MPD): cached token-free under it; the
         viewer's query is added per response. ``protection``: the encryption tag its body depends on
         (auth/content_keys.Protection.tag), None when clear."""
-        extra = (protection,) if protection else ()
+        extra = ((protection,) if protection else ()) + extra  # what else the body depends on: encryption, subtitle files
         headers, etag = self._headers(path, em, version, variant.tag, *extra, grant.query, location=location)
         if grant.personal:
             headers["Cache-Control"] = PERSONAL_PLAYLIST_CACHE
@@ -394,11 +423,12 @@ def _segment_count(media_set: MediaSet) -> int:
     return max((len(r.segments) for r in media_set.videos + media_set.audios), default=0)
 
 
-def _master_playlist(media_set: MediaSet, fmt: SegmentFormat, end: Fraction | None, with_iframes: bool = True) -> str:
+def _master_playlist(media_set: MediaSet, fmt: SegmentFormat, end: Fraction | None, with_iframes: bool = True,
+                     subtitles: Sequence[SubtitleRendition] = ()) -> str:
     marker = urls.clip_marker(end)
     iframes = (lambda rid: urls.iframes_playlist_uri(rid, marker)) if with_iframes else None
     uris = MasterUris(lambda rid: urls.media_playlist_uri(rid, marker), iframes)
-    return build_master(media_set, fmt, uris)
+    return build_master(media_set, fmt, uris, subtitles)
 
 
 def _media_playlist(rendition: Rendition, req: MediaRequest, fmt: SegmentFormat, end: Fraction | None, keying: Keying) -> str:

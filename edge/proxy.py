@@ -90,7 +90,7 @@ from .urls import BadRequest, MediaRequest
 
 log = logging.getLogger("vodgate.edge.proxy")
 
-PLAYLISTS = frozenset({"master", "index", "iframes"})
+PLAYLISTS = frozenset({"master", "index", "iframes", "subs_index"})
 FORWARDED_VIEWER_HEADERS = ("referer", "origin", "user-agent", "cookie", "range", "if-range", "if-none-match", "if-modified-since")
 NEGATIVE_STATUSES = frozenset({404, 410})
 IMMUTABLE_TTL = 10 * 365 * 86400.0  # progressive chunks: the ETag is in the key

@@ -38,7 +38,8 @@ from origin.catalog import valid_id
 from packager.media_set import RenditionId
 
 Format = Literal["hls", "cmaf", "mp4", "dash", "thumb", "keys"]
-Resource = Literal["master", "index", "iframes", "segment", "init", "progressive", "key", "mpd", "thumbnail", "sprite", "thumbs"]
+Resource = Literal["master", "index", "iframes", "segment", "init", "progressive", "key", "mpd", "thumbnail", "sprite", "thumbs",
+                   "subs_index", "subs_segment"]
 
 MAX_SEGMENT_DIGITS = 9  # beyond a 30-year playlist of 1 s segments: treat as not found, not a crash
 
@@ -80,6 +81,7 @@ class MediaRequest:
     kid: str | None = None  # key id of a content key request (format "keys")
     keying: str | None = None  # an encrypted segment's -k marker: which encryption its bytes are under
     width: int | None = None  # a thumbnail's width in pixels (None: the flavor's own)
+    subtitle: str | None = None  # a subtitle track's id (origin/catalog.SubtitleFile.track)
 
 
 _SEGMENT_EXT = {"hls": "ts", "cmaf": "m4s"}
@@ -94,6 +96,10 @@ _INIT = re.compile(rf"init{_KEYING}\.mp4")
 # thumb/<flavor>/<ms>.jpg: milliseconds as written (no leading zeros: one spelling), at most 9 digits (27 h)
 _THUMBNAIL = re.compile(r"(?P<flavor>[^/]+)/(?P<ms>0|[1-9][0-9]{0,8})(?:-w(?P<width>[1-9][0-9]{1,3}))?\.jpg")
 MIN_THUMBNAIL_WIDTH, MAX_THUMBNAIL_WIDTH = 16, 3840
+# subtitle tracks live beside the flavors under a folder no flavor id can name (ids never start with "_")
+SUBS_DIR = "_subs"
+_SUBS = re.compile(rf"{SUBS_DIR}/(?P<track>[A-Za-z0-9-]{{2,40}})/(?P<file>[^/]+)")
+_SUBS_SEGMENT = re.compile(rf"seg-(?P<n>[0-9]+){_PREVIEW}\.vtt")
 SPRITE_FILES = {"sprite.jpg": "sprite", "thumbs.vtt": "thumbs"}  # a scrubbing sprite sheet and its WebVTT track
 _SPRITE = re.compile(r"(?P<flavor>[^/]+)/(?P<file>sprite\.jpg|thumbs\.vtt)")
 _PLAYLIST = re.compile(rf"(?P<kind>index|iframes){_PREVIEW}\.m3u8")
@@ -144,6 +150,9 @@ def _parse_media(partner: str, entry: str, fmt: str, rest: str, path: str) -> Me
         return MediaRequest(partner, entry, "mp4", "progressive", RenditionId(found["flavor"]), preview=_preview(found))
     if rest == "master.m3u8":
         return MediaRequest(partner, entry, fmt, "master")  # type: ignore[arg-type]
+    subs = _SUBS.fullmatch(rest)
+    if subs is not None:
+        return _subtitle_request(partner, entry, fmt, subs, path)
     found = _RENDITION_FILE.fullmatch(rest)
     if found is None:
         raise NoSuchResource(f"no such resource: {path}")
@@ -161,6 +170,24 @@ def _parse_media(partner: str, entry: str, fmt: str, rest: str, path: str) -> Me
         return MediaRequest(partner, entry, fmt, "init", rendition, keying=init["keying"])
     number, preview, keying = _segment_name(name, fmt)
     return MediaRequest(partner, entry, fmt, "segment", rendition, number, preview, keying=keying)  # type: ignore[arg-type]
+
+
+def _subtitle_request(partner: str, entry: str, fmt: str, found: re.Match[str], path: str) -> MediaRequest:
+    track, name = found["track"], found["file"]
+    playlist = _PLAYLIST.fullmatch(name)
+    if playlist is not None and playlist["kind"] == "index":
+        return MediaRequest(partner, entry, fmt, "subs_index", preview=_preview(playlist), subtitle=track)  # type: ignore[arg-type]
+    segment = _SUBS_SEGMENT.fullmatch(name)
+    if segment is None:
+        raise NoSuchResource(f"no such resource: {path} (a subtitle track has index.m3u8 and seg-<n>.vtt)")
+    digits = segment["n"].lstrip("0")
+    if not digits or len(digits) > MAX_SEGMENT_DIGITS or digits != segment["n"]:
+        raise NoSuchResource(f"no such subtitle segment: {name}")
+    return MediaRequest(partner, entry, fmt, "subs_segment", number=int(digits), preview=_preview(segment), subtitle=track)  # type: ignore[arg-type]
+
+
+def subtitles_dir(track: str) -> str:
+    return f"{SUBS_DIR}/{track}"
 
 
 def _thumbnail_request(partner: str, entry: str, rest: str, path: str) -> MediaRequest:
@@ -335,6 +362,10 @@ def canonical_path(req: MediaRequest) -> str:
         return f"{base}/master.m3u8"
     if req.resource == "mpd":
         return mpd_path(req.partner, req.entry)
+    if req.resource == "subs_index":
+        return f"{base}/{subtitles_dir(req.subtitle)}/{playlist_name('index', req.preview)}"  # type: ignore[arg-type]
+    if req.resource == "subs_segment":
+        return f"{base}/{subtitles_dir(req.subtitle)}/seg-{req.number}{preview_marker(req.preview)}.vtt"  # type: ignore[arg-type]
     if req.resource in ("sprite", "thumbs"):
         file = next(name for name, resource in SPRITE_FILES.items() if resource == req.resource)
         return f"{entry_path(req.partner, req.entry, 'thumb')}/{req.rendition.flavor}/{file}"  # type: ignore[union-attr]

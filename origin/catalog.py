@@ -34,6 +34,10 @@ class UnknownFlavor(CatalogError):
     code = "unknown_flavor"
 
 
+class UnknownSubtitles(CatalogError):
+    code = "unknown_subtitles"
+
+
 class SymlinkNotFollowed(CatalogError):
     """A partner or entry folder, or a flavor file, is a symbolic link and ``[server] follow_symlinks = false``."""
 
@@ -54,11 +58,45 @@ class Flavor:
 
 
 @dataclass(frozen=True)
+class SubtitleFile:
+    """A sidecar subtitle file of an entry: ``<name>.<language>[.default][.forced].vtt`` (or ``.srt``)."""
+
+    track: str  # its id in URLs: the language, "-forced" added for a forced track ("en", "pt-BR", "fr-forced")
+    language: str  # BCP 47, as the file name spells it
+    default: bool
+    forced: bool
+    key: str  # storage key, e.g. "demo/ladder/subs.en.vtt"
+    format: str  # "vtt" or "srt"
+
+
+# <name>.<language>[.default][.forced].(vtt|srt): the language a BCP 47 tag (letters, digits, hyphens)
+SUBTITLE_NAME = re.compile(r"[^.]+\.(?P<lang>[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8}){0,3})(?P<flags>(?:\.(?:default|forced)){0,2})\.(?P<ext>vtt|srt)")
+
+
+def subtitle_file(partner: str, entry: str, name: str) -> SubtitleFile | None:
+    """The sidecar a file name in an entry folder is, or None."""
+    found = SUBTITLE_NAME.fullmatch(name)
+    if found is None:
+        return None
+    flags = found["flags"].split(".")
+    forced = "forced" in flags
+    track = found["lang"] + ("-forced" if forced else "")
+    return SubtitleFile(track, found["lang"], "default" in flags, forced, f"{partner}/{entry}/{name}", found["ext"])
+
+
+@dataclass(frozen=True)
 class Entry:
     partner: str
     id: str
     flavors: tuple[Flavor, ...]
     refused: tuple[tuple[str, str], ...] = ()  # (flavor id, why it is not served): symlinks not followed
+    subtitles: tuple[SubtitleFile, ...] = ()  # sidecar subtitle files, one per track id (the first in name order)
+
+    def subtitle(self, track: str) -> SubtitleFile:
+        for sub in self.subtitles:
+            if sub.track == track:
+                return sub
+        raise UnknownSubtitles(f"entry {self.id} has no subtitle track {track}")
 
     def flavor(self, flavor_id: str) -> Flavor:
         for flavor in self.flavors:
@@ -122,8 +160,13 @@ class FileCatalog:
             names = sorted(os.listdir(entry_dir))
         except (FileNotFoundError, NotADirectoryError):
             raise UnknownEntry(f"partner {partner} has no entry {entry}") from None
-        flavors, refused = [], []
+        flavors, refused, subtitles = [], [], {}
         for name in names:
+            sub = subtitle_file(partner, entry, name)
+            if sub is not None and not os.path.isdir(os.path.join(entry_dir, name)):
+                if self.follow_symlinks or not os.path.islink(os.path.join(entry_dir, name)):
+                    subtitles.setdefault(sub.track, sub)
+                continue
             if not (name.endswith(".mp4") and valid_id(name[:-4])) or os.path.isdir(os.path.join(entry_dir, name)):
                 continue  # a folder named like a flavor is not one
             if not self.follow_symlinks and os.path.islink(os.path.join(entry_dir, name)):
@@ -134,7 +177,7 @@ class FileCatalog:
             if refused:
                 raise SymlinkNotFollowed(f"entry {partner}/{entry} has no servable flavor: " + "; ".join(r for _, r in refused))
             raise UnknownEntry(f"entry {partner}/{entry} has no .mp4 flavors")
-        return Entry(partner, entry, tuple(flavors), tuple(refused))
+        return Entry(partner, entry, tuple(flavors), tuple(refused), tuple(subtitles.values()))
 
     async def entry(self, partner: str, entry: str) -> Entry:
         return self.entry_sync(partner, entry)

@@ -34,7 +34,9 @@ from typing import Awaitable, Callable, Collection, Generic, Hashable, Iterable,
 import numpy as np
 
 from packager.errors import MediaError
-from packager.media import MediaIndex, SampleBatch, Segment, SkippedTrack, Track
+from packager.media import ByteRange, MediaIndex, SampleBatch, Segment, SkippedTrack, Track
+from packager.subtitles import MAX_BYTES as SUBTITLE_MAX_BYTES
+from packager.subtitles import Cue, MalformedSubtitles, parse_subtitles
 from packager.media_set import MediaSet, Rendition, build_media_set
 from packager.mp4.index import index_reader
 from packager.clip import ClipMediaSet, clip_file, clip_set
@@ -43,7 +45,7 @@ from packager.preview import clip_media_set, keeps_everything
 from packager.samples import byte_ranges, make_batch
 from packager.formats import SegmentFormat
 
-from .catalog import Catalog, Entry, Flavor
+from .catalog import Catalog, Entry, Flavor, SubtitleFile
 from .storage import ObjectStat, Storage, StorageChanged
 
 log = logging.getLogger("vodgate.origin")
@@ -294,6 +296,14 @@ class EntryMedia:
         return frozenset((self.entry.flavor(fid).key, stat.version) for fid, stat in self.stats.items() if fid not in self.broken)
 
 
+SUBTITLE_CACHE_BYTES = 32 * 2**20
+SUBTITLE_CACHE_ENTRIES = 2048
+
+
+def _cues_weight(cues: tuple[Cue, ...]) -> int:
+    return 200 + sum(120 + len(cue.text) + len(cue.settings) for cue in cues)
+
+
 class MediaService:
     """Indexes, media sets and previews of a catalog's files, cached within ``index_cache_bytes`` (see the module doc).
 
@@ -325,6 +335,10 @@ class MediaService:
         )
         self.previews: AsyncLRU[tuple, MediaSet | VirtualFile | ClipFile] = AsyncLRU(
             "preview cache", derived_bytes, preview_weight, derived_entries, derived_from=self.indexes
+        )
+        # sidecar subtitle files, parsed (packager/subtitles.py): small, but bounded like everything else
+        self.subtitle_cues: AsyncLRU[tuple[str, str], tuple[Cue, ...]] = AsyncLRU(
+            "subtitle cache", SUBTITLE_CACHE_BYTES, _cues_weight, SUBTITLE_CACHE_ENTRIES
         )
         # storage key -> (how many tracks its last parse left out, the first of them), for /healthz
         self.skipped: OrderedDict[str, tuple[int, tuple[SkippedTrack, ...]]] = OrderedDict()
@@ -419,6 +433,22 @@ class MediaService:
             return await asyncio.to_thread(build_media_set, indexed, self.target)
 
         return EntryMedia(entry, await self.media_sets.get(key, build, sources), stats, broken)
+
+    async def subtitles(self, sub: SubtitleFile) -> tuple[tuple[Cue, ...], str]:
+        """A sidecar's cues and file version; MalformedSubtitles (cached, logged once) for one that does not parse."""
+        stat = await self.stat(sub)  # type: ignore[arg-type]  (a sidecar has a storage key, as a flavor does)
+
+        async def parse() -> tuple[Cue, ...]:
+            if stat.size > SUBTITLE_MAX_BYTES:
+                raise MalformedSubtitles(f"{sub.key}: {stat.size} bytes; subtitle files over {SUBTITLE_MAX_BYTES} are not read")
+            (data,) = await self.storage.read(sub.key, [ByteRange(0, stat.size)]) if stat.size else (b"",)
+            try:
+                return await asyncio.to_thread(parse_subtitles, bytes(data), sub.format)
+            except MalformedSubtitles as exc:
+                log.warning("subtitles %s left out: %s", sub.key, exc)
+                raise MalformedSubtitles(f"{sub.key}: {exc}") from None
+
+        return await self.subtitle_cues.get((sub.key, stat.version), parse), stat.version
 
     async def preview_set(self, em: EntryMedia, seconds: Fraction) -> MediaSet:
         """The entry's media set clipped to a preview (cached: every viewer of a preview shares it)."""

@@ -492,3 +492,48 @@ def test_hlsjs_sample_aes_ts_pictures_match_the_clear_ones(server_fixture: str, 
     problems, _ = _problems(SAMPLE_AES_TS_CASE, report)
     assert wrong_keys and any(k.startswith("error:") for k, _ in problems), (
         f"played with a wrong key (asked for {wrong_keys}) without an error: the samples are not encrypted", problems)
+
+
+# --------------------------------------------------------------------------- subtitles (sidecar WebVTT / SRT)
+
+
+@pytest.fixture(scope="module")
+def subtitled_server(tmp_path_factory):
+    from conftest import serving
+    from test_subtitles import ENGLISH, FRENCH_SRT
+
+    library = tmp_path_factory.mktemp("subtitled")
+    folder = library / "demo" / "ladder"
+    folder.mkdir(parents=True)
+    for flavor in ("hi", "mid", "lo"):
+        shutil.copyfile(media_fixtures.fixture_path(f"ladder_{flavor}"), folder / f"{flavor}.mp4")
+    (folder / "subs.en.vtt").write_text(ENGLISH)
+    (folder / "subs.fr.srt").write_bytes(FRENCH_SRT.encode())
+    yield from serving(["--media", str(library), "--segment-duration", "4"], tmp_path_factory.mktemp("subtitled-srv") / "server.log")
+
+
+@pytest.mark.parametrize("fmt", ["hls", "cmaf"])
+@pytest.mark.parametrize("language", ["en", "fr"])
+def test_hlsjs_shows_every_cue_at_its_time(fmt, language, browser, harness_url, subtitled_server) -> None:
+    """hls.js 1.7.4 in Chromium, the ladder played to the end with a subtitle track selected: the video's text
+    track holds every cue of the sidecar file (WebVTT, or SRT converted) at the file's times, once each; so the
+    segments' X-TIMESTAMP-MAP places them on the media's clock, over TS and over fMP4."""
+    from test_subtitles import ENGLISH, FRENCH_SRT
+    from packager.subtitles import parse_subtitles
+
+    source = parse_subtitles(ENGLISH.encode(), "vtt") if language == "en" else parse_subtitles(FRENCH_SRT.encode(), "srt")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(PLAY_TIMEOUT_MS + 10_000)
+        page.goto(harness_url)
+        report = page.evaluate("opts => window.captureCues(opts)", {
+            "url": f"{subtitled_server.base}/p/demo/e/ladder/{fmt}/master.m3u8", "language": language, "timeoutMs": PLAY_TIMEOUT_MS})
+    finally:
+        context.close()
+    assert not [e for e in report["errors"] if e.get("fatal")], report["errors"]
+    (track,) = [t for t in report["tracks"] if t["language"] == language and t["cues"]] or [None]
+    assert track is not None, report["tracks"]
+    shown = sorted({(round(c["start"], 3), round(c["end"], 3), c["text"]) for c in track["cues"]})
+    expected = sorted((float(c.start), float(c.end), c.text) for c in source)
+    assert shown == expected, (shown, expected)

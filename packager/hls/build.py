@@ -26,6 +26,7 @@ from .playlists import (
     IFrameVariant,
     InitSection,
     PlaylistSegment,
+    SubtitleRendition,
     Variant,
     master_playlist,
     media_playlist,
@@ -103,7 +104,7 @@ def rendition_bandwidth(rendition: Rendition, fmt: SegmentFormat) -> Bandwidth:
     return Bandwidth(peak_bandwidth(sizes, durations, target), average_bandwidth(sizes, durations))
 
 
-def build_master(media_set: MediaSet, fmt: SegmentFormat, uris: MasterUris) -> str:
+def build_master(media_set: MediaSet, fmt: SegmentFormat, uris: MasterUris, subtitles: Sequence[SubtitleRendition] = ()) -> str:
     offered = tuple(v for v in media_set.videos if not ts_refuses(v.track, fmt))
     if media_set.videos and not offered:
         raise video_refusal(media_set.videos)
@@ -118,7 +119,7 @@ def build_master(media_set: MediaSet, fmt: SegmentFormat, uris: MasterUris) -> s
             Variant(uris.media(r.id), audio_bw[r.id].peak, audio_bw[r.id].average, r.track.codec_string)
             for r in media_set.audios
         ]
-        return master_playlist(variants, version=fmt.version)
+        return master_playlist(variants, version=fmt.version, subtitles=subtitles)
     groups = audio_groups(media_set.audios)
     variant_groups: list[tuple[str | None, tuple[Rendition, ...]]] = list(groups.items()) or [(None, ())]
     variants, iframes = [], []
@@ -160,7 +161,7 @@ def build_master(media_set: MediaSet, fmt: SegmentFormat, uris: MasterUris) -> s
         for group_id, renditions in groups.items()
         for i, r in enumerate(renditions)
     ]
-    return master_playlist(variants, audio, iframes, version=fmt.version)
+    return master_playlist(variants, audio, iframes, version=fmt.version, subtitles=subtitles)
 
 
 def audio_groups(audios: Sequence[Rendition]) -> dict[str, tuple[Rendition, ...]]:

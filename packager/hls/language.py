@@ -75,3 +75,16 @@ def rendition_names(codes: Sequence[str]) -> list[str]:
             name, n = f"{base} {n}", n + 1
         names.append(name)
     return names
+
+
+_BY_SHORT = {short: name for short, name in _LANGUAGES.values()}
+
+
+def subtitle_name(tag: str, forced: bool = False) -> str:
+    """NAME of a subtitle rendition from its BCP 47 tag: "English", "Portuguese (BR)", "French (forced)"; the tag
+    itself for a language we have no name for."""
+    primary, _, rest = tag.partition("-")
+    name = _BY_SHORT.get(primary.lower()) or language_name(primary) or tag
+    if rest and name != tag:
+        name += f" ({rest})"
+    return name + (" (forced)" if forced else "")

@@ -110,6 +110,18 @@ class AudioRendition:
 
 
 @dataclass(frozen=True)
+class SubtitleRendition:
+    """An EXT-X-MEDIA TYPE=SUBTITLES rendition (RFC 8216 4.3.4.1): every variant names its group."""
+
+    name: str
+    language: str
+    uri: str
+    default: bool
+    forced: bool
+    group_id: str = "subs"
+
+
+@dataclass(frozen=True)
 class IFrameVariant:
     uri: str
     bandwidth: int
@@ -123,8 +135,27 @@ def master_playlist(
     iframes: Sequence[IFrameVariant] = (),
     *,
     version: int,
+    subtitles: Sequence[SubtitleRendition] = (),
 ) -> str:
     lines = [t.EXTM3U, t.value_tag(t.EXT_X_VERSION, version), t.EXT_X_INDEPENDENT_SEGMENTS]
+    for sub in subtitles:
+        lines.append(
+            t.tag(
+                t.EXT_X_MEDIA,
+                {
+                    "TYPE": t.Enum("SUBTITLES"),
+                    "GROUP-ID": t.Quoted(sub.group_id),
+                    "NAME": t.Quoted(sub.name),
+                    "LANGUAGE": t.Quoted(sub.language),
+                    "DEFAULT": t.Enum("YES" if sub.default else "NO"),
+                    # a forced track shows only what the audio does not say: chosen with the audio, not by a viewer
+                    "AUTOSELECT": t.Enum("YES"),
+                    "FORCED": t.Enum("YES" if sub.forced else "NO"),
+                    "URI": t.Quoted(sub.uri),
+                },
+            )
+        )
+    groups = {sub.group_id for sub in subtitles}
     for rendition in audio:
         lines.append(
             t.tag(
@@ -152,6 +183,7 @@ def master_playlist(
                     "RESOLUTION": t.Resolution(*variant.resolution) if variant.resolution else None,
                     "FRAME-RATE": variant.frame_rate,
                     "AUDIO": t.Quoted(variant.audio_group) if variant.audio_group else None,
+                    "SUBTITLES": t.Quoted(next(iter(groups))) if len(groups) == 1 else None,
                 },
             )
         )

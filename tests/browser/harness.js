@@ -217,3 +217,51 @@ window.captureFrames = function (opts) {
   const timer = new Promise((resolve) => setTimeout(() => { fail({ message: "timeout" }); resolve(); }, timeoutMs));
   return Promise.race([run, timer]).then(() => Promise.resolve(hls && hls.destroy()).catch(() => {}).then(() => report));
 };
+
+// Plays an HLS URL to the end in hls.js (at 4x, muted) with one subtitle track selected, and reports every cue
+// the player put on the video's text tracks: {language, label, cues: [{start, end, text}]} per track.
+window.captureCues = function (opts) {
+  const { url, language, rate = 4, timeoutMs = 20000 } = opts;
+  const video = document.getElementById("video");
+  video.muted = true;
+  return new Promise((resolve) => {
+    const errors = [];
+    const hls = new Hls({ debug: false, enableWorker: true, renderTextTracksNatively: true });
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      const tracks = [];
+      for (let i = 0; i < video.textTracks.length; i++) {
+        const track = video.textTracks[i];
+        const cues = [];
+        for (let j = 0; track.cues && j < track.cues.length; j++) {
+          const cue = track.cues[j];
+          cues.push({ start: cue.startTime, end: cue.endTime, text: cue.text });
+        }
+        tracks.push({ language: track.language, label: track.label, mode: track.mode, cues });
+      }
+      hls.destroy();
+      resolve({ tracks, errors, ended: video.ended, currentTime: video.currentTime });
+    };
+    hls.on(Hls.Events.ERROR, (_, d) => { errors.push({ type: d.type, details: d.details, fatal: d.fatal }); if (d.fatal) finish(); });
+    // hls.js lists subtitle tracks after MANIFEST_PARSED and may pick one itself then: choose ours once they are there
+    const choose = setInterval(() => {
+      const index = hls.subtitleTracks.findIndex((t) => t.lang === language);
+      if (index >= 0 && hls.subtitleTrack !== index) {
+        hls.subtitleDisplay = true;
+        hls.subtitleTrack = index;
+      }
+    }, 50);
+    video.addEventListener("ended", () => clearInterval(choose));
+    hls.on(Hls.Events.MANIFEST_PARSED, () => {
+      video.playbackRate = rate;
+      const p = video.play();
+      if (p) p.catch((e) => errors.push({ type: "play", details: String(e) }));
+    });
+    video.addEventListener("ended", () => setTimeout(finish, 300));
+    setTimeout(finish, timeoutMs);
+    hls.loadSource(url);
+    hls.attachMedia(video);
+  });
+};
