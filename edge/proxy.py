@@ -246,7 +246,7 @@ class EdgeProxy:
         query = request.url.query
         if self.vouch_secret is not None:
             headers[EDGE_GRANT_HEADER] = edge_grant_header(grant)
-            subset = flavor_subset_query(request.query_params.get("flavors")) if req.resource == "master" else ""
+            subset = flavor_subset_query(request.query_params.get("flavors")) if req.resource in ("master", "mpd") else ""
             query = "&".join(part for part in (subset, grant.query) if part)
         answer = await self.pool.open(urls.canonical_path(req), query, headers, method=request.method)
         info.cache = MISS
@@ -488,9 +488,10 @@ def _needs_origin(req: MediaRequest, grant: Grant) -> bool:
     is how tall), so those requests go to the origin as the viewer, uncached, except ``-p{N}``
     URLs, whose bytes depend on the URL alone and so are shared like any other object.
     """
-    if req.resource in ("key", "mpd"):
-        # a content key is never stored at the edge; a DASH MPD carries the viewer's token in every URL, which the
-        # edge does not know how to put there (HLS playlists it personalises): the origin answers both, uncached
+    if req.resource in ("key", "mpd", "thumbs"):
+        # a content key is never stored at the edge; a DASH MPD and a thumbnail track carry the viewer's token and
+        # session in every URL, which the edge does not write into them (HLS playlists it personalises): the origin
+        # answers those, uncached
         return True
     return grant.limits is not None or (grant.preview is not None and req.preview is None)
 

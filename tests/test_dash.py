@@ -89,7 +89,7 @@ def test_audio_is_the_sources_but_for_ffmpegs_trim_at_each_segment(origin):
     """AAC with 2 s segments: ffmpeg's DASH demuxer applies the init's priming trim at every segment, so each later
     segment's first frame is missing and the one before it differs; every other frame is the source's, in order."""
     text = httpx.get(mpd_url(origin, "open", "h264_baseline"), timeout=30).text
-    (audio,) = [r for r in representations(text) if r.get("id").endswith("-a1")]
+    (audio,) = [r for r in representations(text) if r.get("id").endswith(":a1")]
     timeline = audio.find(".//d:SegmentTimeline", NS)
     durations = [int(s.get("d")) for s in timeline for _ in range(int(s.get("r", 0)) + 1)]
     starts, at = [], 0

@@ -58,8 +58,10 @@ def build_mpd(media_set: MediaSet, uris: DashUris) -> str:
         widest = max(media_set.videos, key=lambda r: r.track.video.width if r.track.video else 0)
         info = widest.track.video
         size = f' maxWidth="{info.width}" maxHeight="{info.height}"' if info else ""
-        lines.append(f'    <AdaptationSet id="{set_id}" contentType="video" mimeType="video/mp4" segmentAlignment="true" '
-                     f'startWithSAP="1"{size}>')
+        # flavors cut at keyframes of their own align only when their encoder placed them alike (a ladder does)
+        grids = {tuple(s.start for s in v.segments) for v in media_set.videos}
+        lines.append(f'    <AdaptationSet id="{set_id}" contentType="video" mimeType="video/mp4" '
+                     f'segmentAlignment="{"true" if len(grids) == 1 else "false"}" startWithSAP="1"{size}>')
         for video in media_set.videos:
             lines += _representation(video, uris, _video_attributes(video))
         lines.append("    </AdaptationSet>")
@@ -98,7 +100,7 @@ def _video_attributes(video: Rendition) -> str:
 def _representation(rendition: Rendition, uris: DashUris, attributes: str, children: Sequence[str] = ()) -> list[str]:
     track = rendition.track
     rid = rendition.id
-    name = rid.flavor if rid.audio is None else f"{rid.flavor}-a{rid.audio}"
+    name = rid.flavor if rid.audio is None else f"{rid.flavor}:a{rid.audio}"  # ":" is in no flavor id: ids never collide
     bandwidth = rendition_bandwidth(rendition, FMP4).peak
     folder = uris.folder(rid)
     lines = [f'      <Representation id="{escape(name)}" bandwidth="{bandwidth}" codecs="{escape(track.codec_string)}"{attributes}>',
