@@ -136,7 +136,7 @@ def run_worker(argv: list[str], spec) -> None:
     ns, _ = _parser().parse_known_args(argv)
     ns.argv = argv
     settings, role, edge_config = _serving(ns, announce=False, config=spec.config)
-    settings = settings.with_overrides(workers=spec.count, worker=spec.index, port=spec.port)
+    settings = settings.with_overrides(workers=spec.count, worker=spec.index, port=spec.port, run_dir=spec.run_dir)
     if not (ns.redis or settings.redis_url) and (settings.admin is None or settings.admin.state_file is None):
         from config.admin import AdminConfig
 

@@ -79,6 +79,7 @@ class Settings:
     access_log: str = "text"  # edge/access_log.py: "text", "json" or "off"
     workers: int = 0  # serving processes (edge/workers.py); 0 = one per CPU this process may use (workers_for)
     worker: int = 0  # not a TOML key: this process's index among the workers (its disk tier shard)
+    run_dir: Path | None = None  # not a TOML key: the node's private run folder when it runs workers (edge/workers.py)
     cache_memory_mb: int = 256
     cache_disk_path: Path | None = None
     cache_disk_mb: int = 2048

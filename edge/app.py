@@ -30,6 +30,7 @@ from .cdn import CdnPolicy, ShieldMiddleware
 from .cors import CorsMiddleware
 from .delivery import Delivery
 from .key_store import ContentKeys
+from .thumbnails import Thumbnailer
 from .viewer import EdgeTrust
 from .errors import error_response
 from .hot import HotPaths, HotRecorder
@@ -57,7 +58,8 @@ def create_app(
     )
     access = AccessControl.from_config(settings.access or AccessConfig())
     keys = ContentKeys(redis_url or settings.redis_url, settings.key_ttl)
-    delivery = Delivery(media, cache, cdn, access, trust=EdgeTrust(settings.edge_secrets), keys=keys)
+    thumbnailer = Thumbnailer(slots_dir=settings.run_dir / "thumbnail-slots" if settings.run_dir else None)
+    delivery = Delivery(media, cache, cdn, access, trust=EdgeTrust(settings.edge_secrets), keys=keys, thumbnailer=thumbnailer)
     hot = HotPaths(cache, access.restricts, settings.shield_header, settings.shield_secrets, ttl=media.stat_ttl,
                    generation=lambda: access.generation) if settings.hot_lane else None
     purger = CachePurger(cache, redis_url or settings.redis_url, channel=settings.redis_channel)

@@ -35,7 +35,7 @@ from origin.catalog import UnknownFlavor, valid_id
 from origin.media import EntryMedia, MediaService
 from packager.dash import DashUris, build_mpd, with_viewer_query
 from packager.formats import FMP4, FORMATS, SegmentFormat
-from packager.thumbnail import SPRITE_COLUMNS, TILE_WIDTH, keyframe_at, sprite_plan, sprite_vtt, tile_height
+from packager.thumbnail import SPRITE_COLUMNS, TILE_WIDTH, keyframe_at, keyframe_seconds, sprite_plan, sprite_vtt, tile_height
 from packager.ts import mux_segment as ts_mux
 from packager.hls.build import (
     MasterUris, audio_refusal, build_iframes, build_master, build_media, check_format, ts_refuses, video_refusal,
@@ -281,7 +281,12 @@ class Delivery:
         if grant.preview is not None and seconds >= grant.preview:
             raise Denied(403, PREVIEW_ONLY, f"no thumbnail at {float(seconds):g} s: past the {float(grant.preview):g} s preview")
         span = keyframe_at(rendition.track, seconds)  # 404 no_video for an audio-only flavor
-        return await self._image(request, req, info, grant, em, lambda: self._one_keyframe(em, rendition, span, req.width))
+        shown = keyframe_seconds(rendition.track, span)  # later than ``seconds`` when nothing is presented before it
+        if grant.preview is not None and shown >= grant.preview:
+            raise Denied(403, PREVIEW_ONLY, f"the first picture comes at {float(shown):g} s: past the {float(grant.preview):g} s preview")
+        # every time of one keyframe is the same picture: one decode and one cached copy per keyframe and width
+        picture = f"{urls.entry_path(req.partner, req.entry, 'thumb')}/{req.rendition.flavor}/k{span.first}-w{req.width or 0}"
+        return await self._image(request, req, info, grant, em, lambda: self._one_keyframe(em, rendition, span, req.width), picture)
 
     async def _one_keyframe(self, em: EntryMedia, rendition: Rendition, span, width: int | None) -> bytes:
         batch = await self.media.batch(em.entry, rendition, Segment(1, span, Fraction(0), Fraction(0)))
@@ -320,9 +325,11 @@ class Delivery:
 
         return await self._image(request, req, info, grant, em, tiles)
 
-    async def _image(self, request: Request, req: MediaRequest, info: MediaInfo, grant: Grant, em: EntryMedia, make) -> Response:
-        """A JPEG made by ``make`` once per flavor version (cached like a segment), with the media's headers."""
-        path = urls.canonical_path(req)
+    async def _image(self, request: Request, req: MediaRequest, info: MediaInfo, grant: Grant, em: EntryMedia, make,
+                     picture: str | None = None) -> Response:
+        """A JPEG made by ``make`` once per flavor version (cached like a segment), with the media's headers;
+        ``picture``: what names the image when several URLs show the same one (its ETag and cache key)."""
+        path = picture or urls.canonical_path(req)
         headers, etag = self._headers(path, em, em.flavor_version(req.rendition.flavor))  # type: ignore[union-attr]
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
             return Response(status_code=304, headers=headers)

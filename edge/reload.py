@@ -44,7 +44,7 @@ _CDN_FIELDS = {"shield_header", "shield_secrets", "edge_secrets", "surrogate_hea
 _KEY_NAMES = {"hot_lane": "cache.hot_lane", "cache_enabled": "cache.enabled", "redis_url": "redis.url",
               "redis_channel": "redis.channel", "key_ttl": "redis.key_ttl", "edge_table": "[edge]", "storage": "[storage]", "catalog": "[catalog]",
               "analytics": "[analytics]", "metrics": "[metrics]", "admin": "admin.state_file"}
-_NOT_COMPARED = {"access", "source", "worker"}
+_NOT_COMPARED = {"access", "source", "worker", "run_dir"}
 
 
 class Reloader:

@@ -9,14 +9,19 @@ ffmpeg decodes from a pipe: no temporary file, no seek in the source. ffmpeg is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 log = logging.getLogger("vodgate.thumbnails")
 
 JPEG_QUALITY = 3  # ffmpeg -q:v (2 best .. 31): small files that still look like the frame
 DECODE_TIMEOUT = 15.0  # seconds; a keyframe decodes in tens of milliseconds
+SLOT_POLL = 0.02  # seconds between looks for a free slot of the node (workers)
 
 
 class ThumbnailUnavailable(Exception):
@@ -34,13 +39,43 @@ def find_ffmpeg() -> str | None:
         return shutil.which("ffmpeg")
 
 
-class Thumbnailer:
-    """At most ``workers`` ffmpeg processes at once (default: half the CPUs); the rest wait their turn."""
+def default_slots() -> int:
+    """Half the CPUs this process may use: thumbnails must not take the CPU segments need."""
+    return max(1, len(os.sched_getaffinity(0)) // 2)
 
-    def __init__(self, workers: int | None = None, ffmpeg: str | None = None) -> None:
+
+class Thumbnailer:
+    """At most ``slots`` ffmpeg processes at once (default: half the CPUs); the rest wait their turn. With
+    ``slots_dir`` (a node's run folder: edge/workers.py) the bound holds across the node's worker processes: a
+    run takes one of ``slots`` lock files there (flock), so N workers share the slots instead of having N each."""
+
+    def __init__(self, slots: int | None = None, ffmpeg: str | None = None, slots_dir: Path | None = None) -> None:
         self.ffmpeg = ffmpeg if ffmpeg is not None else find_ffmpeg()
-        self.workers = workers or max(1, (os.cpu_count() or 2) // 2)
-        self._slots = asyncio.Semaphore(self.workers)
+        self.slots = slots or default_slots()
+        self._local = asyncio.Semaphore(self.slots)
+        self._files: list[int] = []
+        if slots_dir is not None:
+            slots_dir.mkdir(mode=0o700, exist_ok=True)
+            self._files = [os.open(slots_dir / f"slot-{i}", os.O_RDWR | os.O_CREAT, 0o600) for i in range(self.slots)]
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        async with self._local:
+            if not self._files:
+                yield
+                return
+            while True:  # a slot of the node: the first lock file no other worker holds
+                for fd in self._files:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue
+                    try:
+                        yield
+                    finally:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                    return
+                await asyncio.sleep(SLOT_POLL)
 
     async def jpeg(self, segment: bytes, width: int | None) -> bytes:
         """The first picture of ``segment`` (MPEG-TS) as a JPEG, ``width`` pixels wide (height in proportion)."""
@@ -59,7 +94,7 @@ class Thumbnailer:
         if filters:
             args += ["-vf", ",".join(filters)]
         args += ["-frames:v", "1", "-q:v", str(JPEG_QUALITY), "-f", "mjpeg", "pipe:1"]
-        async with self._slots:
+        async with self._slot():
             try:
                 process = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                                stderr=asyncio.subprocess.PIPE)

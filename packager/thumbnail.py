@@ -17,16 +17,28 @@ class NoKeyframe(NotFound):
 
 
 def keyframe_at(track: Track, seconds: Fraction) -> SampleSpan:
-    """The one-sample span of the keyframe presented last at or before ``seconds`` (the first one if none is)."""
-    keys = np.flatnonzero(track.keyframes)
-    if track.kind != "video" or keys.size == 0:
-        raise NoKeyframe(f"track {track.track_id} has no video keyframe to make a thumbnail of")
+    """The one-sample span of the keyframe presented last at or before ``seconds`` (the first one if none is).
+    Only keyframes presented at 0 or later count: a start trim's pre-roll (decoded, never shown) is no picture."""
+    keys = _presented_keyframes(track)
     times = track.pts[keys]  # in the track's timescale
     limit = math.floor(seconds * track.timescale)
     before = np.flatnonzero(times <= limit)
     at = int(before[np.argmax(times[before])]) if before.size else int(np.argmin(times))
     first = int(keys[at])
     return SampleSpan(first, first + 1)
+
+
+def keyframe_seconds(track: Track, span: SampleSpan) -> Fraction:
+    """When the keyframe of ``span`` is presented."""
+    return Fraction(int(track.pts[span.first]), track.timescale)
+
+
+def _presented_keyframes(track: Track) -> np.ndarray:
+    keys = np.flatnonzero(track.keyframes) if track.kind == "video" else np.zeros(0, dtype=np.int64)
+    keys = keys[track.pts[keys] >= 0] if keys.size else keys
+    if keys.size == 0:
+        raise NoKeyframe(f"track {track.track_id} has no presented video keyframe to make a thumbnail of")
+    return keys
 
 
 MAX_TILES = 100  # a sprite sheet of at most this many thumbnails (10 per row)
@@ -45,12 +57,11 @@ def tile_height(track: Track, width: int = TILE_WIDTH) -> int:
 def sprite_plan(track: Track, duration: Fraction) -> list[tuple[SampleSpan, Fraction, Fraction]]:
     """The keyframes a scrubbing sprite shows, each with the time span its tile stands for: every keyframe, or
     every k-th so that at most MAX_TILES remain; a tile lasts until the next one (the last until ``duration``)."""
-    keys = np.flatnonzero(track.keyframes)
-    if track.kind != "video" or keys.size == 0:
-        raise NoKeyframe(f"track {track.track_id} has no video keyframe to make a sprite of")
+    keys = _presented_keyframes(track)
     order = keys[np.argsort(track.pts[keys], kind="stable")]
     chosen = order[:: -(-order.size // MAX_TILES)]
-    starts = [max(Fraction(0), Fraction(int(track.pts[k]), track.timescale)) for k in chosen]
+    starts = [Fraction(int(track.pts[k]), track.timescale) for k in chosen]
+    starts[0] = Fraction(0)  # the first tile stands for the start, even where the first keyframe comes later
     ends = starts[1:] + [max(duration, starts[-1])]
     return [(SampleSpan(int(k), int(k) + 1), a, b) for k, a, b in zip(chosen, starts, ends) if b > a or b == duration]
 
