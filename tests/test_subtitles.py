@@ -199,3 +199,31 @@ def test_a_clip_shifts_the_cues_to_its_clock(origin):
 def test_unknown_tracks_and_segments(origin, path, status, code):
     answer = get(f"{origin.base}/p/open/e/subbed/{path}")
     assert answer.status_code == status and answer.json()["error"] == code, answer.text
+
+
+def test_a_file_over_the_size_limit_is_refused():
+    from packager.subtitles import MAX_BYTES
+
+    with pytest.raises(MalformedSubtitles, match="not read"):
+        parse_subtitles(b"WEBVTT\n\n" + b" " * MAX_BYTES, "vtt")
+
+
+def test_sidecar_names_and_the_first_of_one_track(tmp_path):
+    from origin.catalog import FileCatalog
+
+    folder = tmp_path / "p" / "e"
+    folder.mkdir(parents=True)
+    (folder / "main.mp4").write_bytes(b"")
+    for name in ("a.en.vtt", "b.en.srt", "c.en.forced.vtt", "d.pt-BR.default.srt", "notes.txt", "e.english.vtt", "f.vtt"):
+        (folder / name).write_text("WEBVTT\n")
+    entry = FileCatalog(tmp_path).entry_sync("p", "e")
+    assert [(s.track, s.language, s.default, s.forced, s.key) for s in entry.subtitles] == [
+        ("en", "en", False, False, "p/e/a.en.vtt"), ("en-forced", "en", False, True, "p/e/c.en.forced.vtt"),
+        ("pt-BR", "pt-BR", True, False, "p/e/d.pt-BR.default.srt")]
+
+
+def test_a_malformed_file_is_logged_once(origin):
+    for _ in range(3):
+        get(f"{origin.base}/p/open/e/subbed/hls/master.m3u8")
+        get(f"{origin.base}/p/open/e/subbed/hls/_subs/de/index.m3u8")
+    assert origin.log_path.read_text().count("subtitles open/subbed/subs.de.vtt left out") == 1
