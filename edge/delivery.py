@@ -33,7 +33,7 @@ from auth.content_keys import SAMPLE_AES, Protection, period_count
 from auth.rules import FLAVOR_NOT_ALLOWED, PREVIEW_ONLY
 from origin.catalog import UnknownFlavor, valid_id
 from origin.media import EntryMedia, MediaService
-from packager.dash import DashUris, build_mpd, with_viewer_query
+from packager.dash import DashText, DashUris, build_mpd, with_viewer_query
 from packager.formats import FMP4, FORMATS, SegmentFormat
 from packager.thumbnail import SPRITE_COLUMNS, TILE_WIDTH, keyframe_at, keyframe_seconds, sprite_plan, sprite_vtt, tile_height
 from packager.ts import mux_segment as ts_mux
@@ -57,9 +57,11 @@ from .progressive import serve_progressive
 from .key_store import ContentKeys
 from .protection import Keying
 from .subtitles import listed_tracks as subtitle_tracks
+from .subtitles import master_renditions as subtitle_renditions
 from .subtitles import reference as subtitle_reference
 from .subtitles import segment_text as subtitle_segment
 from .subtitles import track_playlist as subtitle_playlist
+from .subtitles import whole_text as subtitle_file
 from .thumbnails import Thumbnailer
 from .request_info import MediaInfo, attach, info_for
 from .urls import BadRequest, MediaRequest, NoSuchResource
@@ -152,7 +154,7 @@ class Delivery:
             end = preview_end(media_set)  # the variant's clip end: N past the media's end is no clip at all
         if req.resource == "master":
             return await self._master(request, req, fmt, em, keying.playable(media_set, fmt), grant, end, protection, ptag)
-        if req.resource in ("subs_index", "subs_segment"):
+        if req.resource in ("subs_index", "subs_segment", "subs_file"):
             return await self._subtitles(request, req, fmt, em, media_set, grant, end, info)
         if req.resource == "mpd":
             if keying.encrypts:  # AES-128 is HLS's own; cbcs would need DASH ContentProtection and a license route
@@ -230,7 +232,8 @@ class Delivery:
         if not media_set.videos and media_set.audios and all(ts_refuses(a.track, fmt) for a in media_set.audios):
             raise audio_refusal(media_set.audios)
         visible = _only_videos(media_set, frozenset(shown))
-        subtitles, versions = await subtitle_tracks(self.media, em.entry, urls.clip_marker(end))
+        files, versions = await subtitle_tracks(self.media, em.entry)
+        subtitles = subtitle_renditions(files, urls.clip_marker(end))
         render = lambda: _master_playlist(visible, fmt, end, not protection.encrypts, subtitles)  # noqa: E731
         return await self._playlist(request, urls.canonical_path(req), em, em.version, grant, render, Variant(end, frozenset(shown)),
                                     protection=ptag, extra=(f"subs={versions}",) if versions else ())
@@ -246,12 +249,20 @@ class Delivery:
             render = lambda: subtitle_playlist(media_set, fmt, end)  # noqa: E731
             return await self._playlist(request, path, em, em.version, grant, render, Variant(end), _location(path, req),
                                         extra=(f"sub={version}",))
+        shift = getattr(media_set, "start", Fraction(0))  # a clip's start: cue times follow the clip's clock
+        if req.resource == "subs_file":
+            if end is not None and req.preview is None:
+                raise Denied(403, PREVIEW_ONLY, "the whole track runs past the preview; its marked URL is in the MPD")
+            path = urls.canonical_path(replace(req, preview=urls.clip_marker(end)))
+            headers, etag = self._headers(path, em, em.version, version, location=_location(path, req))
+            if is_not_modified(request.headers, etag, headers["Last-Modified"]):
+                return Response(status_code=304, headers=headers)
+            return Response(subtitle_file(cues, media_set, end, shift), media_type=VTT_TYPE, headers={**headers, "X-Cache": "MISS"})
         segment = _granted_segment(subtitle_reference(media_set), req, end)
         path = urls.canonical_path(replace(req, preview=urls.clip_marker(end) if is_clipped(segment) else None))
         headers, etag = self._headers(path, em, em.version, version, location=_location(path, req))
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
             return Response(status_code=304, headers=headers)
-        shift = getattr(media_set, "start", Fraction(0))  # a clip's start: cue times follow the clip's clock
         text = subtitle_segment(cues, segment, media_set, fmt, end, shift)
         return Response(text, media_type=VTT_TYPE, headers={**headers, "X-Cache": "MISS"})
 
@@ -262,9 +273,12 @@ class Delivery:
         marker = urls.clip_marker(end)
         uris = DashUris(folder=lambda rid: f"../cmaf/{urls.rendition_dir(rid)}", init=urls.init_uri(),
                         segment=lambda s: urls.segment_uri("cmaf", s.number, marker if is_clipped(s) else None))
-        render = lambda: build_mpd(visible, uris)  # noqa: E731
+        files, versions = await subtitle_tracks(self.media, em.entry)
+        texts = [DashText(f"../cmaf/{urls.subtitles_dir(f.track)}/{urls.subtitle_file_name(marker)}", f.language, f.track, f.forced)
+                 for f in files]
+        render = lambda: build_mpd(visible, uris, texts)  # noqa: E731
         return await self._playlist(request, urls.canonical_path(req), em, em.version, grant, render, Variant(end, frozenset(shown)),
-                                    mpd=True)
+                                    mpd=True, extra=(f"subs={versions}",) if versions else ())
 
     async def _thumbnail(self, request: Request, req: MediaRequest, info: MediaInfo, grant: Grant) -> Response:
         """A JPEG of the flavor's keyframe presented at or before ``req.number`` ms (edge/thumbnails.py): the flavor

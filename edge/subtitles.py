@@ -11,7 +11,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Sequence
 
-from origin.catalog import Entry
+from origin.catalog import Entry, SubtitleFile
 from origin.media import MediaService
 from packager.formats import SegmentFormat
 from packager.segmenter import target_duration
@@ -26,19 +26,25 @@ from packager.ts.timing import CLOCK_HZ, TIMESTAMP_OFFSET_90K
 from . import urls
 
 
-async def listed_tracks(media: MediaService, entry: Entry, marker: Fraction | None) -> tuple[list[SubtitleRendition], str]:
-    """The entry's subtitle renditions a master lists (those that parse: a malformed file is left out, logged once),
-    and a tag of their file versions for the master's ETag and cache key."""
-    renditions, versions = [], []
+async def listed_tracks(media: MediaService, entry: Entry) -> tuple[list[SubtitleFile], str]:
+    """The entry's subtitle files a master or MPD lists (those that parse: a malformed file is left out, logged
+    once), and a tag of their file versions for the listing's ETag and cache key."""
+    listed, versions = [], []
     for sub in entry.subtitles:
         try:
             _, version = await media.subtitles(sub)
         except MalformedSubtitles:
             continue
         versions.append(f"{sub.track}:{version}")
-        uri = f"{urls.subtitles_dir(sub.track)}/{urls.playlist_name('index', marker)}"
-        renditions.append(SubtitleRendition(subtitle_name(sub.language, sub.forced), sub.language, uri, sub.default, sub.forced))
-    return renditions, ",".join(versions)
+        listed.append(sub)
+    return listed, ",".join(versions)
+
+
+def master_renditions(files: Sequence[SubtitleFile], marker: Fraction | None) -> list[SubtitleRendition]:
+    """The EXT-X-MEDIA TYPE=SUBTITLES renditions of a master (``marker``: a preview's end, in the playlist names)."""
+    return [SubtitleRendition(subtitle_name(sub.language, sub.forced), sub.language,
+                              f"{urls.subtitles_dir(sub.track)}/{urls.playlist_name('index', marker)}", sub.default, sub.forced)
+            for sub in files]
 
 
 def reference(media_set: MediaSet) -> Rendition:
@@ -63,6 +69,13 @@ def segment_text(cues: Sequence[Cue], segment: Segment, media_set: MediaSet, fmt
     moved = [Cue(max(c.start - shift, Fraction(0)), c.end - shift, c.text, c.settings) for c in cues if c.end > shift]
     limit = end if end is not None else media_set.duration  # a clip's end, when no preview cuts it earlier
     return webvtt_segment(moved, segment.start, segment.start + segment.duration, _mpegts(media_set, fmt), limit)
+
+
+def whole_text(cues: Sequence[Cue], media_set: MediaSet, end: Fraction | None, shift: Fraction = Fraction(0)) -> str:
+    """The whole track as one WebVTT file on the presentation's clock (no X-TIMESTAMP-MAP): what a DASH MPD names."""
+    moved = [Cue(max(c.start - shift, Fraction(0)), c.end - shift, c.text, c.settings) for c in cues if c.end > shift]
+    limit = end if end is not None else media_set.duration
+    return webvtt_segment(moved, Fraction(0), limit, None, limit)
 
 
 def _mpegts(media_set: MediaSet, fmt: SegmentFormat) -> int:

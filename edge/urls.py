@@ -39,7 +39,7 @@ from packager.media_set import RenditionId
 
 Format = Literal["hls", "cmaf", "mp4", "dash", "thumb", "keys"]
 Resource = Literal["master", "index", "iframes", "segment", "init", "progressive", "key", "mpd", "thumbnail", "sprite", "thumbs",
-                   "subs_index", "subs_segment"]
+                   "subs_index", "subs_segment", "subs_file"]
 
 MAX_SEGMENT_DIGITS = 9  # beyond a 30-year playlist of 1 s segments: treat as not found, not a crash
 
@@ -100,6 +100,7 @@ MIN_THUMBNAIL_WIDTH, MAX_THUMBNAIL_WIDTH = 16, 3840
 SUBS_DIR = "_subs"
 _SUBS = re.compile(rf"{SUBS_DIR}/(?P<track>[A-Za-z0-9-]{{2,40}})/(?P<file>[^/]+)")
 _SUBS_SEGMENT = re.compile(rf"seg-(?P<n>[0-9]+){_PREVIEW}\.vtt")
+_SUBS_FILE = re.compile(rf"all{_PREVIEW}\.vtt")  # the whole track in one file (DASH MPDs name it)
 SPRITE_FILES = {"sprite.jpg": "sprite", "thumbs.vtt": "thumbs"}  # a scrubbing sprite sheet and its WebVTT track
 _SPRITE = re.compile(r"(?P<flavor>[^/]+)/(?P<file>sprite\.jpg|thumbs\.vtt)")
 _PLAYLIST = re.compile(rf"(?P<kind>index|iframes){_PREVIEW}\.m3u8")
@@ -177,6 +178,9 @@ def _subtitle_request(partner: str, entry: str, fmt: str, found: re.Match[str], 
     playlist = _PLAYLIST.fullmatch(name)
     if playlist is not None and playlist["kind"] == "index":
         return MediaRequest(partner, entry, fmt, "subs_index", preview=_preview(playlist), subtitle=track)  # type: ignore[arg-type]
+    whole = _SUBS_FILE.fullmatch(name)
+    if whole is not None:
+        return MediaRequest(partner, entry, fmt, "subs_file", preview=_preview(whole), subtitle=track)  # type: ignore[arg-type]
     segment = _SUBS_SEGMENT.fullmatch(name)
     if segment is None:
         raise NoSuchResource(f"no such resource: {path} (a subtitle track has index.m3u8 and seg-<n>.vtt)")
@@ -188,6 +192,10 @@ def _subtitle_request(partner: str, entry: str, fmt: str, found: re.Match[str], 
 
 def subtitles_dir(track: str) -> str:
     return f"{SUBS_DIR}/{track}"
+
+
+def subtitle_file_name(preview: Fraction | None = None) -> str:
+    return f"all{preview_marker(preview)}.vtt"
 
 
 def _thumbnail_request(partner: str, entry: str, rest: str, path: str) -> MediaRequest:
@@ -364,6 +372,8 @@ def canonical_path(req: MediaRequest) -> str:
         return mpd_path(req.partner, req.entry)
     if req.resource == "subs_index":
         return f"{base}/{subtitles_dir(req.subtitle)}/{playlist_name('index', req.preview)}"  # type: ignore[arg-type]
+    if req.resource == "subs_file":
+        return f"{base}/{subtitles_dir(req.subtitle)}/{subtitle_file_name(req.preview)}"  # type: ignore[arg-type]
     if req.resource == "subs_segment":
         return f"{base}/{subtitles_dir(req.subtitle)}/seg-{req.number}{preview_marker(req.preview)}.vtt"  # type: ignore[arg-type]
     if req.resource in ("sprite", "thumbs"):

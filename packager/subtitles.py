@@ -94,10 +94,11 @@ def _seconds(parts: Sequence[str | None]) -> Fraction:
     return Fraction(((hours * 60 + minutes) * 60 + seconds) * 1000 + ms, 1000)
 
 
-def webvtt_segment(cues: Sequence[Cue], start: Fraction, end: Fraction, mpegts: int, limit: Fraction | None = None) -> str:
+def webvtt_segment(cues: Sequence[Cue], start: Fraction, end: Fraction, mpegts: int | None, limit: Fraction | None = None) -> str:
     """The WebVTT segment of [start, end): the cues overlapping it (a cue past ``limit``, a preview's end, cut
-    there or left out), behind an X-TIMESTAMP-MAP of WebVTT time 0 to ``mpegts``."""
-    lines = ["WEBVTT", f"X-TIMESTAMP-MAP=MPEGTS:{mpegts},LOCAL:00:00:00.000", ""]
+    there or left out), behind an X-TIMESTAMP-MAP of WebVTT time 0 to ``mpegts`` (None: no map, a whole file
+    whose times are the presentation's, as DASH reads it)."""
+    lines = ["WEBVTT"] + ([f"X-TIMESTAMP-MAP=MPEGTS:{mpegts},LOCAL:00:00:00.000"] if mpegts is not None else []) + [""]
     for cue in cues:
         cue_end = cue.end if limit is None else min(cue.end, limit)
         if cue.start < end and cue_end > start and cue.start < cue_end:

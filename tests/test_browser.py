@@ -537,3 +537,25 @@ def test_hlsjs_shows_every_cue_at_its_time(fmt, language, browser, harness_url, 
     shown = sorted({(round(c["start"], 3), round(c["end"], 3), c["text"]) for c in track["cues"]})
     expected = sorted((float(c.start), float(c.end), c.text) for c in source)
     assert shown == expected, (shown, expected)
+
+
+@pytest.mark.parametrize("language", ["en", "fr"])
+def test_shaka_shows_the_dash_subtitles_at_their_times(language, browser, harness_url, subtitled_server) -> None:
+    """shaka 5.2.12 plays the ladder's DASH MPD with a subtitle language selected: its text displayer holds every cue
+    of the sidecar file (WebVTT, or SRT converted) at the file's times."""
+    from test_subtitles import ENGLISH, FRENCH_SRT
+    from packager.subtitles import parse_subtitles
+
+    source = parse_subtitles(ENGLISH.encode(), "vtt") if language == "en" else parse_subtitles(FRENCH_SRT.encode(), "srt")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(PLAY_TIMEOUT_MS + 10_000)
+        page.goto(harness_url)
+        report = page.evaluate("opts => window.captureShakaCues(opts)", {
+            "url": f"{subtitled_server.base}/p/demo/e/ladder/dash/manifest.mpd", "language": language, "timeoutMs": PLAY_TIMEOUT_MS})
+    finally:
+        context.close()
+    assert not [e for e in report["errors"] if e.get("severity") == 2], report["errors"]
+    shown = sorted({(round(c["start"], 3), round(c["end"], 3), c["text"]) for t in report["tracks"] for c in t["cues"]})
+    assert shown == sorted((float(c.start), float(c.end), c.text) for c in source), (shown, report["listed"])

@@ -227,3 +227,25 @@ def test_a_malformed_file_is_logged_once(origin):
         get(f"{origin.base}/p/open/e/subbed/hls/master.m3u8")
         get(f"{origin.base}/p/open/e/subbed/hls/_subs/de/index.m3u8")
     assert origin.log_path.read_text().count("subtitles open/subbed/subs.de.vtt left out") == 1
+
+
+def test_dash_names_each_track_as_one_webvtt_file(origin):
+    """The MPD has a text AdaptationSet per track (lang, Role subtitle / forced-subtitle) whose BaseURL is the whole
+    track in one WebVTT file on the presentation's clock (no X-TIMESTAMP-MAP); a preview's is cut at its end."""
+    import xml.etree.ElementTree as ET
+    from urllib.parse import urljoin
+
+    ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+    url = f"{origin.base}/p/open/e/subbed/dash/manifest.mpd"
+    mpd = ET.fromstring(get(url).text)
+    texts = [a for a in mpd.findall(".//d:AdaptationSet", ns) if a.get("contentType") == "text"]
+    assert [(a.get("lang"), a.find("d:Role", ns).get("value")) for a in texts] == [("en", "subtitle"), ("fr", "forced-subtitle")]
+    whole = get(urljoin(url, texts[0].find(".//d:BaseURL", ns).text))
+    assert whole.status_code == 200 and "X-TIMESTAMP-MAP" not in whole.text
+    assert vtt_cues(whole.text) == SOURCE_EN
+    preview = ET.fromstring(get(f"{origin.base}/p/prev/e/subbed/dash/manifest.mpd").text)
+    link = [a for a in preview.findall(".//d:AdaptationSet", ns) if a.get("lang") == "en"][0].find(".//d:BaseURL", ns).text
+    assert link.endswith("_subs/en/all-p3.vtt")
+    cut = vtt_cues(get(urljoin(url, link)).text)
+    assert cut == [(Fraction(1, 2), Fraction(5, 2), "Hello <b>world</b>")]  # the second cue starts at the 3 s end
+    assert get(f"{origin.base}/p/prev/e/subbed/cmaf/_subs/en/all.vtt").status_code == 403

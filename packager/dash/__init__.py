@@ -4,6 +4,6 @@
     with_viewer_query(mpd, query) -> str         fill the slots for one viewer (or empty them)
 """
 
-from .mpd import QUERY_SLOT, DashUris, build_mpd, with_viewer_query
+from .mpd import QUERY_SLOT, DashText, DashUris, build_mpd, with_viewer_query
 
-__all__ = ["QUERY_SLOT", "DashUris", "build_mpd", "with_viewer_query"]
+__all__ = ["QUERY_SLOT", "DashText", "DashUris", "build_mpd", "with_viewer_query"]

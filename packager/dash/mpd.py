@@ -36,6 +36,16 @@ ROLE_SCHEME = "urn:mpeg:dash:role:2011"
 
 
 @dataclass(frozen=True)
+class DashText:
+    """A subtitle track as one WebVTT file (relative to the MPD), its BCP 47 language and id."""
+
+    url: str
+    language: str
+    track: str
+    forced: bool = False
+
+
+@dataclass(frozen=True)
 class DashUris:
     """Where a rendition's files are, relative to the MPD: its folder (``../cmaf/hi``, ``../cmaf/hi/a1``),
     its init's name, and each segment's name (``seg-3.m4s``, or a preview's ``seg-3-p12.5.m4s``)."""
@@ -45,7 +55,7 @@ class DashUris:
     segment: Callable[[Segment], str]
 
 
-def build_mpd(media_set: MediaSet, uris: DashUris) -> str:
+def build_mpd(media_set: MediaSet, uris: DashUris, texts: Sequence[DashText] = ()) -> str:
     seconds = media_set.duration
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
@@ -77,6 +87,17 @@ def build_mpd(media_set: MediaSet, uris: DashUris) -> str:
         children = [f'        <AudioChannelConfiguration schemeIdUri="{CHANNELS_SCHEME}" value="{info.channels}"/>'] if info else []
         lines += _representation(audio, uris, extra, children)
         lines.append("    </AdaptationSet>")
+        set_id += 1
+    for text in texts:  # a whole WebVTT file each: its times are the presentation's
+        role = "forced-subtitle" if text.forced else "subtitle"
+        lines += [
+            f'    <AdaptationSet id="{set_id}" contentType="text" mimeType="text/vtt" lang="{escape(text.language)}">',
+            f'      <Role schemeIdUri="{ROLE_SCHEME}" value="{role}"/>',
+            f'      <Representation id="sub:{escape(text.track)}" bandwidth="256">',
+            f"        <BaseURL>{escape(text.url)}{QUERY_SLOT}</BaseURL>",
+            "      </Representation>",
+            "    </AdaptationSet>",
+        ]
         set_id += 1
     lines += ["  </Period>", "</MPD>", ""]
     return "\n".join(lines)

@@ -265,3 +265,60 @@ window.captureCues = function (opts) {
     hls.attachMedia(video);
   });
 };
+
+// The same with shaka-player (a DASH MPD, or HLS): the cues its text displayer put on the video's text tracks.
+window.captureShakaCues = function (opts) {
+  const { url, language, rate = 4, timeoutMs = 20000 } = opts;
+  const video = document.getElementById("video");
+  video.muted = true;
+  shaka.polyfill.installAll();
+  const player = new shaka.Player();
+  // without shaka's UI, cues go onto the video element's own text track (NativeTextDisplayer), where this reads them
+  let displayer = null;
+  player.configure("textDisplayFactory", () => (displayer = new shaka.text.NativeTextDisplayer(player)));
+  const errors = [];
+  player.addEventListener("error", (ev) => errors.push({ code: ev.detail.code, severity: ev.detail.severity }));
+  const seen = new Map(); // the displayer may drop cues behind the playhead: keep every one it showed
+  const collect = () => {
+    for (let i = 0; i < video.textTracks.length; i++) {
+      const track = video.textTracks[i];
+      for (let j = 0; track.cues && j < track.cues.length; j++) {
+        const c = track.cues[j];
+        seen.set(`${c.startTime}|${c.endTime}|${c.text}`, { start: c.startTime, end: c.endTime, text: c.text, track: track.label });
+      }
+    }
+  };
+  const poll = setInterval(collect, 50);
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      clearInterval(poll);
+      collect();
+      const tracks = [{ language, label: "seen", cues: [...seen.values()] }];
+      for (let i = 0; i < video.textTracks.length; i++) {
+        const track = video.textTracks[i];
+        const cues = [];
+        for (let j = 0; track.cues && j < track.cues.length; j++) {
+          cues.push({ start: track.cues[j].startTime, end: track.cues[j].endTime, text: track.cues[j].text });
+        }
+        tracks.push({ language: track.language, label: track.label, cues, all: true });
+      }
+      const listed = player.getTextTracks().map((t) => ({ language: t.language, active: t.active, roles: t.roles }));
+      player.destroy().catch(() => {}).then(() => resolve({ tracks, listed, errors, ended: video.ended }));
+    };
+    video.addEventListener("ended", () => setTimeout(finish, 300));
+    setTimeout(finish, timeoutMs);
+    player.attach(video)
+      .then(() => player.load(url))
+      .then(() => {
+        const chosen = player.getTextTracks().find((t) => t.language === language);
+        if (chosen) player.selectTextTrack(chosen);
+        if (displayer) displayer.setTextVisibility(true);
+        video.playbackRate = rate;
+        return video.play();
+      })
+      .catch((e) => { errors.push({ code: e.code, message: String(e.message || e) }); finish(); });
+  });
+};
