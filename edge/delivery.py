@@ -42,6 +42,7 @@ from packager.hls.build import (
 )
 from packager.hls.playlists import SubtitleRendition
 from packager.hls.uris import with_query
+from packager.clip import ClipMediaSet
 from packager.media import Segment
 from packager.media_set import MediaSet, Rendition
 from packager.preview import is_clipped, preview_end
@@ -249,22 +250,27 @@ class Delivery:
             render = lambda: subtitle_playlist(media_set, fmt, end)  # noqa: E731
             return await self._playlist(request, path, em, em.version, grant, render, Variant(end), _location(path, req),
                                         extra=(f"sub={version}",))
-        shift = getattr(media_set, "start", Fraction(0))  # a clip's start: cue times follow the clip's clock
+        # times on the media set's clock: a clip's start is its 0; the preview end E is in entry seconds
+        shift = getattr(media_set, "start", Fraction(0))
+        full_end = (media_set.clip_end - shift) if isinstance(media_set, ClipMediaSet) else em.media_set.duration
         if req.resource == "subs_file":
             if end is not None and req.preview is None:
                 raise Denied(403, PREVIEW_ONLY, "the whole track runs past the preview; its marked URL is in the MPD")
             path = urls.canonical_path(replace(req, preview=urls.clip_marker(end)))
-            headers, etag = self._headers(path, em, em.version, version, location=_location(path, req))
-            if is_not_modified(request.headers, etag, headers["Last-Modified"]):
-                return Response(status_code=304, headers=headers)
-            return Response(subtitle_file(cues, media_set, end, shift), media_type=VTT_TYPE, headers={**headers, "X-Cache": "MISS"})
-        segment = _granted_segment(subtitle_reference(media_set), req, end)
-        path = urls.canonical_path(replace(req, preview=urls.clip_marker(end) if is_clipped(segment) else None))
+            limit = full_end if end is None else end - shift
+            make = lambda: subtitle_file(cues, limit, shift)  # noqa: E731
+        else:
+            segment = _granted_segment(subtitle_reference(media_set), req, end)
+            path = urls.canonical_path(replace(req, preview=urls.clip_marker(end) if is_clipped(segment) else None))
+            # only the segment a preview cuts (its own URL) ends cues at the preview; any other is every viewer's
+            limit = end - shift if end is not None and is_clipped(segment) else full_end
+            make = lambda: subtitle_segment(cues, segment, media_set, fmt, limit, shift)  # noqa: E731
         headers, etag = self._headers(path, em, em.version, version, location=_location(path, req))
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
             return Response(status_code=304, headers=headers)
-        text = subtitle_segment(cues, segment, media_set, fmt, end, shift)
-        return Response(text, media_type=VTT_TYPE, headers={**headers, "X-Cache": "MISS"})
+        # cached like segments, built off the event loop: a long file's cues are thousands of lines
+        body, info.cache = await self.cache.get_or_make(f"{path}|{etag}", lambda: run_in_threadpool(lambda: make().encode()))
+        return Response(body, media_type=VTT_TYPE, headers={**headers, "X-Cache": info.cache})
 
     async def _mpd(self, request, req, em: EntryMedia, media_set: MediaSet, grant: Grant, end: Fraction | None) -> Response:
         """The DASH MPD (packager/dash) over the /cmaf/ files: the same flavors, grant and variant as the master."""

@@ -41,10 +41,20 @@ async def listed_tracks(media: MediaService, entry: Entry) -> tuple[list[Subtitl
 
 
 def master_renditions(files: Sequence[SubtitleFile], marker: Fraction | None) -> list[SubtitleRendition]:
-    """The EXT-X-MEDIA TYPE=SUBTITLES renditions of a master (``marker``: a preview's end, in the playlist names)."""
-    return [SubtitleRendition(subtitle_name(sub.language, sub.forced), sub.language,
-                              f"{urls.subtitles_dir(sub.track)}/{urls.playlist_name('index', marker)}", sub.default, sub.forced)
-            for sub in files]
+    """The EXT-X-MEDIA TYPE=SUBTITLES renditions of a master (``marker``: a preview's end, in the playlist names).
+    RFC 8216 4.3.4.1.1: NAMEs unique within the group, at most one DEFAULT=YES (the first file that asks)."""
+    out, names, default_given = [], set(), False
+    for sub in files:
+        base = name = subtitle_name(sub.language, sub.forced)
+        n = 2
+        while name in names:
+            name, n = f"{base} {n}", n + 1
+        names.add(name)
+        default = sub.default and not default_given
+        default_given |= default
+        uri = f"{urls.subtitles_dir(sub.track)}/{urls.playlist_name('index', marker)}"
+        out.append(SubtitleRendition(name, sub.language, uri, default, sub.forced))
+    return out
 
 
 def reference(media_set: MediaSet) -> Rendition:
@@ -62,19 +72,19 @@ def track_playlist(media_set: MediaSet, fmt: SegmentFormat, end: Fraction | None
     return media_playlist(segments, target_duration=target_duration(grid), version=fmt.version)
 
 
-def segment_text(cues: Sequence[Cue], segment: Segment, media_set: MediaSet, fmt: SegmentFormat, end: Fraction | None,
+def segment_text(cues: Sequence[Cue], segment: Segment, media_set: MediaSet, fmt: SegmentFormat, limit: Fraction,
                  shift: Fraction = Fraction(0)) -> str:
-    """Segment ``segment``'s WebVTT: the cues overlapping it, cut at ``end`` (a preview), in the media set's time
+    """Segment ``segment``'s WebVTT: the cues overlapping it, ended at ``limit`` at the latest (in the media set's
+    time: the end of the entry or clip, or for the segment a preview cuts, the preview's), on the media set's clock
     (``shift``: a clip's start in entry seconds, subtracted from cue times)."""
     moved = [Cue(max(c.start - shift, Fraction(0)), c.end - shift, c.text, c.settings) for c in cues if c.end > shift]
-    limit = end if end is not None else media_set.duration  # a clip's end, when no preview cuts it earlier
     return webvtt_segment(moved, segment.start, segment.start + segment.duration, _mpegts(media_set, fmt), limit)
 
 
-def whole_text(cues: Sequence[Cue], media_set: MediaSet, end: Fraction | None, shift: Fraction = Fraction(0)) -> str:
-    """The whole track as one WebVTT file on the presentation's clock (no X-TIMESTAMP-MAP): what a DASH MPD names."""
+def whole_text(cues: Sequence[Cue], limit: Fraction, shift: Fraction = Fraction(0)) -> str:
+    """The whole track as one WebVTT file on the presentation's clock (no X-TIMESTAMP-MAP), up to ``limit`` (the
+    media set's time): what a DASH MPD names."""
     moved = [Cue(max(c.start - shift, Fraction(0)), c.end - shift, c.text, c.settings) for c in cues if c.end > shift]
-    limit = end if end is not None else media_set.duration
     return webvtt_segment(moved, Fraction(0), limit, None, limit)
 
 

@@ -98,7 +98,7 @@ _THUMBNAIL = re.compile(r"(?P<flavor>[^/]+)/(?P<ms>0|[1-9][0-9]{0,8})(?:-w(?P<wi
 MIN_THUMBNAIL_WIDTH, MAX_THUMBNAIL_WIDTH = 16, 3840
 # subtitle tracks live beside the flavors under a folder no flavor id can name (ids never start with "_")
 SUBS_DIR = "_subs"
-_SUBS = re.compile(rf"{SUBS_DIR}/(?P<track>[A-Za-z0-9-]{{2,40}})/(?P<file>[^/]+)")
+_SUBS = re.compile(rf"{SUBS_DIR}/(?P<track>[A-Za-z0-9_-]{{2,40}})/(?P<file>[^/]+)")
 _SUBS_SEGMENT = re.compile(rf"seg-(?P<n>[0-9]+){_PREVIEW}\.vtt")
 _SUBS_FILE = re.compile(rf"all{_PREVIEW}\.vtt")  # the whole track in one file (DASH MPDs name it)
 SPRITE_FILES = {"sprite.jpg": "sprite", "thumbs.vtt": "thumbs"}  # a scrubbing sprite sheet and its WebVTT track

@@ -61,7 +61,7 @@ class Flavor:
 class SubtitleFile:
     """A sidecar subtitle file of an entry: ``<name>.<language>[.default][.forced].vtt`` (or ``.srt``)."""
 
-    track: str  # its id in URLs: the language, "-forced" added for a forced track ("en", "pt-BR", "fr-forced")
+    track: str  # its id in URLs: the language, "_forced" added for a forced track ("en", "pt-BR", "fr_forced")
     language: str  # BCP 47, as the file name spells it
     default: bool
     forced: bool
@@ -80,8 +80,19 @@ def subtitle_file(partner: str, entry: str, name: str) -> SubtitleFile | None:
         return None
     flags = found["flags"].split(".")
     forced = "forced" in flags
-    track = found["lang"] + ("-forced" if forced else "")
-    return SubtitleFile(track, found["lang"], "default" in flags, forced, f"{partner}/{entry}/{name}", found["ext"])
+    language = canonical_tag(found["lang"])
+    track = language + ("_forced" if forced else "")  # "_" is in no language tag: no tag spells a forced track's id
+    return SubtitleFile(track, language, "default" in flags, forced, f"{partner}/{entry}/{name}", found["ext"])
+
+
+def canonical_tag(tag: str) -> str:
+    """BCP 47 case (RFC 5646 2.1.1): tags are case-insensitive, so "EN" and "en" are one language: "en", "pt-BR",
+    "zh-Hant"."""
+    primary, *rest = tag.split("-")
+    parts = [primary.lower()]
+    for sub in rest:
+        parts.append(sub.upper() if len(sub) == 2 else sub.title() if len(sub) == 4 else sub.lower())
+    return "-".join(parts)
 
 
 @dataclass(frozen=True)

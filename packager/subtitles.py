@@ -22,6 +22,7 @@ from .errors import MediaError
 
 MAX_BYTES = 4 * 2**20  # a two-hour film's subtitles are ~100 KB; more is not a subtitle file
 _TIME = r"(?:(\d{1,3}):)?(\d{2}):(\d{2})[.,](\d{3})"
+_ARROW = re.compile(r"-{2,}>")
 _TIMING = re.compile(rf"\s*{_TIME}\s+-->\s+{_TIME}(?P<settings>(?:\s+\S+)*)\s*")
 
 
@@ -42,7 +43,7 @@ def parse_subtitles(data: bytes, fmt: str) -> tuple[Cue, ...]:
     if len(data) > MAX_BYTES:
         raise MalformedSubtitles(f"{len(data)} bytes: a subtitle file of over {MAX_BYTES} bytes is not read")
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig").replace("\x00", "\ufffd")  # WebVTT reads NUL as U+FFFD; a NUL would cut cues
     except UnicodeDecodeError as exc:
         raise MalformedSubtitles(f"not UTF-8 (byte {exc.start})") from None
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -73,6 +74,8 @@ def _blocks(lines: list[str]) -> list[tuple[int, list[str]]]:
 def _cue(block: list[str], number: int, fmt: str) -> Cue | None:
     if fmt == "vtt" and re.match(r"(NOTE|STYLE|REGION)(?:\s|$)", block[0]):
         return None  # comments and style blocks: not cues
+    if fmt == "srt" and len(block) == 1 and block[0].strip().isdigit():
+        return None  # an index with no cue after it (a file cut after "N"): nothing to show, nothing wrong
     at = 0 if "-->" in block[0] else 1  # a cue identifier (WebVTT) or index (SRT) before the timing line
     if at >= len(block):
         raise MalformedSubtitles(f"line {number}: a block without a timing line ({block[0][:40]!r})")
@@ -108,8 +111,9 @@ def webvtt_segment(cues: Sequence[Cue], start: Fraction, end: Fraction, mpegts: 
 
 
 def _payload(text: str) -> list[str]:
-    # a payload line may not hold "-->" nor be blank (it would end the cue): keep the cue, drop what cannot stand
-    return [line.replace("-->", "->") for line in text.split("\n") if line.strip()] or [" "]
+    # a payload line may not hold "-->" (any run of dashes before ">" would still hold one) nor be blank (it would end
+    # the cue): keep the cue, drop what cannot stand
+    return [_ARROW.sub("->", line) for line in text.split("\n") if line.strip()] or [" "]
 
 
 def _timestamp(seconds: Fraction) -> str:

@@ -130,7 +130,7 @@ def test_the_master_lists_each_track_and_every_variant_names_the_group(origin, f
     media = [line for line in master.splitlines() if line.startswith("#EXT-X-MEDIA:TYPE=SUBTITLES")]
     assert media == [
         '#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="English",LANGUAGE="en",DEFAULT=YES,AUTOSELECT=YES,FORCED=NO,URI="_subs/en/index.m3u8"',
-        '#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="French (forced)",LANGUAGE="fr",DEFAULT=NO,AUTOSELECT=YES,FORCED=YES,URI="_subs/fr-forced/index.m3u8"',
+        '#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="French (forced)",LANGUAGE="fr",DEFAULT=NO,AUTOSELECT=YES,FORCED=YES,URI="_subs/fr_forced/index.m3u8"',
     ]  # the malformed German file is left out
     assert all('SUBTITLES="subs"' in line for line in master.splitlines() if line.startswith("#EXT-X-STREAM-INF"))
 
@@ -152,7 +152,7 @@ def test_segments_follow_the_media_and_carry_every_cue(origin, fmt):
         assert mpegts == (900000 if fmt == "hls" else 0)
         seen += [c for c in vtt_cues(answer.text) if c not in seen]
     assert seen == SOURCE_EN
-    french = [c for name in names for c in vtt_cues(get(f"{base}/_subs/fr-forced/{name}").text)]
+    french = [c for name in names for c in vtt_cues(get(f"{base}/_subs/fr_forced/{name}").text)]
     assert sorted(set(french)) == [(1, 4, "Bonjour"), (5, Fraction(13, 2), "Au revoir")]
 
 
@@ -218,7 +218,7 @@ def test_sidecar_names_and_the_first_of_one_track(tmp_path):
         (folder / name).write_text("WEBVTT\n")
     entry = FileCatalog(tmp_path).entry_sync("p", "e")
     assert [(s.track, s.language, s.default, s.forced, s.key) for s in entry.subtitles] == [
-        ("en", "en", False, False, "p/e/a.en.vtt"), ("en-forced", "en", False, True, "p/e/c.en.forced.vtt"),
+        ("en", "en", False, False, "p/e/a.en.vtt"), ("en_forced", "en", False, True, "p/e/c.en.forced.vtt"),
         ("pt-BR", "pt-BR", True, False, "p/e/d.pt-BR.default.srt")]
 
 
