@@ -512,50 +512,45 @@ def subtitled_server(tmp_path_factory):
     yield from serving(["--media", str(library), "--segment-duration", "4"], tmp_path_factory.mktemp("subtitled-srv") / "server.log")
 
 
+def _source_cues(language: str) -> list[tuple[float, float, str]]:
+    from test_subtitles import ENGLISH, FRENCH_SRT
+    from packager.subtitles import parse_subtitles
+
+    cues = parse_subtitles(ENGLISH.encode(), "vtt") if language == "en" else parse_subtitles(FRENCH_SRT.encode(), "srt")
+    return sorted((float(c.start), float(c.end), c.text) for c in cues)
+
+
+def _cues_shown(browser, harness_url, function: str, url: str, language: str) -> dict:
+    """window.<function>(...) of tests/browser/harness.js: the cues a player put on the video's text tracks."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(PLAY_TIMEOUT_MS + 10_000)
+        page.goto(harness_url)
+        return page.evaluate(f"opts => window.{function}(opts)", {"url": url, "language": language, "timeoutMs": PLAY_TIMEOUT_MS})
+    finally:
+        context.close()
+
+
 @pytest.mark.parametrize("fmt", ["hls", "cmaf"])
 @pytest.mark.parametrize("language", ["en", "fr"])
 def test_hlsjs_shows_every_cue_at_its_time(fmt, language, browser, harness_url, subtitled_server) -> None:
     """hls.js 1.7.4 in Chromium, the ladder played to the end with a subtitle track selected: the video's text
     track holds every cue of the sidecar file (WebVTT, or SRT converted) at the file's times, once each; so the
     segments' X-TIMESTAMP-MAP places them on the media's clock, over TS and over fMP4."""
-    from test_subtitles import ENGLISH, FRENCH_SRT
-    from packager.subtitles import parse_subtitles
-
-    source = parse_subtitles(ENGLISH.encode(), "vtt") if language == "en" else parse_subtitles(FRENCH_SRT.encode(), "srt")
-    context = browser.new_context()
-    try:
-        page = context.new_page()
-        page.set_default_timeout(PLAY_TIMEOUT_MS + 10_000)
-        page.goto(harness_url)
-        report = page.evaluate("opts => window.captureCues(opts)", {
-            "url": f"{subtitled_server.base}/p/demo/e/ladder/{fmt}/master.m3u8", "language": language, "timeoutMs": PLAY_TIMEOUT_MS})
-    finally:
-        context.close()
+    report = _cues_shown(browser, harness_url, "captureCues", f"{subtitled_server.base}/p/demo/e/ladder/{fmt}/master.m3u8", language)
     assert not [e for e in report["errors"] if e.get("fatal")], report["errors"]
     (track,) = [t for t in report["tracks"] if t["language"] == language and t["cues"]] or [None]
     assert track is not None, report["tracks"]
     shown = sorted({(round(c["start"], 3), round(c["end"], 3), c["text"]) for c in track["cues"]})
-    expected = sorted((float(c.start), float(c.end), c.text) for c in source)
-    assert shown == expected, (shown, expected)
+    assert shown == _source_cues(language)
 
 
 @pytest.mark.parametrize("language", ["en", "fr"])
 def test_shaka_shows_the_dash_subtitles_at_their_times(language, browser, harness_url, subtitled_server) -> None:
     """shaka 5.2.12 plays the ladder's DASH MPD with a subtitle language selected: its text displayer holds every cue
     of the sidecar file (WebVTT, or SRT converted) at the file's times."""
-    from test_subtitles import ENGLISH, FRENCH_SRT
-    from packager.subtitles import parse_subtitles
-
-    source = parse_subtitles(ENGLISH.encode(), "vtt") if language == "en" else parse_subtitles(FRENCH_SRT.encode(), "srt")
-    context = browser.new_context()
-    try:
-        page = context.new_page()
-        page.set_default_timeout(PLAY_TIMEOUT_MS + 10_000)
-        page.goto(harness_url)
-        report = page.evaluate("opts => window.captureShakaCues(opts)", {
-            "url": f"{subtitled_server.base}/p/demo/e/ladder/dash/manifest.mpd", "language": language, "timeoutMs": PLAY_TIMEOUT_MS})
-    finally:
-        context.close()
+    report = _cues_shown(browser, harness_url, "captureShakaCues", f"{subtitled_server.base}/p/demo/e/ladder/dash/manifest.mpd", language)
     assert not [e for e in report["errors"] if e.get("severity") == 2], report["errors"]
     shown = sorted({(round(c["start"], 3), round(c["end"], 3), c["text"]) for t in report["tracks"] for c in t["cues"]})
-    assert shown == sorted((float(c.start), float(c.end), c.text) for c in source), (shown, report["listed"])
+    assert shown == _source_cues(language), report["listed"]
