@@ -235,7 +235,7 @@ def test_segment_numbers(fmt, ext, rendition, client):
 
 
 def test_unknown_routes_are_json_404(client):
-    for path in ("/p/demo/e/h264_baseline/dash/manifest.mpd", "/p/demo/e/h264_baseline/hls/main/foo.txt",
+    for path in ("/p/demo/e/h264_baseline/dash/index.mpd", "/p/demo/e/h264_baseline/hls/main/foo.txt",
                  "/p/demo", "/nothing-here", "/p/demo/e/h264_baseline/hls/main/a1/iframes.m3u8"):
         assert_json_error(client.get(path), 404, None)
 

@@ -47,7 +47,7 @@ def test_parse_known_paths(path, expected):
         ("/p/1/e/abc/hls/hi/seg-1234567890123.ts", urls.NoSuchResource),
         ("/p/1/e/abc/hls/hi/a0/index.m3u8", urls.BadRequest),
         ("/p/1/e/abc/hls/hi/init.mp4", urls.NoSuchResource),  # TS has no init segment
-        ("/p/1/e/abc/dash/manifest.mpd", urls.NoSuchResource),
+        ("/p/1/e/abc/dash/index.mpd", urls.NoSuchResource),
         ("/p/1/e/abc/hls/hi/seg-\u0662.ts", urls.BadRequest),  # an Arabic-Indic 2: one spelling per URL
         ("/p/1/e/abc/hls/hi/seg-1-p\uff15.ts", urls.BadRequest),  # a fullwidth 5
         ("/p/1/e/abc/hls/hi/a\u0661/index.m3u8", urls.NoSuchResource),
