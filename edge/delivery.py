@@ -41,7 +41,7 @@ from packager.hls.build import (
     MasterUris, audio_refusal, build_iframes, build_master, build_media, check_format, ts_refuses, video_refusal,
 )
 from packager.hls.playlists import SubtitleRendition
-from packager.hls.uris import with_query
+from packager.hls.uris import fill_query, query_template
 from packager.clip import ClipMediaSet
 from packager.media import Segment
 from packager.media_set import MediaSet, Rendition
@@ -399,12 +399,14 @@ class Delivery:
             headers["Cache-Control"] = PERSONAL_PLAYLIST_CACHE
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
             return Response(status_code=304, headers=headers)
-        key = f"{path}|{strong_etag(version, variant.tag, *extra, str(self.media.target))}"
-        body, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(lambda: render().encode()))
-        if mpd:  # every URL ends in a slot for the query: filled, or emptied, for each response
+        # cached as a template: a slot wherever a viewer's query goes, so a response is one replace, not a pass over
+        # every line ("tpl|": entries of an older layout, on a disk tier, are never read as templates)
+        key = f"tpl|{path}|{strong_etag(version, variant.tag, *extra, str(self.media.target))}"
+        if mpd:  # the MPD writer puts its own slots (XML-escaped when filled)
+            body, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(lambda: render().encode()))
             return Response(with_viewer_query(body.decode(), grant.query), media_type=MPD_TYPE, headers={**headers, "X-Cache": status})
-        text = with_query(body.decode(), grant.query) if grant.query else body
-        return Response(text, media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
+        template, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(lambda: query_template(render()).encode()))
+        return Response(fill_query(template, grant.query), media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
 
     def _shareable(self, req: MediaRequest, grant: Grant) -> bool:
         """The same bytes for every viewer: no rule of the partner can tell viewers apart (edge/hot.py)."""
