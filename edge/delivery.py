@@ -400,8 +400,9 @@ class Delivery:
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
             return Response(status_code=304, headers=headers)
         # cached as a template: a slot wherever a viewer's query goes, so a response is one replace, not a pass over
-        # every line ("tpl|": entries of an older layout, on a disk tier, are never read as templates)
-        key = f"tpl|{path}|{strong_etag(version, variant.tag, *extra, str(self.media.target))}"
+        # every line ("|tpl|": entries of an older layout, on a disk tier, are never read as templates; the key still
+        # starts with the path, as purges by partner or entry match)
+        key = f"{path}|tpl|{strong_etag(version, variant.tag, *extra, str(self.media.target))}"
         if mpd:  # the MPD writer puts its own slots (XML-escaped when filled)
             body, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(lambda: render().encode()))
             return Response(with_viewer_query(body.decode(), grant.query), media_type=MPD_TYPE, headers={**headers, "X-Cache": status})

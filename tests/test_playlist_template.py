@@ -49,3 +49,21 @@ def test_served_playlists_match_with_query_for_every_kind(server):
         assert QUERY_SLOT not in plain and "?" not in "".join(l for l in plain.splitlines() if not l.startswith("#")), path
         for query in QUERIES[1:]:
             assert fill_query(query_template(plain).encode(), query).decode() == with_query(plain, query), (path, query)
+
+
+def test_a_purge_by_partner_drops_cached_playlist_templates(media_library, tmp_path):
+    """Template cache keys still start with the playlist's path: a partner purge (a prefix match) drops them."""
+    from conftest import ServerProcess
+
+    config = tmp_path / "vodgate.toml"
+    config.write_text(f'[server]\nmedia_root = "{media_library}"\n[partners.demo]\nadmin_secret = "template-purge-secret-0123"\n')
+    srv = ServerProcess(["--config", str(config), "--workers", "1"], tmp_path / "server.log")
+    try:
+        url = f"{srv.base}/p/demo/e/ladder/hls/hi/index.m3u8"
+        assert [httpx.get(url, timeout=30).headers["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
+        purged = httpx.post(f"{srv.base}/admin/partners/demo/purge", json={}, timeout=30,
+                            headers={"Authorization": "Bearer template-purge-secret-0123"})
+        assert purged.status_code == 200, purged.text
+        assert httpx.get(url, timeout=30).headers["x-cache"] == "MISS"
+    finally:
+        srv.stop()
