@@ -289,14 +289,7 @@ class Delivery:
     async def _thumbnail(self, request: Request, req: MediaRequest, info: MediaInfo, grant: Grant) -> Response:
         """A JPEG of the flavor's keyframe presented at or before ``req.number`` ms (edge/thumbnails.py): the flavor
         and preview limits of the grant apply (no thumbnail at or past the end of a preview)."""
-        if req.clip is not None:
-            raise NoSuchResource("thumbnails are per entry: ask for thumb/ outside a clip folder")
-        em = await self.media.entry_media(req.partner, req.entry)
-        em.entry.flavor(req.rendition.flavor)  # UnknownFlavor (404)
-        em.check_flavor(req.rendition.flavor)
-        rendition = em.media_set.rendition(req.rendition)
-        if rendition.kind == "video" and not _flavor_allowed(rendition, grant):
-            raise Denied(403, FLAVOR_NOT_ALLOWED, f"flavor {req.rendition.flavor} is above this viewer's quality limit")
+        em, rendition = await self._pictured(req, grant)
         seconds = Fraction(req.number, 1000)  # type: ignore[arg-type]
         if grant.preview is not None and seconds >= grant.preview:
             raise Denied(403, PREVIEW_ONLY, f"no thumbnail at {float(seconds):g} s: past the {float(grant.preview):g} s preview")
@@ -308,23 +301,32 @@ class Delivery:
         picture = f"{urls.entry_path(req.partner, req.entry, 'thumb')}/{req.rendition.flavor}/k{span.first}-w{req.width or 0}"
         return await self._image(request, req, info, grant, em, lambda: self._one_keyframe(em, rendition, span, req.width), picture)
 
-    async def _one_keyframe(self, em: EntryMedia, rendition: Rendition, span, width: int | None) -> bytes:
+    async def _pictured(self, req: MediaRequest, grant: Grant) -> tuple[EntryMedia, Rendition]:
+        """The entry and the flavor's rendition a thumbnail, sprite or track shows, after the grant's flavor limit."""
+        if req.clip is not None:
+            raise NoSuchResource("thumbnails are per entry: ask for thumb/ outside a clip folder")
+        em = await self.media.entry_media(req.partner, req.entry)
+        em.entry.flavor(req.rendition.flavor)  # type: ignore[union-attr]  (UnknownFlavor: 404)
+        em.check_flavor(req.rendition.flavor)  # type: ignore[union-attr]
+        rendition = em.media_set.rendition(req.rendition)  # type: ignore[arg-type]
+        if rendition.kind == "video" and not _flavor_allowed(rendition, grant):
+            raise Denied(403, FLAVOR_NOT_ALLOWED, f"flavor {rendition.id.flavor} is above this viewer's quality limit")
+        return em, rendition
+
+    async def _keyframe_ts(self, em: EntryMedia, rendition: Rendition, span) -> bytes:
+        """One keyframe muxed alone into MPEG-TS: what ffmpeg decodes a picture from (edge/thumbnails.py)."""
         batch = await self.media.batch(em.entry, rendition, Segment(1, span, Fraction(0), Fraction(0)))
-        return await self.thumbnailer.jpeg(await run_in_threadpool(ts_mux, batch), width)
+        return await run_in_threadpool(ts_mux, batch)
+
+    async def _one_keyframe(self, em: EntryMedia, rendition: Rendition, span, width: int | None) -> bytes:
+        return await self.thumbnailer.jpeg(await self._keyframe_ts(em, rendition, span), width)
 
     async def _sprite(self, request: Request, req: MediaRequest, info: MediaInfo, grant: Grant) -> Response:
         """A scrubbing sprite sheet of the flavor's keyframes, or its WebVTT thumbnail track (packager/thumbnail.py).
         A preview viewer gets neither (403 preview_only): its tiles would show what lies past the preview."""
-        if req.clip is not None:
-            raise NoSuchResource("thumbnails are per entry: ask for thumb/ outside a clip folder")
-        if grant.preview is not None:
+        if req.clip is None and grant.preview is not None:
             raise Denied(403, PREVIEW_ONLY, "scrubbing sprites show the whole media; a preview viewer gets single thumbnails")
-        em = await self.media.entry_media(req.partner, req.entry)
-        em.entry.flavor(req.rendition.flavor)
-        em.check_flavor(req.rendition.flavor)
-        rendition = em.media_set.rendition(req.rendition)
-        if rendition.kind == "video" and not _flavor_allowed(rendition, grant):
-            raise Denied(403, FLAVOR_NOT_ALLOWED, f"flavor {req.rendition.flavor} is above this viewer's quality limit")
+        em, rendition = await self._pictured(req, grant)
         plan = sprite_plan(rendition.track, em.media_set.duration)  # 404 no_video for an audio-only flavor
         if req.resource == "thumbs":
             # the viewer's token (URL-encoded: no newline, no "-->") goes into each cue's sprite URL, as into playlists
@@ -337,10 +339,7 @@ class Delivery:
             return Response(text, media_type=VTT_TYPE, headers=headers)
 
         async def tiles() -> bytes:
-            pieces = []
-            for span, _, _ in plan:
-                batch = await self.media.batch(em.entry, rendition, Segment(1, span, Fraction(0), Fraction(0)))
-                pieces.append(await run_in_threadpool(ts_mux, batch))
+            pieces = [await self._keyframe_ts(em, rendition, span) for span, _, _ in plan]
             return await self.thumbnailer.sprite(b"".join(pieces), TILE_WIDTH, SPRITE_COLUMNS, len(plan))
 
         return await self._image(request, req, info, grant, em, tiles)

@@ -77,15 +77,18 @@ def segment_text(cues: Sequence[Cue], segment: Segment, media_set: MediaSet, fmt
     """Segment ``segment``'s WebVTT: the cues overlapping it, ended at ``limit`` at the latest (in the media set's
     time: the end of the entry or clip, or for the segment a preview cuts, the preview's), on the media set's clock
     (``shift``: a clip's start in entry seconds, subtracted from cue times)."""
-    moved = [Cue(max(c.start - shift, Fraction(0)), c.end - shift, c.text, c.settings) for c in cues if c.end > shift]
-    return webvtt_segment(moved, segment.start, segment.start + segment.duration, _mpegts(media_set, fmt), limit)
+    return webvtt_segment(_on_clock(cues, shift), segment.start, segment.start + segment.duration, _mpegts(media_set, fmt), limit)
 
 
 def whole_text(cues: Sequence[Cue], limit: Fraction, shift: Fraction = Fraction(0)) -> str:
     """The whole track as one WebVTT file on the presentation's clock (no X-TIMESTAMP-MAP), up to ``limit`` (the
     media set's time): what a DASH MPD names."""
-    moved = [Cue(max(c.start - shift, Fraction(0)), c.end - shift, c.text, c.settings) for c in cues if c.end > shift]
-    return webvtt_segment(moved, Fraction(0), limit, None, limit)
+    return webvtt_segment(_on_clock(cues, shift), Fraction(0), limit, None, limit)
+
+
+def _on_clock(cues: Sequence[Cue], shift: Fraction) -> list[Cue]:
+    """Cues on a clip's clock (``shift``: its start in entry seconds): those ending before it dropped, starts from 0."""
+    return [Cue(max(c.start - shift, Fraction(0)), c.end - shift, c.text, c.settings) for c in cues if c.end > shift]
 
 
 def _mpegts(media_set: MediaSet, fmt: SegmentFormat) -> int:
