@@ -26,10 +26,10 @@ from ..fmp4.fragment import fragment_timeline
 from ..formats import FMP4
 from ..hls.build import rendition_bandwidth
 from ..hls.language import language_tag
+from ..hls.uris import QUERY_SLOT  # one slot for a viewer's query, in playlists and MPDs (never in XML text either)
 from ..media import Segment
 from ..media_set import MediaSet, Rendition, RenditionId, frame_rate
 
-QUERY_SLOT = "\x01"  # never in XML text (an invalid character): every one is replaced before an MPD is sent
 PROFILE = "urn:mpeg:dash:profile:isoff-live:2011"
 CHANNELS_SCHEME = "urn:mpeg:dash:23003:3:audio_channel_configuration:2011"
 ROLE_SCHEME = "urn:mpeg:dash:role:2011"
