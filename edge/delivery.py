@@ -41,7 +41,7 @@ from packager.hls.build import (
     MasterUris, audio_refusal, build_iframes, build_master, build_media, check_format, ts_refuses, video_refusal,
 )
 from packager.hls.playlists import SubtitleRendition
-from packager.hls.uris import fill_query, query_template
+from packager.hls.uris import fill_query, query_template, with_query
 from packager.clip import ClipMediaSet
 from packager.media import Segment
 from packager.media_set import MediaSet, Rendition
@@ -405,7 +405,11 @@ class Delivery:
         if mpd:  # the MPD writer puts its own slots (XML-escaped when filled)
             body, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(lambda: render().encode()))
             return Response(with_viewer_query(body.decode(), grant.query), media_type=MPD_TYPE, headers={**headers, "X-Cache": status})
-        template, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(lambda: query_template(render()).encode()))
+        template, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(lambda: _template_of(render())))
+        if template.startswith(VERBATIM):  # no template could say it (query_template): the per-line rewrite, as before
+            text = template[len(VERBATIM):].decode()
+            body = with_query(text, grant.query).encode() if grant.query else text.encode()
+            return Response(body, media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
         return Response(fill_query(template, grant.query), media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
 
     def _shareable(self, req: MediaRequest, grant: Grant) -> bool:
@@ -420,6 +424,15 @@ class Delivery:
         if location is not None:
             headers["Content-Location"] = location
         return headers, etag
+
+
+VERBATIM = b"\x02"  # the first byte of a cached playlist kept as text (never a playlist's: they start "#EXTM3U")
+
+
+def _template_of(playlist: str) -> bytes:
+    """What _playlist caches: the playlist's query template, or the playlist itself marked VERBATIM."""
+    template = query_template(playlist)
+    return template.encode() if template is not None else VERBATIM + playlist.encode()
 
 
 def _location(variant_path: str, req: MediaRequest) -> str | None:

@@ -55,10 +55,17 @@ QUERY_SLOT = "\x01"  # never in a playlist (a control character): marks where a 
 _SLOT = QUERY_SLOT.encode()
 
 
-def query_template(playlist: str) -> str:
+def query_template(playlist: str) -> str | None:
     """``playlist`` with a slot wherever :func:`with_query` would write a query: made once when a playlist is cached,
-    so each response is one :func:`fill_query` (a bytes replace) instead of a pass over every line."""
-    return with_query(playlist, QUERY_SLOT)
+    so each response is one :func:`fill_query` (a bytes replace) instead of a pass over every line. None where a
+    template would not say what with_query does (a URI that already has a query, whose parameters with_query
+    merges; a slot character in the text): such a playlist is written per response by with_query, as before."""
+    if QUERY_SLOT in playlist:
+        return None
+    template = with_query(playlist, QUERY_SLOT)
+    if "&" + QUERY_SLOT in template or fill_query(template.encode(), "").decode() != playlist:
+        return None
+    return template
 
 
 def fill_query(template: bytes, query: str) -> bytes:
