@@ -188,7 +188,7 @@ class Delivery:
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
             return Response(status_code=304, headers=headers)
         key = f"{path}|{etag}"  # the variant's path, never the raw URL
-        if self._shareable(req, grant):
+        if self._shareable(req.partner, grant):
             mark_shareable(request.scope, key)
         if segment is None:
             body, info.cache = await self.cache.get_or_make(key, lambda: run_in_threadpool(keying.init, rendition.track))
@@ -352,7 +352,7 @@ class Delivery:
         headers, etag = self._headers(path, em, em.flavor_version(req.rendition.flavor))  # type: ignore[union-attr]
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
             return Response(status_code=304, headers=headers)
-        if self._shareable(req, grant):
+        if self._shareable(req.partner, grant):
             mark_shareable(request.scope, f"{path}|{etag}")
         body, info.cache = await self.cache.get_or_make(f"{path}|{etag}", make)
         return Response(body, media_type=JPEG_TYPE, headers={**headers, "X-Cache": info.cache})
@@ -406,15 +406,24 @@ class Delivery:
             body, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(lambda: render().encode()))
             return Response(with_viewer_query(body.decode(), grant.query), media_type=MPD_TYPE, headers={**headers, "X-Cache": status})
         template, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(lambda: _template_of(render())))
+        if not grant.query:
+            # the query-free playlist is cached too: the hot lane answers the next query-free requests from it, as
+            # it answers segments, when the partner has no rule that could tell viewers apart (edge/hot.py)
+            async def plain_playlist() -> bytes:  # one bytes.replace: no thread hop
+                return _plain_playlist(template)
+
+            plain, _ = await self.cache.get_or_make(f"{key}|plain", plain_playlist)
+            if not request.url.query and self._shareable(em.entry.partner, grant):
+                mark_shareable(request.scope, f"{key}|plain", query_free=True)
+            return Response(plain, media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
         if template.startswith(VERBATIM):  # no template could say it (query_template): the per-line rewrite, as before
-            text = template[len(VERBATIM):].decode()
-            body = with_query(text, grant.query).encode() if grant.query else text.encode()
+            body = with_query(template[len(VERBATIM):].decode(), grant.query).encode()
             return Response(body, media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
         return Response(fill_query(template, grant.query), media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
 
-    def _shareable(self, req: MediaRequest, grant: Grant) -> bool:
+    def _shareable(self, partner: str, grant: Grant) -> bool:
         """The same bytes for every viewer: no rule of the partner can tell viewers apart (edge/hot.py)."""
-        return grant.preview is None and grant.limits is None and not self.access.restricts(req.partner)
+        return grant.preview is None and grant.limits is None and not self.access.restricts(partner)
 
     def _headers(self, path: str, em: EntryMedia, version: str, *extra: str, location: str | None = None) -> tuple[dict[str, str], str]:
         """Validators and cache headers of the resource ``path`` names (a variant's path, see urls.clip_marker);
@@ -433,6 +442,11 @@ def _template_of(playlist: str) -> bytes:
     """What _playlist caches: the playlist's query template, or the playlist itself marked VERBATIM."""
     template = query_template(playlist)
     return template.encode() if template is not None else VERBATIM + playlist.encode()
+
+
+def _plain_playlist(template: bytes) -> bytes:
+    """The playlist a viewer without a query gets, from what _playlist caches (a template or VERBATIM text)."""
+    return template[len(VERBATIM):] if template.startswith(VERBATIM) else fill_query(template, "")
 
 
 def _location(variant_path: str, req: MediaRequest) -> str | None:

@@ -12,7 +12,10 @@ costs more than copying the bytes does. So:
    conditional/range/Origin/Cookie header). It remembers
    the response headers exactly as the app sent them, by path: a query
    string (``playSessionId``) does not change a segment of an unrestricted
-   partner, only what play events record. A request carrying a token
+   partner, only what play events record. A playlist is different: the
+   viewer's query goes into its URIs, so a playlist is remembered only as
+   the answer to a request *without* a query (``query_free``), and any
+   request with one takes the full path. A request carrying a token
    (``?token=``, ``?hdnts=``) always takes the full path
    (edge/hot_protocol.py): a token may narrow what it grants (a clip claim).
 2. The server's protocol (edge/hot_protocol.py) asks :meth:`HotPaths.answer`
@@ -54,11 +57,16 @@ _DIFFERENT_ANSWER = frozenset({
 class Shareable:
     cache_key: str  # the segment cache holds the body under it: whole, or as its tail (the edge's records)
     fresh_for: float | None = None  # seconds the cached copy stays fresh, when it can go stale (edge role)
+    # the answer holds only for requests without a query: a playlist carries a viewer's query into its URIs
+    # (a playSessionId, ?flavors= picks the variants), so only the query-free request is every viewer's
+    query_free: bool = False
 
 
-def mark_shareable(scope: MutableMapping[str, Any], cache_key: str, fresh_for: float | None = None) -> None:
-    """A route's statement: this response is the same bytes for anyone who sends this plain request."""
-    scope.setdefault("state", {})[MARK_SCOPE_KEY] = Shareable(cache_key, fresh_for)
+def mark_shareable(scope: MutableMapping[str, Any], cache_key: str, fresh_for: float | None = None,
+                   query_free: bool = False) -> None:
+    """A route's statement: this response is the same bytes for anyone who sends this plain request
+    (with ``query_free``: this plain request without a query string)."""
+    scope.setdefault("state", {})[MARK_SCOPE_KEY] = Shareable(cache_key, fresh_for, query_free)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +80,7 @@ class HotAnswer:
     info: MediaInfo  # what observers (metrics, play events) see for every answer
     expires: float
     generation: int = 0  # the configuration it was remembered under (AccessControl.generation)
+    query_free: bool = False  # answered only to a request without a query (Shareable.query_free)
 
 
 class HotPaths:
@@ -102,10 +111,11 @@ class HotPaths:
         self._remembered = 0
         self._answers: dict[bytes, HotAnswer] = {}
 
-    def answer(self, raw_path: bytes, headers: Iterable[tuple[bytes, bytes]]) -> tuple[HotAnswer, bytes] | None:
-        """The remembered answer and its body for a plain GET of ``raw_path``, or None (take the full path)."""
+    def answer(self, raw_path: bytes, headers: Iterable[tuple[bytes, bytes]], query: bytes = b"") -> tuple[HotAnswer, bytes] | None:
+        """The remembered answer and its body for a plain GET of ``raw_path`` (``query``: the request's query
+        string, raw), or None (take the full path)."""
         hot = self._answers.get(raw_path)
-        if hot is None:
+        if hot is None or (query and hot.query_free):
             return None
         if self.clock() >= hot.expires or self.restricts(hot.partner) or hot.generation != self.generation():
             del self._answers[raw_path]
@@ -144,6 +154,7 @@ class HotPaths:
             replace(info, cache=HIT, package_seconds=None, client_ip=None, country=None, session_id=None),
             self.clock() + lifetime,
             self.generation(),
+            mark.query_free,
         )
 
     def __len__(self) -> int:

@@ -140,7 +140,7 @@ def hot_protocol(
             started = time.perf_counter()
             if query and carries_token(query):  # a token may pin a clip: only the full path can judge it
                 return False
-            found = hot.answer(path, headers)
+            found = hot.answer(path, headers, query)
             if found is None:
                 return False
             answer, body = found

@@ -308,8 +308,9 @@ class EdgeProxy:
         if span is not None:
             headers["Content-Range"] = span.content_range(len(body))
             body, code = body[span.start : span.end + 1], 206
-        elif not playlist and status != STALE and self._shareable(req):
-            mark_shareable(request.scope, key, fresh_for=stored.fetched + stored.ttl - self.store.clock())
+        elif status != STALE and self._shareable(req) and not (playlist and request.url.query):
+            # a playlist only as the answer to a query-free request: a query goes into its URIs (edge/hot.py)
+            mark_shareable(request.scope, key, fresh_for=stored.fetched + stored.ttl - self.store.clock(), query_free=playlist)
         return self._body(request, body, code, headers)
 
     def _check_rules_known(self, req: MediaRequest, headers: Mapping[str, str]) -> None:
