@@ -53,6 +53,7 @@ from .cache import SegmentCache
 from .cdn import PERSONAL_PLAYLIST_CACHE, CdnPolicy
 from .errors import response_for
 from .hot import mark_shareable
+from .hot_playlists import PlaylistForm
 from .http import http_date, is_not_modified, requested_range, strong_etag
 from .progressive import serve_progressive
 from .key_store import ContentKeys
@@ -66,7 +67,7 @@ from .subtitles import whole_text as subtitle_file
 from .thumbnails import Thumbnailer
 from .request_info import MediaInfo, attach, info_for
 from .urls import BadRequest, MediaRequest, NoSuchResource
-from .viewer import Denied, EdgeTrust, Grant, Variant, check_clip, check_preview_marker, grant_for
+from .viewer import Denied, EdgeTrust, Grant, Variant, check_clip, check_preview_marker, grant_for, only_a_session_query
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 MPD_TYPE = "application/dash+xml"
@@ -394,6 +395,7 @@ class Delivery:
         (auth/content_keys.Protection.tag), None when clear."""
         extra = ((protection,) if protection else ()) + extra  # what else the body depends on: encryption, subtitle files
         headers, etag = self._headers(path, em, version, variant.tag, *extra, grant.query, location=location)
+        shared_cache = headers["Cache-Control"]
         if grant.personal:
             headers["Cache-Control"] = PERSONAL_PLAYLIST_CACHE
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
@@ -406,29 +408,48 @@ class Delivery:
             body, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(lambda: render().encode()))
             return Response(with_viewer_query(body.decode(), grant.query), media_type=MPD_TYPE, headers={**headers, "X-Cache": status})
         template, status = await self.cache.get_or_make(key, lambda: run_in_threadpool(lambda: _template_of(render())))
-        if not grant.query:
-            # the query-free playlist is cached too: the hot lane answers the next query-free requests from it, as
-            # it answers segments, when the partner has no rule that could tell viewers apart (edge/hot.py)
+        hot = self._hot_form(request, em.entry.partner, grant, template, key, self._etag_parts(path, version, variant.tag, *extra),
+                             shared_cache)
+        if hot is not None or not grant.query:
+            # the query-free playlist is cached as bytes too: the hot lane answers it as it answers segments (and,
+            # from the template, a lone session id), when no rule of the partner can tell viewers apart (edge/hot.py)
             async def plain_playlist() -> bytes:  # one bytes.replace: no thread hop
                 return _plain_playlist(template)
 
             plain, _ = await self.cache.get_or_make(f"{key}|plain", plain_playlist)
-            if not request.url.query and self._shareable(em.entry.partner, grant):
-                mark_shareable(request.scope, f"{key}|plain", query_free=True)
-            return Response(plain, media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
+            if hot is not None:
+                mark_shareable(request.scope, f"{key}|plain", playlist=hot)
+            if not grant.query:
+                return Response(plain, media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
         if template.startswith(VERBATIM):  # no template could say it (query_template): the per-line rewrite, as before
             body = with_query(template[len(VERBATIM):].decode(), grant.query).encode()
             return Response(body, media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
         return Response(fill_query(template, grant.query), media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
 
+    def _hot_form(self, request: Request, partner: str, grant: Grant, template: bytes, key: str, etag_parts: tuple[str, ...],
+                  shared_cache: str) -> PlaylistForm | None:
+        """What lets the hot lane answer this playlist (edge/hot_playlists.py), when it may: a partner without
+        rules, a request with no query or a lone session id, a playlist cached as a template (a text playlist's
+        per-line rewrite is not the hot lane's to do: only its query-free answer is)."""
+        query = request.url.query
+        if not self._shareable(partner, grant) or (query and (only_a_session_query(query.encode()) is None or grant.query != query)):
+            return None
+        if template.startswith(VERBATIM):
+            return None if query else PlaylistForm(key, etag_parts, shared_cache)
+        return PlaylistForm(key, etag_parts, shared_cache, PERSONAL_PLAYLIST_CACHE)
+
     def _shareable(self, partner: str, grant: Grant) -> bool:
         """The same bytes for every viewer: no rule of the partner can tell viewers apart (edge/hot.py)."""
         return grant.preview is None and grant.limits is None and not self.access.restricts(partner)
 
+    def _etag_parts(self, path: str, version: str, *extra: str) -> tuple[str, ...]:
+        """What the ETag of the resource ``path`` names: its version, the path, the segment target, ``extra``."""
+        return (version, path, str(self.media.target), *extra)
+
     def _headers(self, path: str, em: EntryMedia, version: str, *extra: str, location: str | None = None) -> tuple[dict[str, str], str]:
         """Validators and cache headers of the resource ``path`` names (a variant's path, see urls.clip_marker);
         ``location``: the URL that names these bytes, when the request spelled it otherwise (RFC 9110 8.7)."""
-        etag = strong_etag(version, path, str(self.media.target), *extra)
+        etag = strong_etag(*self._etag_parts(path, version, *extra))
         headers = {"ETag": etag, "Last-Modified": http_date(em.last_modified_ns), **self.cdn.media_headers(em.entry.partner, em.entry.id, self.access.restricts(em.entry.partner))}
         if location is not None:
             headers["Content-Location"] = location

@@ -15,7 +15,11 @@ costs more than copying the bytes does. So:
    partner, only what play events record. A playlist is different: the
    viewer's query goes into its URIs, so a playlist is remembered only as
    the answer to a request *without* a query (``query_free``), and any
-   request with one takes the full path. A request carrying a token
+   request with one takes the full path, except a query that is one valid
+   ``playSessionId`` and nothing else on the origin: players send one on
+   every request, and for a partner without rules it changes only the
+   slots of the playlist's cached template, its ETag and its Cache-Control
+   (edge/hot_playlists.py). A request carrying a token
    (``?token=``, ``?hdnts=``) always takes the full path
    (edge/hot_protocol.py): a token may narrow what it grants (a clip claim).
 2. The server's protocol (edge/hot_protocol.py) asks :meth:`HotPaths.answer`
@@ -40,6 +44,7 @@ from typing import Any, Callable, Iterable, MutableMapping, Sequence
 
 from .cache import HIT, SegmentCache
 from .cdn import shield_passes
+from .hot_playlists import PlaylistAnswer, PlaylistForm
 from .request_info import SCOPE_KEY, MediaInfo
 
 MARK_SCOPE_KEY = "vodgate.shareable"  # value: the segment cache key of the body
@@ -60,13 +65,15 @@ class Shareable:
     # the answer holds only for requests without a query: a playlist carries a viewer's query into its URIs
     # (a playSessionId, ?flavors= picks the variants), so only the query-free request is every viewer's
     query_free: bool = False
+    playlist: PlaylistForm | None = None  # with query_free: how a lone session id changes the answer
 
 
 def mark_shareable(scope: MutableMapping[str, Any], cache_key: str, fresh_for: float | None = None,
-                   query_free: bool = False) -> None:
+                   query_free: bool = False, playlist: PlaylistForm | None = None) -> None:
     """A route's statement: this response is the same bytes for anyone who sends this plain request
-    (with ``query_free``: this plain request without a query string)."""
-    scope.setdefault("state", {})[MARK_SCOPE_KEY] = Shareable(cache_key, fresh_for, query_free)
+    (``query_free``: this plain request without a query string; ``playlist``: a playlist whose answer to
+    the plain request, without a query or with a lone session id, is made from its form)."""
+    scope.setdefault("state", {})[MARK_SCOPE_KEY] = Shareable(cache_key, fresh_for, query_free or playlist is not None, playlist)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +87,8 @@ class HotAnswer:
     info: MediaInfo  # what observers (metrics, play events) see for every answer
     expires: float
     generation: int = 0  # the configuration it was remembered under (AccessControl.generation)
-    query_free: bool = False  # answered only to a request without a query (Shareable.query_free)
+    query_free: bool = False  # answered only to a request without a query (Shareable.query_free)...
+    playlist: PlaylistAnswer | None = None  # ...or as its form says (a lone session id), made from this
 
 
 class HotPaths:
@@ -115,7 +123,7 @@ class HotPaths:
         """The remembered answer and its body for a plain GET of ``raw_path`` (``query``: the request's query
         string, raw), or None (take the full path)."""
         hot = self._answers.get(raw_path)
-        if hot is None or (query and hot.query_free):
+        if hot is None or (query and hot.query_free and (hot.playlist is None or not hot.playlist.form.answers(query))):
             return None
         if self.clock() >= hot.expires or self.restricts(hot.partner) or hot.generation != self.generation():
             del self._answers[raw_path]
@@ -126,35 +134,54 @@ class HotPaths:
         if cached is not hot.cached:
             del self._answers[raw_path]
             return None
+        if query and hot.query_free:
+            return self._personal(hot, hot.playlist, query)  # type: ignore[arg-type]
         self.served += 1
         self.cache.stats[HIT] += 1
         return hot, (cached if not hot.offset else memoryview(cached)[hot.offset :])
 
+    def _personal(self, hot: HotAnswer, playlist: PlaylistAnswer, query: bytes) -> tuple[HotAnswer, bytes] | None:
+        """The full path's answer to the remembered playlist's path with ``query``, a lone session id."""
+        if self.cache.memory.get(playlist.form.template_key) is not playlist.template:
+            return None  # the template went (evicted, purged): the full path makes it again
+        body = playlist.body(query, hot.cached)
+        self.served += 1
+        self.cache.stats[HIT] += 1
+        return replace(hot, header_lines=playlist.header_lines(query, len(body))), body
+
     def remember(self, raw_path: bytes, headers: Iterable[tuple[bytes, bytes]], body: bytes | memoryview,
-                 mark: Shareable, info: MediaInfo | None) -> None:
+                 mark: Shareable, info: MediaInfo | None, query: bytes = b"") -> None:
+        """Remember the answer the full path gave to a plain GET of ``raw_path`` (``query``: its query string)."""
         cached = self.cache.memory.get(mark.cache_key)
-        if info is None or cached is None or not _ends_with(cached, body):
-            return  # only what the cache holds, byte for byte, can be answered from it
         lifetime = self.ttl if mark.fresh_for is None else min(self.ttl, mark.fresh_for)
-        if lifetime <= 0:
+        if info is None or cached is None or lifetime <= 0:
             return
-        lines = []
-        for name, value in headers:
-            if name.lower() == b"x-cache":
-                value = HIT.encode()
-            lines.append(b"%s: %s\r\n" % (name, value))
+        pairs = [(name, HIT.encode() if name.lower() == b"x-cache" else value) for name, value in headers]
+        playlist = None
+        if mark.playlist is not None:  # recorded from a query-free or a session request: remembered query-free
+            playlist = PlaylistAnswer.recorded(mark.playlist, self.cache.memory.get(mark.playlist.template_key), pairs,
+                                               body, cached, query)
+            if playlist is None:
+                return
+            header_lines = playlist.header_lines(b"", len(cached))
+        elif query and mark.query_free or not _ends_with(cached, body):
+            return  # only what the cache holds, byte for byte, can be answered from it
+        else:
+            header_lines = b"".join(b"%s: %s\r\n" % pair for pair in pairs)
         self._remembered += 1
         if self._remembered % 256 == 0 or (len(self._answers) >= self.max_paths and raw_path not in self._answers):
             self._drop_expired()  # also lets go of cached objects the cache itself no longer holds
         if len(self._answers) >= self.max_paths and raw_path not in self._answers:
             self._answers.pop(next(iter(self._answers)))  # the oldest remembered
         self._answers[raw_path] = HotAnswer(
-            b"".join(lines), mark.cache_key, cached, len(cached) - len(body), info.partner, raw_path.decode("latin-1"),
+            header_lines, mark.cache_key, cached, len(cached) - len(body) if playlist is None else 0, info.partner,
+            raw_path.decode("latin-1"),
             # what observers see for every answer: nothing of the viewer who happened to be recorded
             replace(info, cache=HIT, package_seconds=None, client_ip=None, country=None, session_id=None),
             self.clock() + lifetime,
             self.generation(),
             mark.query_free,
+            playlist,
         )
 
     def __len__(self) -> int:
@@ -217,4 +244,5 @@ class HotRecorder:
             return
         start, body = sent
         if start.get("status") == 200 and not body.get("more_body", False):
-            self.hot.remember(scope["raw_path"], start.get("headers", ()), body.get("body", b""), mark, state.get(SCOPE_KEY))
+            self.hot.remember(scope["raw_path"], start.get("headers", ()), body.get("body", b""), mark, state.get(SCOPE_KEY),
+                              scope.get("query_string", b""))

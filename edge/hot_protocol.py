@@ -40,6 +40,7 @@ from analytics.events import Observation
 from auth.tokens import carries_token
 
 from .hot import HotAnswer, HotPaths
+from .viewer import only_a_session_query
 
 _OK = b"HTTP/1.1 200 OK\r\n"
 
@@ -138,7 +139,9 @@ def hot_protocol(
 
         def _answer(self, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
             started = time.perf_counter()
-            if query and carries_token(query):  # a token may pin a clip: only the full path can judge it
+            # a token may pin a clip: only the full path can judge it (a lone session id holds none: players send
+            # one on every request, and parsing it costs a tenth of a hot answer)
+            if query and only_a_session_query(query) is None and carries_token(query):
                 return False
             found = hot.answer(path, headers, query)
             if found is None:

@@ -196,3 +196,13 @@ def _session_query(request: Request) -> str | None:
     if value is None or not _SESSION_VALUE.fullmatch(value):
         return None
     return f"{SESSION_PARAMETER}={value}"
+
+
+_ONLY_A_SESSION = re.compile(rf"{SESSION_PARAMETER}=({_SESSION_VALUE.pattern})".encode())
+
+
+def only_a_session_query(raw_query: bytes) -> bytes | None:
+    """``raw_query`` itself when it is one valid session id and nothing else (``playSessionId=<id>``, whose
+    alphabet needs no decoding): then a viewer without a token gets exactly it as :attr:`Grant.query`, as
+    :func:`_session_query` would say. None for any other query (the hot lane, edge/hot.py, then declines)."""
+    return raw_query if _ONLY_A_SESSION.fullmatch(raw_query) else None
