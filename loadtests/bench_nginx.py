@@ -33,7 +33,8 @@ masters and every media playlist they list (video and audio), as nginx serves th
 ``?token=`` for a partner whose profile refuses viewers without one (the full path: token check, access
 decision, template fill). nginx is given the very bytes vodgate answers (the token's in its URIs), so
 both send the same bodies. ``--vodgate-workers`` sets ``vodgate serve --workers`` (default 1; nginx runs
-``--nginx-workers``, default 2).
+``--nginx-workers``, default 2). ``--edge`` measures a vodgate edge (``--role edge``) in front of a vodgate
+origin instead of a single server: warm, it answers from its own store.
 
 Everything shares one machine: the load generator (wrk), the server under test and the idle other
 server run on the same cores, so the absolute figures are a lower bound; the ratio is what counts.
@@ -176,8 +177,10 @@ def ensure_tools(packages: tuple[str, ...] = ("nginx", "wrk")) -> None:
 # --------------------------------------------------------------------------- servers
 
 class Vodgate:
-    def __init__(self, media: Path, tmp: Path, name: str, workers: int | None = None, extra_config: str = "") -> None:
-        """``workers``: ``--workers`` (None: the server's default); ``extra_config``: TOML after ``[server]``."""
+    def __init__(self, media: Path, tmp: Path, name: str, workers: int | None = None, extra_config: str = "",
+                 args: tuple[str, ...] = ()) -> None:
+        """``workers``: ``--workers`` (None: the server's default); ``extra_config``: TOML after ``[server]``;
+        ``args``: more ``vodgate serve`` arguments (``--role edge --upstream URL``)."""
         self.port = free_port()
         self.name = name
         config = tmp / f"{name}.toml"
@@ -189,6 +192,7 @@ class Vodgate:
                "--host", "127.0.0.1", "--port", str(self.port)]
         if workers is not None:
             cmd += ["--workers", str(workers)]
+        cmd += list(args)
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._fh, stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.port}"
         wait_http(self.base + MASTER, self.proc, name, self.log)
@@ -470,9 +474,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--playlists", choices=("plain", "session", "token"),
                    help="measure playlists instead of segments: without a query, with a playSessionId, with a token")
     p.add_argument("--vodgate-workers", type=int, default=1, help="vodgate serve --workers (default 1)")
+    p.add_argument("--edge", action="store_true", help="measure a vodgate edge (in front of a vodgate origin) against nginx")
     ns = p.parse_args(argv)
-    if ns.playlists:
-        ns.no_locust = True  # the locust part is about segments
+    if ns.playlists or ns.edge:
+        ns.no_locust = True  # the locust part is about an origin's segments
 
     ensure_tools()
     from origin.demo_media import make_demo_library
@@ -487,8 +492,12 @@ def main(argv: list[str] | None = None) -> int:
         tmp.chmod(0o755)  # nginx workers run as another user (www-data) when started as root
         docroot = tmp / "docroot"
         extra = token_partner_config() if ns.playlists == "token" else ""
+        origin = None
+        if ns.edge:  # the server under test is an edge; its origin is another vodgate (one process)
+            origin = Vodgate(media, tmp, "vodgate-origin", workers=1, extra_config=extra)
         # by default one process: one cache, warmed by one fetch per URL
-        vod = Vodgate(media, tmp, "vodgate", workers=ns.vodgate_workers, extra_config=extra)
+        vod = Vodgate(media, tmp, "vodgate", workers=ns.vodgate_workers, extra_config=extra,
+                      args=("--role", "edge", "--upstream", origin.base) if origin else ())
         ngx = None
         what = f"{ns.playlists} playlists" if ns.playlists else "TS segments"
         try:
@@ -500,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
             ngx = Nginx(docroot, tmp, ns.nginx_workers)
             verify(vod, ngx, bodies)
             print(f"verified: {len(paths)} {what} X-Cache HIT on vodgate, identical bytes on nginx", flush=True)
-            result.update(kind=what, vodgate_workers=ns.vodgate_workers, urls=len(paths), url_bytes=sum(sizes))
+            result.update(kind=what, vodgate_workers=ns.vodgate_workers, role="edge" if ns.edge else "all", urls=len(paths),
+                          url_bytes=sum(sizes))
             result.update(throughput(vod, ngx, paths, tmp, ns))
             if ns.keep:
                 input(f"vodgate pid {vod.proc.pid} on {vod.base}, nginx on {ngx.base}; Enter to stop ")
@@ -508,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
             if ngx:
                 ngx.stop()
             vod.stop()
+            if origin:
+                origin.stop()
         rounds = result["rounds"]
         summary = {}
         for name in ("nginx", "vodgate"):
