@@ -316,6 +316,15 @@ class SegmentCache:
             await asyncio.to_thread(self.disk.put, key, body)
         return body, MISS
 
+    def derived(self, key: str, make: Callable[[], bytes]) -> bytes:
+        """A cheap form of another cached object (a playlist's query-free bytes, from its template), kept in memory
+        only and not counted: the lookup of the object it derives from was counted already."""
+        body = self.memory.get(key)
+        if body is None:
+            body = make()
+            self.memory.put(key, body)
+        return body
+
     def _count(self, body: bytes, status: str) -> tuple[bytes, str]:
         self.stats[status] += 1
         return body, status

@@ -190,7 +190,7 @@ class Delivery:
             return Response(status_code=304, headers=headers)
         key = f"{path}|{etag}"  # the variant's path, never the raw URL
         if self._shareable(req.partner, grant):
-            mark_shareable(request.scope, key)
+            mark_shareable(request.scope, key, fresh_for=self.media.fresh_for(em.entry))
         if segment is None:
             body, info.cache = await self.cache.get_or_make(key, lambda: run_in_threadpool(keying.init, rendition.track))
             return _ranged(request, body, "video/mp4", {**headers, "X-Cache": info.cache})
@@ -354,7 +354,7 @@ class Delivery:
         if is_not_modified(request.headers, etag, headers["Last-Modified"]):
             return Response(status_code=304, headers=headers)
         if self._shareable(req.partner, grant):
-            mark_shareable(request.scope, f"{path}|{etag}")
+            mark_shareable(request.scope, f"{path}|{etag}", fresh_for=self.media.fresh_for(em.entry))
         body, info.cache = await self.cache.get_or_make(f"{path}|{etag}", make)
         return Response(body, media_type=JPEG_TYPE, headers={**headers, "X-Cache": info.cache})
 
@@ -413,12 +413,9 @@ class Delivery:
         if hot is not None or not grant.query:
             # the query-free playlist is cached as bytes too: the hot lane answers it as it answers segments (and,
             # from the template, a lone session id), when no rule of the partner can tell viewers apart (edge/hot.py)
-            async def plain_playlist() -> bytes:  # one bytes.replace: no thread hop
-                return _plain_playlist(template)
-
-            plain, _ = await self.cache.get_or_make(f"{key}|plain", plain_playlist)
+            plain = self.cache.derived(f"{key}|plain", lambda: _plain_playlist(template))  # one bytes.replace
             if hot is not None:
-                mark_shareable(request.scope, f"{key}|plain", playlist=hot)
+                mark_shareable(request.scope, f"{key}|plain", fresh_for=self.media.fresh_for(em.entry), playlist=hot)
             if not grant.query:
                 return Response(plain, media_type=PLAYLIST_TYPE, headers={**headers, "X-Cache": status})
         if template.startswith(VERBATIM):  # no template could say it (query_template): the per-line rewrite, as before

@@ -29,9 +29,10 @@ costs more than copying the bytes does. So:
    edge copy or a profile change makes the next request take the full path.
 
 What keeps it equal to the full path: answers expire after ``ttl`` (the
-origin's own media freshness window, ``origin.media.STAT_TTL``; on an edge,
-sooner if the cached copy goes stale), so the full path re-validates at
-least as often as it would alone; the partner's restrictions and the origin
+origin's own media freshness window, ``origin.media.STAT_TTL``), or sooner,
+when the file stats the answer was built on are due again (the route's
+``fresh_for``, taken when it marks the answer; on an edge, when the cached
+copy goes stale), so the full path re-validates as often as it would alone; the partner's restrictions and the origin
 shield are checked on every answer; anything unusual in a request falls
 through to the full path.
 """
@@ -46,6 +47,7 @@ from .cache import HIT, SegmentCache
 from .cdn import shield_passes
 from .hot_playlists import PlaylistAnswer, PlaylistForm
 from .request_info import SCOPE_KEY, MediaInfo
+from .viewer import EDGE_GRANT_HEADER
 
 MARK_SCOPE_KEY = "vodgate.shareable"  # value: the segment cache key of the body
 
@@ -54,6 +56,7 @@ _DIFFERENT_ANSWER = frozenset({
     b"range", b"if-range", b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since",
     b"origin",  # CORS headers depend on it
     b"cookie", b"authorization",  # credentials are the full path's business
+    EDGE_GRANT_HEADER.lower().encode(),  # an edge's vouched preview or limits: the full path applies it
     b"content-length", b"transfer-encoding", b"expect",  # a GET with a body is unusual enough
 })
 

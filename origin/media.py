@@ -367,6 +367,23 @@ class MediaService:
         self._stats[flavor.key] = (stat, now)
         return stat
 
+    def fresh_for(self, entry: Entry) -> float:
+        """Seconds until the first of the entry's remembered stats must be asked again: how long an answer built
+        on them may be repeated unasked (edge/hot.py) and still notice a replaced file as soon as this service
+        would. Every answer is built on every flavor's stat (entry_media), so one not remembered or due gives 0;
+        a subtitle file's counts while remembered (an answer that read it, a master or a subtitle playlist, has
+        just asked for it; one that did not leaves it to lapse)."""
+        now = time.monotonic()
+        left = self.stat_ttl
+        for key in [f.key for f in entry.flavors]:
+            cached = self._stats.get(key)
+            left = min(left, 0.0 if cached is None else cached[1] + self.stat_ttl - now)
+        for key in [s.key for s in entry.subtitles]:
+            cached = self._stats.get(key)
+            if cached is not None and cached[1] + self.stat_ttl > now:
+                left = min(left, cached[1] + self.stat_ttl - now)
+        return max(left, 0.0)
+
     async def index(self, flavor: Flavor, stat: ObjectStat | None = None) -> MediaIndex:
         stat = stat or await self.stat(flavor)
         return await self.indexes.get((flavor.key, stat.version), lambda: self._parse(flavor.key, stat.size))
