@@ -27,12 +27,16 @@ HIT, MISS, COALESCED = "HIT", "MISS", "COALESCED"
 
 
 class MemoryLRU:
-    """Byte-bounded LRU of immutable bodies."""
+    """Byte-bounded LRU of immutable bodies.
+
+    ``on_drop`` is told the key of every body that leaves (evicted, replaced, purged), so that whoever holds a
+    body beside the cache (edge/hot.py) lets go of it too: the bound is then what the process holds."""
 
     def __init__(self, capacity_bytes: int) -> None:
         self.capacity = capacity_bytes
         self.size = 0
         self._items: OrderedDict[str, bytes] = OrderedDict()
+        self.on_drop: Callable[[str], None] | None = None
 
     def get(self, key: str) -> bytes | None:
         body = self._items.get(key)
@@ -46,17 +50,24 @@ class MemoryLRU:
         old = self._items.pop(key, None)
         if old is not None:
             self.size -= len(old)
+            self._dropped(key)
         self._items[key] = body
         self.size += len(body)
         while self.size > self.capacity:
-            _, evicted = self._items.popitem(last=False)
+            evicted_key, evicted = self._items.popitem(last=False)
             self.size -= len(evicted)
+            self._dropped(evicted_key)
 
     def discard_prefix(self, prefix: str) -> int:
         doomed = [k for k in self._items if k.startswith(prefix)]
         for key in doomed:
             self.size -= len(self._items.pop(key))
+            self._dropped(key)
         return len(doomed)
+
+    def _dropped(self, key: str) -> None:
+        if self.on_drop is not None:
+            self.on_drop(key)
 
     def __len__(self) -> int:
         return len(self._items)

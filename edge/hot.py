@@ -121,6 +121,10 @@ class HotPaths:
         self.served = 0
         self._remembered = 0
         self._answers: dict[bytes, HotAnswer] = {}
+        # cache key -> paths whose answer holds its body: when the cache lets a body go, so do they, or evicted
+        # bodies would live on here beyond cache.memory_mb
+        self._holding: dict[str, set[bytes]] = {}
+        cache.memory.on_drop = self._let_go
 
     def answer(self, raw_path: bytes, headers: Iterable[tuple[bytes, bytes]], query: bytes = b"") -> tuple[HotAnswer, bytes] | None:
         """The remembered answer and its body for a plain GET of ``raw_path`` (``query``: the request's query
@@ -129,13 +133,13 @@ class HotPaths:
         if hot is None or (query and hot.query_free and (hot.playlist is None or not hot.playlist.form.answers(query))):
             return None
         if self.clock() >= hot.expires or self.restricts(hot.partner) or hot.generation != self.generation():
-            del self._answers[raw_path]
+            self._forget(raw_path)
             return None
         if not self._plain(headers):
             return None
         cached = self.cache.memory.get(hot.cache_key)
         if cached is not hot.cached:
-            del self._answers[raw_path]
+            self._forget(raw_path)
             return None
         if query and hot.query_free:
             return self._personal(hot, hot.playlist, query)  # type: ignore[arg-type]
@@ -175,8 +179,9 @@ class HotPaths:
         if self._remembered % 256 == 0 or (len(self._answers) >= self.max_paths and raw_path not in self._answers):
             self._drop_expired()  # also lets go of cached objects the cache itself no longer holds
         if len(self._answers) >= self.max_paths and raw_path not in self._answers:
-            self._answers.pop(next(iter(self._answers)))  # the oldest remembered
-        self._answers[raw_path] = HotAnswer(
+            self._forget(next(iter(self._answers)))  # the oldest remembered
+        self._forget(raw_path)
+        self._answers[raw_path] = answer = HotAnswer(
             header_lines, mark.cache_key, cached, len(cached) - len(body) if playlist is None else 0, info.partner,
             raw_path.decode("latin-1"),
             # what observers see for every answer: nothing of the viewer who happened to be recorded
@@ -186,6 +191,8 @@ class HotPaths:
             mark.query_free,
             playlist,
         )
+        for key in _held_keys(answer):
+            self._holding.setdefault(key, set()).add(raw_path)
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -205,7 +212,28 @@ class HotPaths:
     def _drop_expired(self) -> None:
         now = self.clock()
         for path in [p for p, a in self._answers.items() if now >= a.expires]:
-            del self._answers[path]
+            self._forget(path)
+
+    def _forget(self, raw_path: bytes) -> None:
+        answer = self._answers.pop(raw_path, None)
+        if answer is None:
+            return
+        for key in _held_keys(answer):
+            paths = self._holding.get(key)
+            if paths is not None:
+                paths.discard(raw_path)
+                if not paths:
+                    del self._holding[key]
+
+    def _let_go(self, cache_key: str) -> None:
+        """The cache let ``cache_key``'s body go: forget every answer holding it (MemoryLRU.on_drop)."""
+        for path in list(self._holding.get(cache_key, ())):
+            self._forget(path)
+
+
+def _held_keys(answer: HotAnswer) -> tuple[str, ...]:
+    """The cache keys whose bodies ``answer`` keeps alive."""
+    return (answer.cache_key,) if answer.playlist is None else (answer.cache_key, answer.playlist.form.template_key)
 
 
 def _ends_with(cached: bytes, body: bytes | memoryview) -> bool:

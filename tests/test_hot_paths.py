@@ -121,6 +121,23 @@ def test_bounded_in_paths(clock):
     assert hot.answer(b"/p/9", []) is not None and hot.answer(PATH, []) is None
 
 
+def test_evicted_bodies_are_let_go_at_once(clock):
+    """Memory stays bounded by cache.memory_mb: a body the cache evicts (or purges) is not kept alive by the
+    table of remembered answers (each holds its body) until they expire."""
+    cache = SegmentCache(4 * 4096)
+    hot = HotPaths(cache, lambda p: False, clock=clock)
+    for i in range(16):  # four 4 kB bodies fit; each new one evicts the oldest
+        key, path = f"demo/clip/seg-{i}|etag", b"/p/demo/e/clip/hls/main/seg-%d.ts" % i
+        body = bytes([i]) * 4000
+        cache.memory.put(key, body)
+        hot.remember(path, HEADERS, body, Shareable(key), INFO)
+        assert len(hot) == min(i + 1, 4)  # no answer outlives its body in the cache
+    assert hot.answer(b"/p/demo/e/clip/hls/main/seg-0.ts", []) is None
+    assert hot.answer(b"/p/demo/e/clip/hls/main/seg-15.ts", []) is not None
+    cache.purge_prefix("demo/clip/seg-15")
+    assert len(hot) == 3 and hot.answer(b"/p/demo/e/clip/hls/main/seg-15.ts", []) is None
+
+
 def test_shield_secret_is_required(clock):
     hot, _, _ = make(clock, shield_header="X-Vodgate-Shield", shield_secrets=["s1", "s2"])
     assert hot.answer(PATH, []) is None
