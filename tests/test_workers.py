@@ -106,7 +106,8 @@ def test_both_workers_serve_and_one_scrape_counts_every_request_of_the_node(node
     # ... and the master was packaged once: the second worker found it in the shared disk tier
     assert figures[("vodgate_segment_cache_lookups_total", (("result", "MISS"),))] == 1
     assert figures[("vodgate_segment_cache_lookups_total", (("result", "HIT"),))] == CONNECTIONS - 1
-    assert figures[("vodgate_segment_cache_items", ())] == 2  # in each worker's memory
+    # in each worker's memory: the master's template and its query-free bytes (edge/delivery.py, the hot lane's)
+    assert figures[("vodgate_segment_cache_items", ())] == 4
     assert {labels for name, labels in figures if name == "vodgate_process_resident_memory_bytes"} == {
         (("worker", "0"),), (("worker", "1"),)}
     assert figures[("vodgate_workers", (("state", "configured"),))] == 2
@@ -137,8 +138,8 @@ def test_a_purge_drops_the_object_from_every_worker(node) -> None:
     answer = httpx.post(f"{node.base}/admin/partners/demo/purge", json={"entry": "ladder"},
                         headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)
     assert answer.status_code == 200, answer.text
-    # the master in each worker's memory (2) and in the disk tier (1)
-    assert answer.json()["removed"] == 3
+    # the master in each worker's memory (its template and query-free bytes: 2 x 2) and in the disk tier (1)
+    assert answer.json()["removed"] == 5
     assert metric(node.base, "vodgate_segment_cache_items") == 0
     misses = metric(node.base, "vodgate_segment_cache_lookups_total", result="MISS")
     fetch_on_new_connections(node.base, MASTER)
