@@ -14,7 +14,7 @@ unit (or per group of audio frames) on the stream's PID. A PES of ``L`` bytes
 
 Laid end to end, the payload areas (everything after the 4-byte headers) of a
 PES's packets are thus ``adaptation field + PES bytes``, exactly ``n * 184``
-bytes -- which the muxer builds with one ``bytes.join`` and copies into the
+bytes -- which the muxer lays end to end in one buffer and copies into the
 packets with one numpy assignment.
 
 When the first packet's share of a PES is smaller than the PES header, the

@@ -7,12 +7,19 @@ The chain: samples -> Annex B access units (annexb) or ADTS frames (adts)
 
 Cost: the layout, the adaptation fields, PES headers, ADTS headers and TS
 headers are numpy over per-PES / per-frame / per-packet arrays. Python loops
-run only per NAL unit (a length read and a slice) and per PES (two list
-appends). Sample bytes are moved by one ``bytes.join`` into the packets'
-payload areas, one strided numpy copy into the packets and ``tobytes``.
+run only per NAL unit (a length read and a slice), per PES (two list
+appends) and per piece (one slice copy). Sample bytes are moved three
+times: piece by piece into the packets' payload areas laid end to end, by
+one strided numpy copy into the packets, and by ``tobytes`` into the
+returned segment. The first two write into a scratch buffer the thread
+keeps from segment to segment, so the returned bytes are the only
+full-size allocation: a fresh multi-MB buffer can cost a page fault per 4 KiB
+on first write, which used to cost as much as the copies themselves.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -140,11 +147,13 @@ def mux_segment(batch: SampleBatch, continuity_start: int | None = None, encrypt
         frames = memoryview(frames)
         ends = np.cumsum(layout.payload_size).tolist()  # PES k holds frame bytes [ends[k-1], ends[k])
         units = [[frames[a:b]] for a, b in zip([0] + ends[:-1], ends)]
-    payload = b"".join(_pes_pieces(stream, layout, pts, dts, keyframes, units))
-    if len(payload) != layout.stream_packets * PAYLOAD_SIZE:  # pragma: no cover - a layout bug
-        raise PackagerError(f"TS layout mismatch: {len(payload)} bytes for {layout.stream_packets} packets")
+    pieces = _pes_pieces(stream, layout, pts, dts, keyframes, units)
+    stream_bytes = layout.stream_packets * PAYLOAD_SIZE
+    scratch = _scratch(stream_bytes + layout.size)
+    payload, out = scratch[:stream_bytes], scratch[stream_bytes : stream_bytes + layout.size]
+    if _fill(payload, pieces) != stream_bytes:  # pragma: no cover - a layout bug
+        raise PackagerError(f"TS layout mismatch: PES bytes do not fill {layout.stream_packets} packets")
 
-    out = np.empty(layout.size, dtype=np.uint8)
     psi_cc = (batch.sequence_number - 1) & 0x0F
     out[:PACKET_SIZE] = np.frombuffer(psi.psi_packet(psi.PAT_PID, psi.pat_section(), psi_cc), dtype=np.uint8)
     if encryptor is None:
@@ -156,12 +165,46 @@ def mux_segment(batch: SampleBatch, continuity_start: int | None = None, encrypt
     out[PACKET_SIZE : 2 * PACKET_SIZE] = np.frombuffer(psi.psi_packet(psi.PMT_PID, pmt, psi_cc), dtype=np.uint8)
     packets = out[2 * PACKET_SIZE :].reshape(-1, PACKET_SIZE)
     write_packet_headers(packets, stream.pid, layout.first_packet, layout.adaptation_size, continuity_start & 0x0F)
-    packets[:, HEADER_SIZE:] = np.frombuffer(payload, dtype=np.uint8).reshape(-1, PAYLOAD_SIZE)
+    packets[:, HEADER_SIZE:] = payload.reshape(-1, PAYLOAD_SIZE)
     if grown % 16:
         # continuity_starts() counts the clear layout's packets: the next segment opens where a clear one would
         # have ended, so this one ends there too, a multiple of 16 packets later (counters are mod 16)
-        return add_continuity_packets(out.tobytes(), stream.pid, 16 - grown % 16)
-    return out.tobytes()
+        return add_continuity_packets(memoryview(out), stream.pid, 16 - grown % 16)
+    return out.tobytes()  # the only full-size allocation: the scratch stays with the thread
+
+
+# Scratch kept per thread (mux_segment runs in a thread pool): a fresh multi-MB buffer can cost a page fault per
+# 4 KiB on its first write, more than a copy of it, and the payload and packets would otherwise take two such
+# buffers a segment. Buffers above this size are not kept, so a thread holds at most this much between segments.
+SCRATCH_KEEP_BYTES = 32 << 20
+_local = threading.local()
+
+
+def _scratch(size: int) -> np.ndarray:
+    """A uint8 buffer of at least ``size`` bytes, owned by the calling thread and reused by its next call:
+    contents undefined, valid until this thread calls again."""
+    buffer = getattr(_local, "buffer", None)
+    if buffer is not None and buffer.shape[0] >= size:
+        return buffer
+    buffer = np.empty(size, dtype=np.uint8)
+    if size <= SCRATCH_KEEP_BYTES:
+        _local.buffer = buffer
+    return buffer
+
+
+def _fill(dest: np.ndarray, pieces: list) -> int:
+    """Copy ``pieces`` end to end into ``dest`` (what ``b"".join`` would build, without a fresh buffer);
+    returns the bytes written. Raises PackagerError rather than write past ``dest``."""
+    view = memoryview(dest)
+    pos = 0
+    try:
+        for piece in pieces:
+            end = pos + len(piece)
+            view[pos:end] = piece
+            pos = end
+    except ValueError as e:  # pragma: no cover - a layout bug: slice shorter than the piece
+        raise PackagerError(f"TS layout mismatch: PES bytes overflow the packets ({e})") from e
+    return pos
 
 
 def _encrypt_units(units: list[list], encryptor: SampleEncryptor) -> np.ndarray:
@@ -178,9 +221,9 @@ def _encrypt_units(units: list[list], encryptor: SampleEncryptor) -> np.ndarray:
 
 
 def _pes_pieces(stream: ElementaryStream, layout: SegmentLayout, pts, dts, keyframes, bodies: list[list]) -> list:
-    """The payload areas of the stream's packets as pieces for one ``bytes.join``:
-    per PES, its first packet's adaptation field and the PES header, then
-    ``bodies[k]``, the pieces of its payload.
+    """The payload areas of the stream's packets as pieces to lay end to end
+    (:func:`_fill`): per PES, its first packet's adaptation field and the PES
+    header, then ``bodies[k]``, the pieces of its payload.
 
     The fields and headers of all PES are built as two small matrices and
     scattered into one 0xFF-filled buffer (0xFF is what both stuff with),

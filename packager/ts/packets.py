@@ -99,7 +99,7 @@ def write_packet_headers(
         packets[:, :HEADER_SIZE] = value.astype("<u4").view(np.uint8).reshape(n, HEADER_SIZE)
 
 
-def add_continuity_packets(segment: bytes, pid: int, extra: int) -> bytes:
+def add_continuity_packets(segment: bytes | memoryview, pid: int, extra: int) -> bytes:
     """``segment`` with ``extra`` (1-15) more packets on ``pid``, carrying the same payload bytes, so its
     continuity counters end ``extra`` further on.
 
