@@ -1,4 +1,4 @@
-"""The TS muxer's per-thread scratch buffer (packager/ts/muxer.py, ``_scratch``).
+"""The muxers' per-thread scratch buffer (packager/scratch.py) as the TS muxer and AES-128 use it.
 
 mux_segment lays the PES bytes out and builds the packets in a buffer each
 thread keeps from segment to segment, so only the returned bytes are freshly
@@ -16,7 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from packager.ts import muxer, mux_segment
+from packager import scratch
+from packager.encryption import encrypt_segment
+from packager.ts import mux_segment
 from test_ts_muxer import audio_batch, audio_track, demux, video_batch, video_track
 
 
@@ -78,10 +80,28 @@ def test_segments_above_the_keep_limit_are_muxed_but_not_kept(monkeypatch: pytes
 
     def in_new_thread() -> tuple[bytes, object]:
         out = mux_segment(batch)
-        return out, getattr(muxer._local, "buffer", None)
+        return out, getattr(scratch._local, "buffer", None)
 
-    monkeypatch.setattr(muxer, "SCRATCH_KEEP_BYTES", 1 << 16)  # far below this segment's scratch
+    monkeypatch.setattr(scratch, "SCRATCH_KEEP_BYTES", 1 << 16)  # far below this segment's scratch
     with ThreadPoolExecutor(1) as pool:
         out, kept = pool.submit(in_new_thread).result()
     assert out == reference and kept is None
     assert [p.payload for p in demux(out)] == expected
+
+
+def test_aes_128_output_is_independent_of_the_scratch_and_decrypts():
+    """encrypt_segment writes into the same scratch the muxer used a moment before: its output is the
+    segment's own, whatever the buffer held, and does not alias it."""
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    key = bytes(range(16))
+    big, _ = _video(60, 20_000, 7)
+    segment = mux_segment(big)
+    for body in (segment, segment[:1000], b"", segment[:4096]):  # shorter after longer: leftovers in the buffer
+        encrypted = encrypt_segment(body, key, 3)
+        mux_segment(big)  # the thread's next use overwrites the scratch
+        decryptor = Cipher(algorithms.AES(key), modes.CBC((3).to_bytes(16, "big"))).decryptor()
+        unpadder = padding.PKCS7(128).unpadder()
+        clear = decryptor.update(encrypted) + decryptor.finalize()
+        assert unpadder.update(clear) + unpadder.finalize() == body

@@ -12,19 +12,18 @@ appends) and per piece (one slice copy). Sample bytes are moved three
 times: piece by piece into the packets' payload areas laid end to end, by
 one strided numpy copy into the packets, and by ``tobytes`` into the
 returned segment. The first two write into a scratch buffer the thread
-keeps from segment to segment, so the returned bytes are the only
+keeps from segment to segment (packager/scratch.py), so the returned bytes are the only
 full-size allocation: a fresh multi-MB buffer can cost a page fault per 4 KiB
 on first write, which used to cost as much as the copies themselves.
 """
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from ..errors import MalformedMedia, PackagerError
 from ..media import SampleBatch, Track
+from ..scratch import scratch
 from . import psi
 from .layout import PSI_PACKETS, SegmentLayout, compute_layout
 from .packets import HEADER_SIZE, PACKET_SIZE, PAYLOAD_SIZE, adaptation_fields, add_continuity_packets, write_packet_headers
@@ -149,8 +148,8 @@ def mux_segment(batch: SampleBatch, continuity_start: int | None = None, encrypt
         units = [[frames[a:b]] for a, b in zip([0] + ends[:-1], ends)]
     pieces = _pes_pieces(stream, layout, pts, dts, keyframes, units)
     stream_bytes = layout.stream_packets * PAYLOAD_SIZE
-    scratch = _scratch(stream_bytes + layout.size)
-    payload, out = scratch[:stream_bytes], scratch[stream_bytes : stream_bytes + layout.size]
+    buffer = scratch(stream_bytes + layout.size)
+    payload, out = buffer[:stream_bytes], buffer[stream_bytes : stream_bytes + layout.size]
     if _fill(payload, pieces) != stream_bytes:  # pragma: no cover - a layout bug
         raise PackagerError(f"TS layout mismatch: PES bytes do not fill {layout.stream_packets} packets")
 
@@ -171,25 +170,6 @@ def mux_segment(batch: SampleBatch, continuity_start: int | None = None, encrypt
         # have ended, so this one ends there too, a multiple of 16 packets later (counters are mod 16)
         return add_continuity_packets(memoryview(out), stream.pid, 16 - grown % 16)
     return out.tobytes()  # the only full-size allocation: the scratch stays with the thread
-
-
-# Scratch kept per thread (mux_segment runs in a thread pool): a fresh multi-MB buffer can cost a page fault per
-# 4 KiB on its first write, more than a copy of it, and the payload and packets would otherwise take two such
-# buffers a segment. Buffers above this size are not kept, so a thread holds at most this much between segments.
-SCRATCH_KEEP_BYTES = 32 << 20
-_local = threading.local()
-
-
-def _scratch(size: int) -> np.ndarray:
-    """A uint8 buffer of at least ``size`` bytes, owned by the calling thread and reused by its next call:
-    contents undefined, valid until this thread calls again."""
-    buffer = getattr(_local, "buffer", None)
-    if buffer is not None and buffer.shape[0] >= size:
-        return buffer
-    buffer = np.empty(size, dtype=np.uint8)
-    if size <= SCRATCH_KEEP_BYTES:
-        _local.buffer = buffer
-    return buffer
 
 
 def _fill(dest: np.ndarray, pieces: list) -> int:
