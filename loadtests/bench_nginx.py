@@ -206,23 +206,28 @@ class Vodgate:
 
 
 class Nginx:
-    def __init__(self, docroot: Path, tmp: Path, workers: int) -> None:
+    """nginx serving ``docroot`` as static files; ``locations``: more ``location`` blocks for its server (the
+    nginx-vod-module ones of loadtests/bench_nginx_vod.py, with that build's ``binary``)."""
+
+    def __init__(self, docroot: Path, tmp: Path, workers: int | str, *, binary: str | Path = NGINX, locations: str = "",
+                 reuseport: bool = False, as_root: bool = False) -> None:
         self.port = free_port()
         d = tmp / "nginx"
-        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         self.log = d / "error.log"
-        conf = d / "nginx.conf"
-        conf.write_text(f"""daemon off;
+        user = "user root root;" if as_root and os.geteuid() == 0 else ""
+        self.conf = d / "nginx.conf"
+        self.conf.write_text(f"""daemon off;
 master_process on;
+{user}
 worker_processes {workers};
 pid {d}/nginx.pid;
 error_log {self.log} warn;
 events {{ worker_connections 1024; }}
 http {{
-    include /etc/nginx/mime.types;
     default_type application/octet-stream;
-    types {{ video/mp2t ts; }}
+    types {{ video/mp2t ts; video/iso.segment m4s; video/mp4 mp4; application/vnd.apple.mpegurl m3u8; }}
     access_log off;
     sendfile on;
     tcp_nopush on;
@@ -234,13 +239,14 @@ http {{
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
     server {{
-        listen 127.0.0.1:{self.port};
+        listen 127.0.0.1:{self.port}{" reuseport" if reuseport else ""};
         root {docroot};
+{locations}
     }}
 }}
 """)
         self._fh = open(d / "stdout.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(d), "-e", str(self.log)],
+        self.proc = subprocess.Popen([str(binary), "-c", str(self.conf), "-p", f"{d}/", "-e", str(self.log)],
                                      stdout=self._fh, stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.port}"
         self.name = "nginx"
