@@ -436,7 +436,10 @@ def test_a_big_sidecar_does_not_stall_the_node(origin):
         stalled = time.monotonic() - probe
         assert all(f.result().status_code == 200 for f in futures)
         total = time.monotonic() - started
-    assert stalled < 0.5 and total < 2, (stalled, total)
+    # the claim is that the node keeps answering while big cues are cut (parsing and cutting are off the event loop);
+    # how long the six take is the machine's business (a wall-clock bound here failed on a loaded CI machine), so
+    # their total is bounded only against a hang
+    assert stalled < 0.5 and total < 30, (stalled, total)
 
 
 def test_a_forced_track_is_not_hidden_by_a_language_tag_spelling_its_id(tmp_path):
