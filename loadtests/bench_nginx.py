@@ -97,6 +97,13 @@ end
 """
 
 
+def save_json(path: Path | None, result: object) -> None:
+    """A run's figures as JSON (``--json``), the folder made if need be."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -561,9 +568,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{100 * lc['segment_saved_share']:.2f}% of segment requests needed no origin work "
                   f"(all requests: {lc['all_requests']}, MISS {lc['all_miss']}; locust failures {lc['failures']})")
         result["load_end"] = os.getloadavg()
-    if ns.json:
-        ns.json.parent.mkdir(parents=True, exist_ok=True)
-        ns.json.write_text(json.dumps(result, indent=2))
+    save_json(ns.json, result)
     return 0
 
 

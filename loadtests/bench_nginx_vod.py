@@ -61,7 +61,6 @@ ratio is what counts.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -72,7 +71,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-from .bench_nginx import REPO, WRK_LUA, Nginx, Vodgate, cpu_seconds, ensure_tools, fetch, free_port, wrk
+from .bench_nginx import Nginx, REPO, Vodgate, WRK_LUA, cpu_seconds, ensure_tools, fetch, free_port, save_json, wrk
 from .bench_workers import machine_ticks
 
 PARTNER, ENTRY, FLAVOR = "bench", "e1", "hi"
@@ -415,9 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             vod.stop()
     result["load_end"] = os.getloadavg()
     print_table(result, ns)
-    if ns.json:
-        ns.json.parent.mkdir(parents=True, exist_ok=True)
-        ns.json.write_text(json.dumps(result, indent=2))
+    save_json(ns.json, result)
     return 0
 
 

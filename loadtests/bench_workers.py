@@ -44,7 +44,6 @@ so the ratio here is a lower bound on what a second core gives a real origin (do
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -55,7 +54,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-from .bench_nginx import MASTER, REPO, WRK_LUA, Vodgate, children, cpu_seconds, ensure_tools, fetch, segment_paths, wrk
+from .bench_nginx import MASTER, REPO, Vodgate, WRK_LUA, children, cpu_seconds, ensure_tools, fetch, save_json, segment_paths, wrk
 from .memory_under_load import rss_mb
 
 SERVERS = ("1w", "2w")
@@ -327,9 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_all(servers)
     result["load_end"] = os.getloadavg()
     print_table(result, ns)
-    if ns.json:
-        ns.json.parent.mkdir(parents=True, exist_ok=True)
-        ns.json.write_text(json.dumps(result, indent=2))
+    save_json(ns.json, result)
     return 0
 
 

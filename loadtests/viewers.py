@@ -69,7 +69,7 @@ from urllib.parse import urljoin
 
 from auth.tokens import sign_native
 
-from .bench_nginx import MASTER, Vodgate, cpu_seconds, fetch
+from .bench_nginx import MASTER, Vodgate, cpu_seconds, fetch, save_json
 
 DEFAULT_MEDIA = Path(__file__).resolve().parent.parent / ".fixtures" / "bench-nginx-lib"
 KEY_ID = "k1"
@@ -409,8 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     for kind in ("playlist", "segment"):
         report[kind] = summary(kind, results, elapsed)
     print(json.dumps(_rounded(report), indent=1))
-    if ns.json:
-        ns.json.write_text(json.dumps(report, indent=1))
+    save_json(ns.json, report)
 
 
 def _rounded(value):
