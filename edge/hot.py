@@ -171,7 +171,7 @@ class HotPaths:
             if playlist is None:
                 return
             header_lines = playlist.header_lines(b"", len(cached))
-        elif query and mark.query_free or not _ends_with(cached, body):
+        elif (query and mark.query_free) or not _ends_with(cached, body):
             return  # only what the cache holds, byte for byte, can be answered from it
         else:
             header_lines = b"".join(b"%s: %s\r\n" % pair for pair in pairs)

@@ -51,6 +51,7 @@ def media_library(tmp_path_factory, media_fixture_paths) -> Path:
 # ---------------------------------------------------------------------------
 # A real vodgate server on 127.0.0.1 (a subprocess running `vodgate serve`)
 # ---------------------------------------------------------------------------
+import re
 import socket
 import subprocess
 import sys
@@ -59,6 +60,14 @@ import time
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def hot_answers_in(metrics: str, required: bool = True) -> int:
+    """``vodgate_hot_lane_answers_total`` from a /metrics text: how many answers the hot lane gave (edge/hot.py).
+    Absent (a server without the hot lane) fails unless not ``required``, then counts 0."""
+    found = re.search(r"^vodgate_hot_lane_answers_total (\S+)$", metrics, re.MULTILINE)
+    assert found or not required, "the hot lane counter is missing from /metrics"
+    return int(float(found.group(1))) if found else 0
 
 
 def free_port() -> int:

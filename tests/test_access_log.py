@@ -23,7 +23,7 @@ import httpx
 import m3u8
 import pytest
 
-from conftest import REPO, ServerProcess
+from conftest import REPO, ServerProcess, hot_answers_in
 
 from auth.tokens import sign_native
 from cli import logs
@@ -115,9 +115,7 @@ def json_line(srv: ServerProcess, needle: str) -> dict:
 
 
 def hot_answers(http: httpx.Client) -> int:
-    m = re.search(r"^vodgate_hot_lane_answers_total (\S+)$", http.get("/metrics").text, re.MULTILINE)
-    assert m, "the hot lane counter is missing from /metrics"
-    return int(float(m.group(1)))
+    return hot_answers_in(http.get("/metrics").text)
 
 
 def segment_url(http: httpx.Client, entry: str = OPEN, number: int = 1, query: str = "") -> str:

@@ -13,7 +13,6 @@ percent-encoded twice reached the access log (auth/tokens.py).
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 import uuid
@@ -24,7 +23,7 @@ from urllib.parse import quote
 import m3u8
 import pytest
 
-from conftest import ServerProcess
+from conftest import ServerProcess, hot_answers_in
 from test_access_log import KEY, PARTNERS as OPEN_AND_PAID  # the same open and token-gated partners
 
 SHIELD = "attack-edge-ops-shield-secret-01"
@@ -90,9 +89,7 @@ def nodes(tmp_path_factory, media_fixture_paths):
 
 
 def hot_answers(http: httpx.Client, headers: dict) -> int:
-    m = re.search(r"^vodgate_hot_lane_answers_total (\S+)$", http.get("/metrics", headers=headers).text, re.MULTILINE)
-    assert m, "the hot lane counter is missing from /metrics"
-    return int(float(m.group(1)))
+    return hot_answers_in(http.get("/metrics", headers=headers).text)
 
 
 def upstream_of(edge: ServerProcess) -> dict:

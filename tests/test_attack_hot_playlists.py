@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 import grant_matrix_support as gm
-from conftest import ServerProcess
+from conftest import ServerProcess, hot_answers_in
 
 ADMIN = "attack-hot-playlists-admin-0123"
 EDGE_SECRET = "attack-hot-playlists-edge-0123456"
@@ -125,8 +125,7 @@ def get(path: bytes, headers: bytes = b"", method: bytes = b"GET", version: byte
 
 
 def hot_answers(node: ServerProcess) -> int:
-    found = re.search(r"^vodgate_hot_lane_answers_total (\S+)$", httpx.get(f"{node.base}/metrics", timeout=10).text, re.M)
-    return int(float(found.group(1))) if found else 0
+    return hot_answers_in(httpx.get(f"{node.base}/metrics", timeout=10).text, required=False)
 
 
 def ask(node: ServerProcess, request: bytes) -> tuple[tuple[int, dict, bytes], int]:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import tomllib
 
-from conftest import REPO, ServerProcess, free_port
+from conftest import REPO, ServerProcess, free_port, hot_answers_in
 
 DOCS = REPO / "docs"
 SHIELD = "docs-truth-shield-secret-0001"
@@ -172,8 +172,7 @@ def test_x_cache_is_where_the_docs_say(nodes):
 
 
 def hot_answers(base: str) -> int:
-    text = httpx.get(f"{base}/metrics", headers=PASS, timeout=10).text
-    return int(float(re.search(r"^vodgate_hot_lane_answers_total (\S+)$", text, re.MULTILINE).group(1)))
+    return hot_answers_in(httpx.get(f"{base}/metrics", headers=PASS, timeout=10).text)
 
 
 def test_a_query_string_stays_in_the_hot_lane_as_deployment_says(nodes):

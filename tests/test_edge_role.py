@@ -29,6 +29,8 @@ if str(REPO) not in sys.path:  # run as a script (the edge launcher)
 import httpx  # noqa: E402
 import pytest  # noqa: E402
 
+from conftest import hot_answers_in  # noqa: E402
+
 # --------------------------------------------------------------------------- helpers: processes
 
 
@@ -433,9 +435,7 @@ def test_purge_bus_resubscribes_after_redis_restarts(redis_server, tmp_path):
 
 
 def _hot_answers(base: str) -> int:
-    m = re.search(r"^vodgate_hot_lane_answers_total (\S+)$", httpx.get(f"{base}/metrics", timeout=5).text, re.MULTILINE)
-    assert m, "the edge exports no hot lane counter"
-    return int(float(m.group(1)))
+    return hot_answers_in(httpx.get(f"{base}/metrics", timeout=5).text)
 
 
 def test_an_edge_answers_warm_segments_from_its_hot_lane(deployment):

@@ -16,7 +16,7 @@ import httpx
 import m3u8
 import pytest
 
-from conftest import ServerProcess
+from conftest import ServerProcess, hot_answers_in
 
 ADMIN = "hot-admin-secret-0123456789"
 SHIELD = "cdn-secret-abcdefghijklmnop"
@@ -67,10 +67,7 @@ def http(hot_server):
 
 
 def hot_answers(http: httpx.Client) -> int:
-    text = http.get("/metrics").text
-    m = re.search(r"^vodgate_hot_lane_answers_total (\S+)$", text, re.MULTILINE)
-    assert m, "the hot lane counter is missing from /metrics"
-    return int(float(m.group(1)))
+    return hot_answers_in(http.get("/metrics").text)
 
 
 def hot_get(http: httpx.Client, url: str, **kwargs) -> httpx.Response:

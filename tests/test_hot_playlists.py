@@ -12,14 +12,13 @@ answers (``vodgate_hot_lane_answers_total``), and no other class may get one.
 from __future__ import annotations
 
 import functools
-import re
 import time
 
 import httpx
 import pytest
 
 import grant_matrix_support as gm
-from conftest import ServerProcess
+from conftest import ServerProcess, hot_answers_in
 
 ADMIN = "hot-playlists-admin-0123456789"
 TOKEN_KEY = "00112233445566778899aabbccddeeff"
@@ -65,8 +64,7 @@ def nodes(tmp_path_factory, media_fixture_paths):
 
 def hot_answers(client: httpx.Client) -> int:
     """The node's hot answers so far (REF has no hot lane: always 0)."""
-    found = re.search(r"^vodgate_hot_lane_answers_total (\S+)$", client.get("/metrics").text, re.MULTILINE)
-    return int(float(found.group(1))) if found else 0
+    return hot_answers_in(client.get("/metrics").text, required=False)
 
 
 def playlists(partner: str, entry: str) -> list[str]:

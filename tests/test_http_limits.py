@@ -8,7 +8,6 @@ ASGI path. Whether an answer came from the hot lane is read from /metrics, as in
 from __future__ import annotations
 
 import asyncio
-import re
 import select
 import socket
 import threading
@@ -21,7 +20,7 @@ import pytest
 import uvicorn
 
 from config.settings import ConfigError, parse_settings
-from conftest import ServerProcess, free_port
+from conftest import ServerProcess, free_port, hot_answers_in
 from edge.http_limits import BODY_TIMEOUT as BODY_TIMEOUT_DEFAULT, limits_protocol
 
 ENTRY = "/p/demo/e/h264_2997"
@@ -150,9 +149,7 @@ def _segment(port: int) -> str:
 
 
 def _hot_answers(sock: socket.socket, f) -> int:
-    text = _ask(sock, f, "/metrics")[2].decode()
-    m = re.search(r"^vodgate_hot_lane_answers_total (\S+)$", text, re.MULTILINE)
-    return int(float(m.group(1))) if m else 0
+    return hot_answers_in(_ask(sock, f, "/metrics")[2].decode(), required=False)
 
 
 def _hot_answer(server: ServerProcess, sock: socket.socket, f, url: str) -> float:
